@@ -1,0 +1,172 @@
+// Package cli implements the detour commands. It is the only package that
+// reads flags and writes to the terminal; everything else is wired here.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// Flag names shared by several commands.
+const (
+	flagConfig    = "config"
+	flagStateDir  = "state-dir"
+	flagLogLevel  = "log-level"
+	flagLogFormat = "log-format"
+)
+
+// app holds what the global flags select, loaded lazily by commands.
+type app struct {
+	stdout, stderr io.Writer
+
+	configFile string
+	stateDir   string
+	logLevel   string
+	logFormat  string
+
+	log    *slog.Logger
+	cfg    *config.Config
+	cfgErr error
+}
+
+// Run executes the detour command line args and returns the exit code: 0 on
+// success, 1 on failure, 2 on a usage error.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	a := &app{stdout: stdout, stderr: stderr}
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "detour: interrupted")
+		return 1
+	}
+	fmt.Fprintf(stderr, "detour: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks a mistake in the command line.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return &usageError{fmt.Errorf(format, args...)}
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "detour",
+		Short: "Get and renew TLS certificates where ports 80/443 or DNS APIs are not available",
+		Long: `Detour obtains and renews publicly trusted TLS certificates over ACME (RFC 8555)
+on hosts where the usual validation path is blocked: a web server that must keep
+ports 80/443, a firewall, NAT, a DNS provider without an API.
+
+Public CAs validate only on port 80 (http-01), port 443 (tls-alpn-01) or through
+DNS (dns-01). Detour makes each of those paths work next to what already runs,
+checks that a path works before asking the CA, and keeps the working certificate
+whatever happens.
+
+Start with a rehearsal against a local CA:    detour sandbox
+Issue a certificate:                          detour issue -d example.com --email you@example.com --agree-tos
+Renew everything that is due (cron/systemd):  detour renew`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.setupLogging()
+		},
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usageError{fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.configFile, flagConfig, "", "configuration file (default "+config.DefaultFile+"; env DETOUR_CONFIG)")
+	pf.StringVar(&a.stateDir, flagStateDir, "", "state directory for accounts and certificates (default from the config, else "+config.DefaultStateDir+"; env DETOUR_STATE_DIR)")
+	pf.StringVar(&a.logLevel, flagLogLevel, "info", "log level: debug, info, warn, error")
+	pf.StringVar(&a.logFormat, flagLogFormat, "text", "log format: text or json")
+	root.AddCommand(
+		a.issueCommand(),
+		a.renewCommand(),
+		a.listCommand(),
+		a.statusCommand(),
+		a.revokeCommand(),
+		a.accountCommand(),
+		a.sandboxCommand(),
+		a.configCommand(),
+	)
+	return root
+}
+
+func (a *app) setupLogging() error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return usagef("--%s %q: use debug, info, warn or error", flagLogLevel, a.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch strings.ToLower(a.logFormat) {
+	case "text":
+		a.log = slog.New(slog.NewTextHandler(a.stderr, opts))
+	case "json":
+		a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
+	default:
+		return usagef("--%s %q: use text or json", flagLogFormat, a.logFormat)
+	}
+	if a.configFile == "" {
+		a.configFile = os.Getenv("DETOUR_CONFIG")
+	}
+	if a.stateDir == "" {
+		a.stateDir = os.Getenv("DETOUR_STATE_DIR")
+	}
+	return nil
+}
+
+// config loads the configuration file. When no file was named and the
+// default one does not exist, it returns defaults (one-off use with flags);
+// required reports whether a missing file is an error.
+func (a *app) config(required bool) (*config.Config, error) {
+	if a.cfg != nil || a.cfgErr != nil {
+		return a.cfg, a.cfgErr
+	}
+	path := a.configFile
+	explicit := path != ""
+	if path == "" {
+		path = config.DefaultFile
+	}
+	cfg, err := config.Load(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit && !required {
+		cfg, err = config.Default(), nil
+	}
+	a.cfg, a.cfgErr = cfg, err
+	return cfg, err
+}
+
+// store opens the state directory chosen by flag, environment or config.
+func (a *app) store(cfg *config.Config) (*store.FS, error) {
+	dir := a.stateDir
+	if dir == "" && cfg != nil {
+		dir = cfg.StateDir
+	}
+	if dir == "" {
+		dir = config.DefaultStateDir
+	}
+	return store.NewFS(dir, store.FSOptions{Logger: a.log})
+}

@@ -1,0 +1,71 @@
+package config
+
+// Example is a complete, commented configuration file. It parses and
+// validates as it stands (`detour config example` prints it).
+const Example = `# Detour configuration: /etc/detour/detour.toml
+# Every key is optional except where a comment says otherwise.
+
+# Where accounts, certificates and locks live (absolute path).
+state_dir = "/var/lib/detour"
+
+# Default ACME account contact; the CA sends expiry and policy mail here.
+email = "ops@example.com"
+
+# Default CA for certificates: a shortcut (letsencrypt, letsencrypt-staging,
+# zerossl, google, google-staging, buypass, buypass-staging), the name of a
+# [ca.NAME] table below, or an ACME directory URL.
+default_ca = "letsencrypt"
+
+# Default certificate key: ecdsa-p256, ecdsa-p384, rsa2048, rsa3072, rsa4096.
+key_type = "ecdsa-p256"
+
+# You accept the terms of service of the CAs you use.
+agree_tos = true
+
+# A private CA, or one that needs External Account Binding.
+[ca.corp]
+directory = "https://acme.corp.example/directory"   # required, https
+staging = "https://acme-staging.corp.example/directory"   # used by --dry-run
+# root_bundle = "/etc/detour/corp-root.pem"   # PEM roots trusted for this CA's API
+eab_kid = "kid-123"                            # EAB: both or neither
+eab_hmac_key = "c2VjcmV0LWhtYWMta2V5LWZyb20tdGhlLWNh"   # base64url, as the CA shows it
+# eab_hmac_key_file = "/etc/detour/eab.key"    # instead of eab_hmac_key
+email = "pki-team@example.com"                 # overrides the global email
+
+# A built-in shortcut that needs EAB gets its credentials from a table of the
+# same name; directory and staging come from the shortcut.
+# [ca.zerossl]
+# eab_kid = "..."
+# eab_hmac_key = "..."
+
+# Validation paths; a certificate lists them by name, in order of preference.
+# Built-ins need no table: "standalone-http" (:80), "standalone-tls-alpn"
+# (:443) and "dns-embedded" (:53).
+[path.web]
+kind = "standalone"        # binds the port itself
+challenge = "http-01"      # or "tls-alpn-01" (default listen ":443")
+listen = ":80"             # host:port
+
+[path.dns]
+kind = "dns-embedded"      # answers dns-01 from Detour's own DNS responder
+listen = "[::]:53"         # delegate _acme-challenge.<name> here with an NS record
+
+[[certificate]]
+name = "example"                                 # default: the first domain
+domains = ["example.com", "www.example.com"]
+paths = ["web"]
+
+[[certificate]]
+# name defaults to "wildcard.example.com"
+domains = ["*.example.com", "example.com"]
+ca = "corp"                                      # default: default_ca
+key_type = "ecdsa-p384"                          # default: key_type above
+profile = "tlsserver"                            # ACME profile, if the CA offers profiles
+preferred_chain = "ISRG Root X1"                 # issuer common name of the chain to prefer
+paths = ["dns", "web"]                           # a wildcard needs a dns-01 path
+
+[[certificate]]
+name = "lb-address"
+domains = ["192.0.2.10"]                         # IP addresses need http-01 or tls-alpn-01
+paths = ["standalone-tls-alpn"]
+`

@@ -1,0 +1,171 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+)
+
+// ACME challenge types (RFC 8555 §8.3, §8.4; RFC 8737).
+const (
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+	ChallengeDNS01     = "dns-01"
+)
+
+// Path kinds.
+const (
+	// KindStandalone binds :80 (http-01) or :443 (tls-alpn-01) itself.
+	KindStandalone = "standalone"
+	// KindDNSEmbedded answers dns-01 through Detour's own authoritative
+	// responder for a delegated _acme-challenge zone.
+	KindDNSEmbedded = "dns-embedded"
+)
+
+// Names of the built-in paths, usable in a certificate's paths without a
+// [path.NAME] table.
+const (
+	BuiltinStandaloneHTTP    = "standalone-http"
+	BuiltinStandaloneTLSALPN = "standalone-tls-alpn"
+	BuiltinDNSEmbedded       = "dns-embedded"
+)
+
+// DefaultPaths is the paths list of a certificate that does not set one.
+var DefaultPaths = []string{BuiltinStandaloneHTTP}
+
+// Keys of a [path.NAME] table. Every kind accepts keyKind; the others are
+// settings a kind lists in kindSpec.settings.
+const (
+	keyKind      = "kind"
+	keyChallenge = "challenge"
+	keyListen    = "listen"
+)
+
+// kindSpec describes one path kind. Adding a kind is one entry in kinds
+// (plus a Path field and a decoder in pathSettings if it brings a new
+// setting).
+type kindSpec struct {
+	// challenges lists the challenge types the kind can answer; the first
+	// is the default.
+	challenges []string
+	// listen is the default listen address for each challenge type; a
+	// challenge without an entry has no listener.
+	listen map[string]string
+	// settings lists the table keys, besides kind, the kind accepts.
+	settings []string
+}
+
+// kinds is the table of path kinds.
+var kinds = map[string]kindSpec{
+	KindStandalone: {
+		challenges: []string{ChallengeHTTP01, ChallengeTLSALPN01},
+		listen:     map[string]string{ChallengeHTTP01: ":80", ChallengeTLSALPN01: ":443"},
+		settings:   []string{keyChallenge, keyListen},
+	},
+	KindDNSEmbedded: {
+		challenges: []string{ChallengeDNS01},
+		listen:     map[string]string{ChallengeDNS01: ":53"},
+		settings:   []string{keyChallenge, keyListen},
+	},
+}
+
+// pathSettings decodes every setting any kind accepts into a Path. A key
+// missing here is an unknown key; a key here but not in the kind's settings
+// is reported as not applying to that kind.
+var pathSettings = map[string]func(p *Path) *string{
+	keyChallenge: func(p *Path) *string { return &p.Challenge },
+	keyListen:    func(p *Path) *string { return &p.Listen },
+}
+
+// builtinPaths are the paths usable by name without a [path.NAME] table.
+var builtinPaths = map[string]Path{
+	BuiltinStandaloneHTTP:    {Name: BuiltinStandaloneHTTP, Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80"},
+	BuiltinStandaloneTLSALPN: {Name: BuiltinStandaloneTLSALPN, Kind: KindStandalone, Challenge: ChallengeTLSALPN01, Listen: ":443"},
+	BuiltinDNSEmbedded:       {Name: BuiltinDNSEmbedded, Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: ":53"},
+}
+
+// Kinds returns the names of the supported path kinds, sorted.
+func Kinds() []string {
+	return slices.Sorted(maps.Keys(kinds))
+}
+
+// ChallengeOf returns the ACME challenge type p answers: "http-01",
+// "tls-alpn-01" or "dns-01". A path without an explicit challenge answers
+// its kind's default; an unknown kind yields "".
+func ChallengeOf(p Path) string {
+	if p.Challenge != "" {
+		return p.Challenge
+	}
+	if k, ok := kinds[p.Kind]; ok {
+		return k.challenges[0]
+	}
+	return ""
+}
+
+// defaultPath fills a path's unset challenge and listen address from its
+// kind. Unknown kinds are left alone for validation to report.
+func defaultPath(p *Path) {
+	k, ok := kinds[p.Kind]
+	if !ok {
+		return
+	}
+	if p.Challenge == "" {
+		p.Challenge = k.challenges[0]
+	}
+	if p.Listen == "" {
+		p.Listen = k.listen[p.Challenge]
+	}
+}
+
+// checkListen validates a host:port listen address with a numeric port in
+// 1-65535. The host may be empty (all addresses).
+func checkListen(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port (%v); write e.g. \":80\" or \"192.0.2.1:80\"", addr, stripAddrErr(err, addr))
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port %q must be a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+// stripAddrErr returns the reason from a net.AddrError without repeating the
+// address.
+func stripAddrErr(err error, addr string) string {
+	if ae, ok := err.(*net.AddrError); ok {
+		return ae.Err
+	}
+	return err.Error()
+}
+
+// pathNames returns the configured and built-in path names.
+func (c *Config) pathNames() []string {
+	names := slices.Collect(maps.Keys(builtinPaths))
+	if c == nil {
+		return names
+	}
+	for n := range c.Paths {
+		names = append(names, n)
+	}
+	return names
+}
+
+// Path returns the path called name: a [path.NAME] table or a built-in. A
+// nil Config knows only the built-ins.
+func (c *Config) Path(name string) (Path, error) {
+	if c != nil {
+		if p, ok := c.Paths[name]; ok {
+			return p, nil
+		}
+	}
+	if p, ok := builtinPaths[name]; ok {
+		return p, nil
+	}
+	names := c.pathNames()
+	return Path{}, fmt.Errorf("unknown path %q%s; known paths: %s (add a [path.%s] table to define it)",
+		name, didYouMean(name, names), quoteList(names), name)
+}

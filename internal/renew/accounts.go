@@ -1,0 +1,147 @@
+package renew
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/detour-acme/detour/internal/acme"
+)
+
+// accountMeta is what Detour keeps next to an account key.
+type accountMeta struct {
+	URL       string    `json:"url"`
+	Directory string    `json:"directory"`
+	Email     string    `json:"email,omitempty"`
+	Created   time.Time `json:"created"`
+}
+
+// AccountKeyPrefix returns the storage prefix of the account for email at the
+// CA whose directory host is host.
+func AccountKeyPrefix(host, email string) string {
+	label := "default"
+	if email != "" {
+		label = strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("@.+_-", r):
+				return r
+			}
+			return '_'
+		}, email)
+	}
+	host = strings.ReplaceAll(host, ":", "_")
+	return "accounts/" + host + "/" + label
+}
+
+// Account loads the account for ca from storage, or registers one (creating
+// its key) and stores it. The key is stored before registration, so a crash
+// never leaves an account at the CA whose key is lost.
+func (m *Manager) Account(ctx context.Context, ca CA) (acme.Account, error) {
+	return m.account(ctx, ca, false)
+}
+
+// account is Account; fresh forces a lookup at the CA even when the account
+// URL is known.
+func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account, error) {
+	prefix := AccountKeyPrefix(ca.Client.Host(), ca.Email)
+	keyPEM, err := m.store.Load(ctx, prefix+"/account.key")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		key, gerr := acme.ECDSAP256.Generate()
+		if gerr != nil {
+			return acme.Account{}, gerr
+		}
+		if keyPEM, err = acme.EncodeKey(key); err != nil {
+			return acme.Account{}, err
+		}
+		if err := m.store.Store(ctx, prefix+"/account.key", keyPEM); err != nil {
+			return acme.Account{}, fmt.Errorf("storing account key: %w", err)
+		}
+	case err != nil:
+		return acme.Account{}, fmt.Errorf("loading account key: %w", err)
+	}
+	key, err := acme.DecodeKey(keyPEM)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("account key %s/account.key: %w", prefix, err)
+	}
+	var meta accountMeta
+	if data, err := m.store.Load(ctx, prefix+"/account.json"); err == nil {
+		if err := json.Unmarshal(data, &meta); err != nil {
+			return acme.Account{}, fmt.Errorf("account record %s/account.json is corrupt: %w", prefix, err)
+		}
+	}
+	if meta.URL != "" && meta.Directory == ca.Client.DirectoryURL() && !fresh {
+		// Known account: no request needed. If the CA has since forgotten
+		// it, Obtain calls again with fresh set.
+		return acme.Account{Location: meta.URL, PrivateKey: key, Status: "valid"}, nil
+	}
+	acct, err := ca.Client.Register(ctx, acme.RegisterRequest{Key: key, Email: ca.Email, AgreeTOS: ca.AgreeTOS, EAB: ca.EAB})
+	if err != nil {
+		return acme.Account{}, err
+	}
+	if meta.URL != acct.Location {
+		meta = accountMeta{URL: acct.Location, Directory: ca.Client.DirectoryURL(), Email: ca.Email, Created: m.now()}
+		data, _ := json.MarshalIndent(meta, "", "  ")
+		if err := m.store.Store(ctx, prefix+"/account.json", data); err != nil {
+			return acme.Account{}, fmt.Errorf("storing account record: %w", err)
+		}
+		m.log.InfoContext(ctx, "ACME account ready", "ca", ca.Client.DirectoryURL(), "account", acct.Location)
+	}
+	return acct, nil
+}
+
+// RolloverAccount replaces the account key of ca's account (RFC 8555 §7.3.5):
+// the new key is stored beside the old one first, then the CA is told, then
+// the new key becomes the account's key.
+func (m *Manager) RolloverAccount(ctx context.Context, ca CA) (acme.Account, error) {
+	acct, err := m.account(ctx, ca, true)
+	if err != nil {
+		return acct, err
+	}
+	prefix := AccountKeyPrefix(ca.Client.Host(), ca.Email)
+	newKey, err := acme.ECDSAP256.Generate()
+	if err != nil {
+		return acct, err
+	}
+	newPEM, err := acme.EncodeKey(newKey)
+	if err != nil {
+		return acct, err
+	}
+	if err := m.store.Store(ctx, prefix+"/account.next.key", newPEM); err != nil {
+		return acct, fmt.Errorf("storing new account key: %w", err)
+	}
+	out, err := ca.Client.Rollover(ctx, acct, newKey)
+	if err != nil {
+		_ = m.store.Delete(context.WithoutCancel(ctx), prefix+"/account.next.key")
+		return acct, err
+	}
+	oldPEM, _ := acme.EncodeKey(acct.PrivateKey)
+	if err := m.store.Store(ctx, prefix+"/account.previous.key", oldPEM); err != nil {
+		return out, fmt.Errorf("keeping the old account key: %w", err)
+	}
+	if err := m.store.Store(ctx, prefix+"/account.key", newPEM); err != nil {
+		return out, fmt.Errorf("storing the new account key (it is in %s/account.next.key; move it to account.key): %w", prefix, err)
+	}
+	_ = m.store.Delete(ctx, prefix+"/account.next.key")
+	return out, nil
+}
+
+// DeactivateAccount deactivates ca's account at the CA and removes its key.
+func (m *Manager) DeactivateAccount(ctx context.Context, ca CA) error {
+	acct, err := m.account(ctx, ca, true)
+	if err != nil {
+		return err
+	}
+	if _, err := ca.Client.Deactivate(ctx, acct); err != nil {
+		return err
+	}
+	prefix := AccountKeyPrefix(ca.Client.Host(), ca.Email)
+	keyPEM, _ := acme.EncodeKey(acct.PrivateKey)
+	_ = m.store.Store(ctx, prefix+"/deactivated.key", keyPEM)
+	_ = m.store.Delete(ctx, prefix+"/account.json")
+	return m.store.Delete(ctx, prefix+"/account.key")
+}

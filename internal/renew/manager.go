@@ -1,0 +1,126 @@
+// Package renew obtains and renews certificates: it plans an order, checks
+// each validation path before the CA is asked, drives the ACME flow through
+// package acme, stores the result through package store, and decides when a
+// certificate is due (RFC 9773 renewal windows, else a third of the lifetime
+// left).
+package renew
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// Backend is the storage Manager needs: key/value, certificates, locks.
+type Backend interface {
+	store.Storage
+	store.Certs
+	store.Locker
+}
+
+// Options configure a Manager.
+type Options struct {
+	Store  Backend // required
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// CleanupTimeout bounds CleanUp of every path, which runs even when the
+	// renewal's context is cancelled. Default 30s.
+	CleanupTimeout time.Duration
+}
+
+// Manager obtains, renews and records certificates.
+type Manager struct {
+	store   Backend
+	log     *slog.Logger
+	now     func() time.Time
+	cleanup time.Duration
+}
+
+// New returns a Manager.
+func New(opts Options) (*Manager, error) {
+	if opts.Store == nil {
+		return nil, errors.New("renew: no store")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.CleanupTimeout <= 0 {
+		opts.CleanupTimeout = 30 * time.Second
+	}
+	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout}, nil
+}
+
+// CA is one certificate authority as a renewal uses it.
+type CA struct {
+	Client   *acme.Client
+	Name     string // shortcut or config name, for records and logs
+	Email    string
+	AgreeTOS bool
+	EAB      *acme.EAB
+	// RootBundle is the file the client's roots came from, kept in the
+	// record so that a renewal can rebuild the client.
+	RootBundle string
+}
+
+// Request is one certificate to obtain.
+type Request struct {
+	Name           string
+	Identifiers    []ident.Identifier
+	KeyType        acme.KeyType
+	Profile        string
+	PreferredChain string
+	CA             CA
+	// Paths in order of preference; Refs describe them for the record
+	// (same order, same length).
+	Paths []solve.Path
+	Refs  []store.PathRef
+	// Replaces is the ARI identifier of the certificate being replaced.
+	Replaces string
+	// DryRun runs the whole flow but stores nothing.
+	DryRun bool
+}
+
+// Result describes an obtained certificate.
+type Result struct {
+	Name      string
+	Version   int // archive version now live (0 on a dry run)
+	NotBefore time.Time
+	NotAfter  time.Time
+	Serial    string
+	PathUsed  map[string]string // identifier -> path name
+	Elapsed   time.Duration
+	Files     []string // live files written
+	ARI       *store.ARIWindow
+}
+
+// Error is a failed attempt: which stage failed, and whether the CA was
+// asked at all (a failure before that costs no rate limit).
+type Error struct {
+	Name    string
+	Stage   string // "preflight", "account", "order", "validation", "finalize", "store"
+	AskedCA bool
+	Err     error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("certificate %q: %s: %v", e.Name, e.Stage, e.Err)
+}
+
+// Unwrap returns the cause.
+func (e *Error) Unwrap() error { return e.Err }
+
+// LogValue implements slog.LogValuer.
+func (e *Error) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("certificate", e.Name), slog.String("stage", e.Stage),
+		slog.Bool("asked_ca", e.AskedCA), slog.String("error", e.Err.Error()))
+}

@@ -1,0 +1,352 @@
+package renew
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// candidates maps each identifier to the paths whose Check passed for it, in
+// the order of preference.
+type candidates map[ident.Identifier][]solve.Path
+
+// Preflight runs every path's Check for every identifier, without asking the
+// CA anything. It fails when some identifier has no path that can work, with
+// each path's reason.
+func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error) {
+	if len(req.Paths) == 0 {
+		return nil, errors.New("no validation path configured; list one in paths = [...] or pass --path")
+	}
+	out := make(candidates, len(req.Identifiers))
+	var problems []string
+	for _, id := range req.Identifiers {
+		var reasons []string
+		for _, p := range req.Paths {
+			typ := p.Solver.Type()
+			if !solve.Applicable(typ, id) {
+				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, notApplicableReason(typ, id)))
+				continue
+			}
+			if err := p.Solver.Check(ctx, id); err != nil {
+				reasons = append(reasons, fmt.Sprintf("%s (%s): %v", p.Name, typ, err))
+				m.log.InfoContext(ctx, "path passed over", "identifier", id.Value, "path", p.Name, "reason", err)
+				continue
+			}
+			out[id] = append(out[id], p)
+		}
+		if len(out[id]) == 0 {
+			problems = append(problems, fmt.Sprintf("no path can validate %s:\n    %s", id.Value, strings.Join(reasons, "\n    ")))
+		}
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "\n  "))
+	}
+	return out, nil
+}
+
+func notApplicableReason(typ string, id ident.Identifier) string {
+	switch {
+	case id.IsWildcard():
+		return "a wildcard can only be validated with dns-01"
+	case id.Type == ident.TypeIP:
+		return "an IP address cannot be validated with dns-01 (RFC 8738)"
+	}
+	return "not applicable"
+}
+
+// presented is one challenge put in place.
+type presented struct {
+	authzURL string
+	path     solve.Path
+	wireCh   acme.Challenge
+	ch       solve.Challenge
+}
+
+// Obtain gets a certificate for req and, unless req.DryRun, stores it as the
+// new live version and records how it was obtained. A failure at any stage
+// leaves the live certificate untouched.
+func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
+	start := m.now()
+	res := Result{Name: req.Name, PathUsed: map[string]string{}}
+	fail := func(stage string, asked bool, err error) (Result, error) {
+		return res, &Error{Name: req.Name, Stage: stage, AskedCA: asked, Err: err}
+	}
+	if err := store.ValidName(req.Name); err != nil {
+		return fail("preflight", false, err)
+	}
+	unlock, err := m.store.TryLock(ctx, req.Name)
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			err = fmt.Errorf("another detour process is working on this certificate; try again when it has finished: %w", err)
+		}
+		return fail("preflight", false, err)
+	}
+	defer unlock()
+	if err := m.store.Recover(ctx, req.Name); err != nil {
+		return fail("store", false, err)
+	}
+
+	cands, err := m.Preflight(ctx, req)
+	if err != nil {
+		return fail("preflight", false, err)
+	}
+	keyType := req.KeyType
+	if keyType == "" {
+		keyType = acme.ECDSAP256
+	}
+	// The CA is asked from here on; the profile check needs the directory.
+	if err := req.CA.Client.CheckProfile(ctx, req.Profile); err != nil {
+		return fail("order", false, err)
+	}
+	acct, err := m.Account(ctx, req.CA)
+	if err != nil {
+		return fail("account", true, err)
+	}
+	order, err := req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: req.Replaces})
+	if err != nil && (acme.IsProblem(err, "urn:ietf:params:acme:error:accountDoesNotExist") || acme.IsProblem(err, "urn:ietf:params:acme:error:unauthorized")) {
+		m.log.WarnContext(ctx, "the CA does not know the stored account; registering again", "ca", req.CA.Client.DirectoryURL())
+		if acct, err = m.account(ctx, req.CA, true); err == nil {
+			order, err = req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: req.Replaces})
+		}
+	}
+	if err != nil {
+		return fail("order", true, err)
+	}
+	m.log.InfoContext(ctx, "order created", "certificate", req.Name, "order", order.Location, "identifiers", ident.Values(req.Identifiers))
+
+	if err := m.authorize(ctx, req, acct, order, cands, res.PathUsed); err != nil {
+		return fail("validation", true, err)
+	}
+
+	certKey, err := keyType.Generate()
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	csr, err := acme.CSR(certKey, req.Identifiers)
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	order, err = req.CA.Client.Finalize(ctx, acct, order, csr)
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	leafPEM, chainPEM, ri, err := req.CA.Client.Chain(ctx, acct, order.Certificate, req.PreferredChain)
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	keyPEM, err := acme.EncodeKey(certKey)
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	leaf, err := parseLeaf(leafPEM)
+	if err != nil {
+		return fail("finalize", true, err)
+	}
+	res.NotBefore, res.NotAfter = leaf.NotBefore, leaf.NotAfter
+	res.Serial = leaf.SerialNumber.Text(16)
+	if ri != nil {
+		res.ARI = ariWindow(*ri, m.now())
+	} else {
+		res.ARI = m.fetchARI(ctx, req.CA.Client, leaf)
+	}
+	if req.DryRun {
+		res.Elapsed = m.now().Sub(start)
+		m.log.InfoContext(ctx, "dry run succeeded; nothing stored", "certificate", req.Name, "not_after", leaf.NotAfter)
+		return res, nil
+	}
+
+	version, err := m.store.PutCertificate(ctx, req.Name, store.Bundle{CertPEM: leafPEM, ChainPEM: chainPEM, KeyPEM: keyPEM})
+	if err != nil {
+		return fail("store", true, err)
+	}
+	res.Version = version
+	ariID, _ := acme.ARIID(leaf)
+	rec := store.Record{
+		Name: req.Name, Identifiers: ident.Values(req.Identifiers),
+		CA: req.CA.Client.DirectoryURL(), CAName: req.CA.Name, RootBundle: req.CA.RootBundle,
+		Account: acct.Location, Email: req.CA.Email,
+		KeyType: string(keyType), Profile: req.Profile, PreferredChain: req.PreferredChain,
+		Paths: req.Refs, Version: version, Serial: res.Serial, ARIID: ariID,
+		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Issued: m.now(), ARI: res.ARI,
+		Last: &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(res.PathUsed)},
+	}
+	if err := m.store.SaveRecord(ctx, rec); err != nil {
+		return fail("store", true, fmt.Errorf("the certificate is live (version %d) but its record could not be saved: %w", version, err))
+	}
+	res.Elapsed = m.now().Sub(start)
+	m.log.InfoContext(ctx, "certificate stored", "certificate", req.Name, "version", version, "not_after", leaf.NotAfter, "elapsed", res.Elapsed)
+	return res, nil
+}
+
+func joinPaths(used map[string]string) string {
+	seen := map[string]bool{}
+	var out []string
+	for _, p := range used {
+		if !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// authorize answers every pending authorization of order: per identifier it
+// presents the first candidate path the CA offers a challenge for (falling
+// back to the next when Present fails), waits for Waiters in parallel, then
+// asks the CA and waits for all validations in parallel. Everything
+// presented is cleaned up, even when ctx is cancelled.
+func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account, order acme.Order, cands candidates, used map[string]string) error {
+	var done []presented
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
+		defer cancel()
+		for _, p := range done {
+			if err := p.path.Solver.CleanUp(cctx, p.ch); err != nil {
+				m.log.ErrorContext(cctx, "cleaning up challenge failed", "identifier", p.ch.Identifier.Value, "path", p.path.Name, "error", err)
+			}
+		}
+	}()
+	for _, url := range order.Authorizations {
+		authz, err := req.CA.Client.Authorization(ctx, acct, url)
+		if err != nil {
+			return err
+		}
+		if authz.Status == "valid" {
+			continue
+		}
+		id, err := authzIdentifier(authz)
+		if err != nil {
+			return err
+		}
+		p, err := m.present(ctx, acct, url, authz, id, cands)
+		if err != nil {
+			return err
+		}
+		done = append(done, p)
+		used[id.Value] = p.path.Name
+	}
+	if err := m.waitAll(ctx, done); err != nil {
+		return err
+	}
+	errs := make([]error, len(done))
+	var wg sync.WaitGroup
+	for i, p := range done {
+		wg.Go(func() {
+			if err := req.CA.Client.Accept(ctx, acct, p.wireCh); err != nil {
+				errs[i] = err
+				return
+			}
+			if _, err := req.CA.Client.WaitAuthorization(ctx, acct, p.authzURL); err != nil {
+				errs[i] = fmt.Errorf("%w (path %s)", err, p.path.Name)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func authzIdentifier(a acme.Authorization) (ident.Identifier, error) {
+	v := a.Identifier.Value
+	if a.Wildcard {
+		v = "*." + v
+	}
+	id, err := ident.Parse(v)
+	if err != nil {
+		return id, fmt.Errorf("the CA sent an authorization for %q: %w", v, err)
+	}
+	return id, nil
+}
+
+// present picks the first candidate path for id whose challenge type the CA
+// offers and whose Present succeeds.
+func (m *Manager) present(ctx context.Context, acct acme.Account, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
+	offered := make(map[string]acme.Challenge, len(authz.Challenges))
+	var types []string
+	for _, c := range authz.Challenges {
+		offered[c.Type] = c
+		types = append(types, c.Type)
+	}
+	var reasons []string
+	for _, p := range cands[id] {
+		typ := p.Solver.Type()
+		wc, ok := offered[typ]
+		if !ok {
+			reasons = append(reasons, fmt.Sprintf("%s: the CA does not offer %s for %s (it offers %s)", p.Name, typ, id.Value, strings.Join(types, ", ")))
+			continue
+		}
+		ch := solve.Challenge{Type: typ, Identifier: id, Token: wc.Token, KeyAuthorization: wc.KeyAuthorization}
+		if !solve.ValidToken(ch.Token) {
+			return presented{}, fmt.Errorf("the CA sent a malformed token %q for %s", ch.Token, id.Value)
+		}
+		if err := p.Solver.Present(ctx, ch); err != nil {
+			reasons = append(reasons, fmt.Sprintf("%s: %v", p.Name, err))
+			m.log.WarnContext(ctx, "path failed to present; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
+			_ = p.Solver.CleanUp(cctx, ch)
+			cancel()
+			continue
+		}
+		m.log.InfoContext(ctx, "challenge presented", "identifier", id.Value, "path", p.Name, "challenge", typ)
+		return presented{authzURL: url, path: p, wireCh: wc, ch: ch}, nil
+	}
+	return presented{}, fmt.Errorf("no path could answer %s:\n    %s", id.Value, strings.Join(reasons, "\n    "))
+}
+
+// waitAll waits, in parallel, for every presented challenge whose solver is a
+// solve.Waiter.
+func (m *Manager) waitAll(ctx context.Context, ps []presented) error {
+	errs := make([]error, len(ps))
+	var wg sync.WaitGroup
+	for i, p := range ps {
+		w, ok := p.path.Solver.(solve.Waiter)
+		if !ok {
+			continue
+		}
+		wg.Go(func() {
+			if err := w.Wait(ctx, p.ch); err != nil {
+				errs[i] = fmt.Errorf("waiting for %s on path %s: %w", p.ch.Identifier.Value, p.path.Name, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// fetchARI asks the CA for the renewal window of leaf; failures are logged
+// and yield nil (the schedule then falls back to the lifetime rule).
+func (m *Manager) fetchARI(ctx context.Context, c *acme.Client, leaf *x509.Certificate) *store.ARIWindow {
+	ri, err := c.RenewalInfo(ctx, leaf)
+	if err != nil {
+		if !errors.Is(err, acme.ErrUnsupported) {
+			m.log.WarnContext(ctx, "no renewal window from the CA", "error", err)
+		}
+		return nil
+	}
+	return ariWindow(ri, m.now())
+}
+
+func ariWindow(ri acme.RenewalInfo, now time.Time) *store.ARIWindow {
+	w := &store.ARIWindow{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End, ExplanationURL: ri.ExplanationURL, Fetched: now}
+	if ri.RetryAfter != nil {
+		w.RetryAfter = *ri.RetryAfter
+	}
+	return w
+}
+
+func parseLeaf(p []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(p)
+	if b == nil {
+		return nil, errors.New("no certificate PEM block")
+	}
+	return x509.ParseCertificate(b.Bytes)
+}
