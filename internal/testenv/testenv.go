@@ -103,6 +103,7 @@ func (e *Env) Client(t testing.TB) *acme.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(c.Close)
 	return c
 }
 
