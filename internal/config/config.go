@@ -56,8 +56,14 @@ type Path struct {
 	// Challenge is the ACME challenge type the path answers; see
 	// ChallengeOf.
 	Challenge string
-	// Listen is the host:port the path's responder binds.
+	// Listen is the host:port (or "unix:/path") the path's responder
+	// binds, for kinds that bind one.
 	Listen string
+	// Root is the webroot's document root.
+	Root string
+	// Router is the address of the `detour router` a front-door path
+	// relies on.
+	Router string
 }
 
 // Certificate is one [[certificate]] entry with defaults applied.
@@ -74,6 +80,12 @@ type Certificate struct {
 	CA, KeyType, Profile, PreferredChain string
 	// Paths are path names in order of preference.
 	Paths []string
+	// SelfCheck, true unless self_check = false, makes Detour fetch each
+	// http-01 and tls-alpn-01 answer itself, the way the CA will, before
+	// asking the CA. Turn it off for hosts behind NAT without hairpin.
+	SelfCheck bool
+	// DeployHook is a shell command run after each new version is live.
+	DeployHook string
 	// Line is where the entry starts in the file.
 	Line int
 }

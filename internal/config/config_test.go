@@ -34,8 +34,13 @@ func TestExampleParses(t *testing.T) {
 		t.Errorf("ca.corp = %+v", corp)
 	}
 	wantPaths := map[string]Path{
-		"web": {Name: "web", Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80"},
-		"dns": {Name: "dns", Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: "[::]:53"},
+		"web":     {Name: "web", Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80"},
+		"dns":     {Name: "dns", Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: "[::]:53"},
+		"docroot": {Name: "docroot", Kind: KindWebroot, Challenge: ChallengeHTTP01, Root: "/var/www/html"},
+		"forward": {Name: "forward", Kind: KindSidePort, Challenge: ChallengeHTTP01, Listen: "127.0.0.1:8402"},
+		"nofiles": {Name: "nofiles", Kind: KindStateless, Challenge: ChallengeHTTP01},
+		"alpn":    {Name: "alpn", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
+		"door":    {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
 	}
 	if !reflect.DeepEqual(cfg.Paths, wantPaths) {
 		t.Errorf("paths = %+v, want %+v", cfg.Paths, wantPaths)
@@ -86,12 +91,12 @@ kind = "dns-embedded"
 		{
 			Name: "wildcard.example.com", Domains: []string{"*.Example.com", "example.com"},
 			Identifiers: []ident.Identifier{{Type: ident.TypeDNS, Value: "*.example.com"}, {Type: ident.TypeDNS, Value: "example.com"}},
-			CA:          DefaultCA, KeyType: "ecdsa-p256", Paths: []string{"dns-embedded"}, Line: 1,
+			CA:          DefaultCA, KeyType: "ecdsa-p256", Paths: []string{"dns-embedded"}, Line: 1, SelfCheck: true,
 		},
 		{
 			Name: "2001-db8--1", Domains: []string{"2001:db8::1"},
 			Identifiers: []ident.Identifier{{Type: ident.TypeIP, Value: "2001:db8::1"}},
-			CA:          DefaultCA, KeyType: "ecdsa-p256", Paths: []string{"standalone-http"}, Line: 5,
+			CA:          DefaultCA, KeyType: "ecdsa-p256", Paths: []string{"standalone-http"}, Line: 5, SelfCheck: true,
 		},
 	}
 	if !reflect.DeepEqual(cfg.Certificates, want) {
@@ -417,5 +422,64 @@ func TestKindTableEntry(t *testing.T) {
 	want := testFile + `:3: path.w.listen: listen does not apply to kind "test-webroot"; remove it (settings of this kind: "challenge")`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %s", err, want)
+	}
+}
+
+func TestNewPathKinds(t *testing.T) {
+	good := `
+[path.www]
+kind = "webroot"
+root = "/var/www/html"
+
+[path.side]
+kind = "side-port"
+listen = "unix:/run/detour/http.sock"
+
+[path.nofile]
+kind = "stateless"
+
+[path.fwd]
+kind = "alpn-forward"
+
+[path.door]
+kind = "front-door"
+
+[[certificate]]
+domains = ["example.com"]
+paths = ["www", "side", "nofile", "fwd", "door"]
+self_check = false
+deploy_hook = "systemctl reload nginx"
+`
+	cfg, err := Parse(testFile, []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]Path{
+		"www":    {Name: "www", Kind: KindWebroot, Challenge: ChallengeHTTP01, Root: "/var/www/html"},
+		"side":   {Name: "side", Kind: KindSidePort, Challenge: ChallengeHTTP01, Listen: "unix:/run/detour/http.sock"},
+		"nofile": {Name: "nofile", Kind: KindStateless, Challenge: ChallengeHTTP01},
+		"fwd":    {Name: "fwd", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
+		"door":   {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
+	} {
+		if got := cfg.Paths[name]; got != want {
+			t.Errorf("path %s = %+v, want %+v", name, got, want)
+		}
+	}
+	c := cfg.Certificates[0]
+	if c.SelfCheck || c.DeployHook != "systemctl reload nginx" {
+		t.Errorf("certificate = %+v", c)
+	}
+	bad := []struct{ doc, want string }{
+		{"[path.w]\nkind = \"webroot\"\n", testFile + ":1: path.w: root is missing"},
+		{"[path.w]\nkind = \"webroot\"\nroot = \"html\"\n", testFile + ":3: path.w.root: \"html\" must be an absolute path"},
+		{"[path.s]\nkind = \"side-port\"\nlisten = \"unix:run/x.sock\"\n", testFile + ":3: path.s.listen: \"unix:run/x.sock\": a unix socket path must be absolute"},
+		{"[path.s]\nkind = \"stateless\"\nlisten = \":80\"\n", testFile + ":3: path.s.listen: listen does not apply to kind \"stateless\""},
+		{"[path.d]\nkind = \"front-door\"\nchallenge = \"http-01\"\n", "is not available for kind \"front-door\""},
+	}
+	for _, tc := range bad {
+		_, err := Parse(testFile, []byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want it to contain %q", tc.doc, err, tc.want)
+		}
 	}
 }

@@ -32,6 +32,8 @@ const (
 	keyProfile        = "profile"
 	keyPreferredChain = "preferred_chain"
 	keyPaths          = "paths"
+	keySelfCheck      = "self_check"
+	keyDeployHook     = "deploy_hook"
 )
 
 // file mirrors the TOML document after decoding, before defaults and
@@ -279,7 +281,7 @@ func decodeCerts(l *errList, f *file, path string, v any) {
 			l.typeErr(key, "expected a table, got %s", describe(e))
 			continue
 		}
-		t := &certTable{key: key, cert: Certificate{Line: l.idx.line(key)}}
+		t := &certTable{key: key, cert: Certificate{Line: l.idx.line(key), SelfCheck: true}}
 		c := &t.cert
 		t.has = l.table(key, m, []field{
 			str(keyName, &c.Name),
@@ -289,6 +291,8 @@ func decodeCerts(l *errList, f *file, path string, v any) {
 			str(keyProfile, &c.Profile),
 			str(keyPreferredChain, &c.PreferredChain),
 			strList(keyPaths, &c.Paths),
+			boolean(keySelfCheck, &c.SelfCheck),
+			str(keyDeployHook, &c.DeployHook),
 		})
 		f.Certs = append(f.Certs, t)
 	}

@@ -50,10 +50,33 @@ listen = ":80"             # host:port
 kind = "dns-embedded"      # answers dns-01 from Detour's own DNS responder
 listen = "[::]:53"         # delegate _acme-challenge.<name> here with an NS record
 
+# Paths for a web server that keeps ports 80/443 (nginx, Apache, HAProxy...).
+[path.docroot]
+kind = "webroot"           # writes the token into the served directory
+root = "/var/www/html"     # required: the root your web server serves for the names
+
+[path.forward]
+kind = "side-port"         # the web server forwards /.well-known/acme-challenge/ here
+listen = "127.0.0.1:8402"  # or "unix:/run/detour/http.sock"; see ` + "`detour snippet http`" + `
+
+[path.nofiles]
+kind = "stateless"         # the web server answers <token>.<thumbprint> itself;
+                           # ` + "`detour snippet stateless`" + ` prints the block
+
+[path.alpn]
+kind = "alpn-forward"      # nginx stream / HAProxy send acme-tls/1 here
+listen = "127.0.0.1:8403"  # see ` + "`detour snippet tls-alpn`" + `
+
+[path.door]
+kind = "front-door"        # ` + "`detour router`" + ` owns :443 and passes the rest on
+router = "127.0.0.1:443"   # where the router listens
+
 [[certificate]]
 name = "example"                                 # default: the first domain
 domains = ["example.com", "www.example.com"]
-paths = ["web"]
+paths = ["forward", "docroot", "web"]            # the first that works is used
+deploy_hook = "systemctl reload nginx"           # run after each new certificate
+# self_check = false   # skip Detour's own fetch before asking the CA (NAT without hairpin)
 
 [[certificate]]
 # name defaults to "wildcard.example.com"

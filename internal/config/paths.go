@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 )
 
 // ACME challenge types (RFC 8555 §8.3, §8.4; RFC 8737).
@@ -22,6 +23,23 @@ const (
 	// KindDNSEmbedded answers dns-01 through Detour's own authoritative
 	// responder for a delegated _acme-challenge zone.
 	KindDNSEmbedded = "dns-embedded"
+	// KindWebroot writes http-01 tokens into the docroot the running web
+	// server serves.
+	KindWebroot = "webroot"
+	// KindSidePort serves http-01 tokens on a side address (default
+	// 127.0.0.1:8402, or a unix socket) that the web server forwards
+	// /.well-known/acme-challenge/ to.
+	KindSidePort = "side-port"
+	// KindStateless relies on the web server answering
+	// <token>.<account thumbprint> itself.
+	KindStateless = "stateless"
+	// KindALPNForward answers tls-alpn-01 on a side address (default
+	// 127.0.0.1:8403) that an nginx stream or HAProxy rule sends acme-tls/1
+	// connections to.
+	KindALPNForward = "alpn-forward"
+	// KindFrontDoor answers tls-alpn-01 through a running `detour router`
+	// that owns :443 and passes other connections to the web server.
+	KindFrontDoor = "front-door"
 )
 
 // Names of the built-in paths, usable in a certificate's paths without a
@@ -41,6 +59,8 @@ const (
 	keyKind      = "kind"
 	keyChallenge = "challenge"
 	keyListen    = "listen"
+	keyRoot      = "root"
+	keyRouter    = "router"
 )
 
 // kindSpec describes one path kind. Adding a kind is one entry in kinds
@@ -55,6 +75,10 @@ type kindSpec struct {
 	listen map[string]string
 	// settings lists the table keys, besides kind, the kind accepts.
 	settings []string
+	// required lists the settings that must be set.
+	required []string
+	// defaults gives defaults of settings other than listen.
+	defaults map[string]string
 }
 
 // kinds is the table of path kinds.
@@ -69,6 +93,30 @@ var kinds = map[string]kindSpec{
 		listen:     map[string]string{ChallengeDNS01: ":53"},
 		settings:   []string{keyChallenge, keyListen},
 	},
+	KindWebroot: {
+		challenges: []string{ChallengeHTTP01},
+		settings:   []string{keyChallenge, keyRoot},
+		required:   []string{keyRoot},
+	},
+	KindSidePort: {
+		challenges: []string{ChallengeHTTP01},
+		listen:     map[string]string{ChallengeHTTP01: "127.0.0.1:8402"},
+		settings:   []string{keyChallenge, keyListen},
+	},
+	KindStateless: {
+		challenges: []string{ChallengeHTTP01},
+		settings:   []string{keyChallenge},
+	},
+	KindALPNForward: {
+		challenges: []string{ChallengeTLSALPN01},
+		listen:     map[string]string{ChallengeTLSALPN01: "127.0.0.1:8403"},
+		settings:   []string{keyChallenge, keyListen},
+	},
+	KindFrontDoor: {
+		challenges: []string{ChallengeTLSALPN01},
+		settings:   []string{keyChallenge, keyRouter},
+		defaults:   map[string]string{keyRouter: "127.0.0.1:443"},
+	},
 }
 
 // pathSettings decodes every setting any kind accepts into a Path. A key
@@ -77,6 +125,8 @@ var kinds = map[string]kindSpec{
 var pathSettings = map[string]func(p *Path) *string{
 	keyChallenge: func(p *Path) *string { return &p.Challenge },
 	keyListen:    func(p *Path) *string { return &p.Listen },
+	keyRoot:      func(p *Path) *string { return &p.Root },
+	keyRouter:    func(p *Path) *string { return &p.Router },
 }
 
 // builtinPaths are the paths usable by name without a [path.NAME] table.
@@ -117,11 +167,22 @@ func defaultPath(p *Path) {
 	if p.Listen == "" {
 		p.Listen = k.listen[p.Challenge]
 	}
+	for key, def := range k.defaults {
+		if v := pathSettings[key](p); *v == "" {
+			*v = def
+		}
+	}
 }
 
 // checkListen validates a host:port listen address with a numeric port in
 // 1-65535. The host may be empty (all addresses).
 func checkListen(addr string) error {
+	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if !strings.HasPrefix(rest, "/") {
+			return fmt.Errorf("%q: a unix socket path must be absolute, e.g. \"unix:/run/detour/http.sock\"", addr)
+		}
+		return nil
+	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port (%v); write e.g. \":80\" or \"192.0.2.1:80\"", addr, stripAddrErr(err, addr))

@@ -249,6 +249,19 @@ func validatePath(l *errList, t *pathTable) bool {
 			l.add(k(keyListen), "%v", err)
 		}
 	}
+	if t.has[keyRouter] {
+		if err := checkListen(t.path.Router); err != nil {
+			l.add(k(keyRouter), "%v", err)
+		}
+	}
+	for _, req := range spec.required {
+		if !t.has[req] {
+			l.add(t.key, "%s is missing; kind %q needs it (e.g. %s = \"/var/www/html\")", req, t.path.Kind, req)
+		}
+	}
+	if t.has[keyRoot] && !filepath.IsAbs(t.path.Root) {
+		l.add(k(keyRoot), "%q must be an absolute path: the directory your web server serves for these names", t.path.Root)
+	}
 	return ok
 }
 

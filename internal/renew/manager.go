@@ -6,12 +6,14 @@
 package renew
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/store"
@@ -22,6 +24,8 @@ type Backend interface {
 	store.Storage
 	store.Certs
 	store.Locker
+	// LiveDir is the directory of name's live files, given to deploy hooks.
+	LiveDir(name string) string
 }
 
 // Options configure a Manager.
@@ -88,6 +92,12 @@ type Request struct {
 	Replaces string
 	// DryRun runs the whole flow but stores nothing.
 	DryRun bool
+	// SelfCheck, when set, is called after each Present (and Wait) and
+	// before the CA is asked: it fetches the answer the way the CA will. A
+	// failure moves on to the next path, costing no failed validation.
+	SelfCheck func(ctx context.Context, ch solve.Challenge) error
+	// DeployHook runs after the new version is live (not on a dry run).
+	DeployHook deploy.Hook
 }
 
 // Result describes an obtained certificate.
@@ -101,6 +111,9 @@ type Result struct {
 	Elapsed   time.Duration
 	Files     []string // live files written
 	ARI       *store.ARIWindow
+	// DeployErr is set when the certificate was stored but its deploy hook
+	// failed; the new certificate is live regardless.
+	DeployErr error
 }
 
 // Error is a failed attempt: which stage failed, and whether the CA was

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/store"
@@ -185,6 +186,15 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	res.Elapsed = m.now().Sub(start)
 	m.log.InfoContext(ctx, "certificate stored", "certificate", req.Name, "version", version, "not_after", leaf.NotAfter, "elapsed", res.Elapsed)
+	if req.DeployHook.Command != "" {
+		info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: version, NotAfter: leaf.NotAfter}
+		if _, err := req.DeployHook.Run(context.WithoutCancel(ctx), info); err != nil {
+			res.DeployErr = err
+			m.log.ErrorContext(ctx, "deploy hook failed; the new certificate is live", "certificate", req.Name, "error", err)
+		} else {
+			m.log.InfoContext(ctx, "deploy hook ran", "certificate", req.Name, "command", req.DeployHook.Command)
+		}
+	}
 	return res, nil
 }
 
@@ -228,7 +238,7 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 		if err != nil {
 			return err
 		}
-		p, err := m.present(ctx, acct, url, authz, id, cands)
+		p, err := m.present(ctx, req, url, authz, id, cands)
 		if err != nil {
 			return err
 		}
@@ -269,7 +279,7 @@ func authzIdentifier(a acme.Authorization) (ident.Identifier, error) {
 
 // present picks the first candidate path for id whose challenge type the CA
 // offers and whose Present succeeds.
-func (m *Manager) present(ctx context.Context, acct acme.Account, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
+func (m *Manager) present(ctx context.Context, req Request, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
 	offered := make(map[string]acme.Challenge, len(authz.Challenges))
 	var types []string
 	for _, c := range authz.Challenges {
@@ -288,9 +298,9 @@ func (m *Manager) present(ctx context.Context, acct acme.Account, url string, au
 		if !solve.ValidToken(ch.Token) {
 			return presented{}, fmt.Errorf("the CA sent a malformed token %q for %s", ch.Token, id.Value)
 		}
-		if err := p.Solver.Present(ctx, ch); err != nil {
+		if err := m.presentChecked(ctx, req, p, ch); err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", p.Name, err))
-			m.log.WarnContext(ctx, "path failed to present; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
+			m.log.WarnContext(ctx, "path passed over; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
 			_ = p.Solver.CleanUp(cctx, ch)
 			cancel()
@@ -300,6 +310,26 @@ func (m *Manager) present(ctx context.Context, acct acme.Account, url string, au
 		return presented{authzURL: url, path: p, wireCh: wc, ch: ch}, nil
 	}
 	return presented{}, fmt.Errorf("no path could answer %s:\n    %s", id.Value, strings.Join(reasons, "\n    "))
+}
+
+// presentChecked presents ch on p and, when the request asks for it, checks
+// the answer from outside before the CA is asked. Waiters (DNS) are waited
+// for later, together; they are not self-checked here.
+func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path, ch solve.Challenge) error {
+	if err := p.Solver.Present(ctx, ch); err != nil {
+		return err
+	}
+	if req.SelfCheck == nil {
+		return nil
+	}
+	if _, waits := p.Solver.(solve.Waiter); waits {
+		return nil
+	}
+	if err := req.SelfCheck(ctx, ch); err != nil {
+		return fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
+	}
+	m.log.InfoContext(ctx, "self-check passed", "identifier", ch.Identifier.Value, "path", p.Name, "challenge", ch.Type)
+	return nil
 }
 
 // waitAll waits, in parallel, for every presented challenge whose solver is a

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/sandbox"
@@ -405,5 +406,49 @@ func BenchmarkIssue(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestSelfCheckPassesOverAndDeployRuns(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	m := env.Manager(t)
+	env.AddName("sc.detour.test")
+	var checked []string
+	marker := filepath.Join(t.TempDir(), "deployed")
+	res, err := m.Obtain(ctx(t), renew.Request{
+		Name: "sc", Identifiers: ids(t, "sc.detour.test"), Profile: sandbox.ProfileTLSServer,
+		CA: env.RenewCA(t), Paths: []solve.Path{env.HTTPPath, env.TLSPath},
+		SelfCheck: func(_ context.Context, ch solve.Challenge) error {
+			checked = append(checked, ch.Type)
+			if ch.Type == solve.HTTP01 {
+				return errors.New("nginx answered 404")
+			}
+			return nil
+		},
+		DeployHook: deploy.Hook{Command: `echo "$DETOUR_NAME $DETOUR_VERSION" > ` + marker},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := res.PathUsed["sc.detour.test"]; got != env.TLSPath.Name {
+		t.Errorf("path used = %q, want the tls-alpn path after http-01's self-check failed", got)
+	}
+	if strings.Join(checked, ",") != "http-01,tls-alpn-01" {
+		t.Errorf("self-checked %v", checked)
+	}
+	if got, _ := os.ReadFile(marker); strings.TrimSpace(string(got)) != "sc 1" {
+		t.Errorf("deploy hook wrote %q", got)
+	}
+	// Every path failing its self-check stops before any validation.
+	_, err = m.Obtain(ctx(t), renew.Request{
+		Name: "sc", Identifiers: ids(t, "sc.detour.test"), Profile: sandbox.ProfileTLSServer,
+		CA: env.RenewCA(t), Paths: []solve.Path{env.HTTPPath},
+		SelfCheck: func(context.Context, solve.Challenge) error { return errors.New("forward missing") },
+	})
+	if err == nil || !strings.Contains(err.Error(), "self-check failed, so the CA was not asked: forward missing") {
+		t.Fatalf("err = %v", err)
+	}
+	if _, v, _ := env.Store.LoadCertificate(ctx(t), "sc"); v != 1 {
+		t.Errorf("live version = %d after a failed self-check, want 1", v)
 	}
 }

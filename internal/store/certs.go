@@ -67,6 +67,9 @@ func (f *FS) LivePath(name, file string) string {
 func (f *FS) archiveDir(name string) string { return filepath.Join(f.dir, "archive", name) }
 func (f *FS) liveDir(name string) string    { return filepath.Join(f.dir, "live", name) }
 
+// LiveDir returns the directory of name's live files.
+func (f *FS) LiveDir(name string) string { return f.liveDir(name) }
+
 // archiveFile returns the path of one archive file of version n.
 func (f *FS) archiveFile(name, kind string, n int) string {
 	return filepath.Join(f.archiveDir(name), kind+strconv.Itoa(n)+".pem")
