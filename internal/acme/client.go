@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -175,8 +176,10 @@ func (c *Client) fetchDirectory(ctx context.Context) (wire.Directory, error) {
 		resp, err := c.http.Do(req)
 		if err != nil {
 			lastErr = explainTransport(err)
+			// A timeout already cost RequestTimeout; retrying would multiply it.
 			var ra *RetryAfterError
-			if errors.As(err, &ra) || ctx.Err() != nil {
+			var ne net.Error
+			if errors.As(err, &ra) || ctx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
 				return d, lastErr
 			}
 			continue
@@ -188,6 +191,11 @@ func (c *Client) fetchDirectory(ctx context.Context) (wire.Directory, error) {
 			continue
 		}
 		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if resp.StatusCode == http.StatusTooManyRequests {
+			// The gate holds (or refuses) the retry per Retry-After.
+			lastErr = fmt.Errorf("the server answered HTTP 429%s; the CA is limiting requests, try again later", snippet(mt, body))
+			continue
+		}
 		if resp.StatusCode >= 500 {
 			lastErr = fmt.Errorf("the server answered HTTP %d%s; the CA may be down, try again later", resp.StatusCode, snippet(mt, body))
 			continue

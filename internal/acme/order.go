@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -347,6 +348,13 @@ func ParseReason(s string) (int, error) {
 	k := strings.ToLower(strings.NewReplacer("-", "", "_", "", " ", "").Replace(s))
 	if r, ok := RevocationReasons[k]; ok {
 		return r, nil
+	}
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+		for _, r := range RevocationReasons {
+			if r == n {
+				return r, nil
+			}
+		}
 	}
 	names := make([]string, 0, len(RevocationReasons))
 	for n := range RevocationReasons {

@@ -63,7 +63,11 @@ func Parse(s string) (Identifier, error) {
 	if strings.ContainsAny(s, " \t\r\n") {
 		return Identifier{}, fmt.Errorf("%w %q: names cannot contain spaces; list each name separately", ErrInvalid, raw)
 	}
-	if ip, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+	addr := s
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		addr = s[1 : len(s)-1] // "[2001:db8::1]", as written in URLs
+	}
+	if ip, err := netip.ParseAddr(addr); err == nil {
 		if ip.Zone() != "" {
 			return Identifier{}, fmt.Errorf("%w %q: an IP address with a zone (%%%s) cannot be in a certificate", ErrInvalid, raw, ip.Zone())
 		}
