@@ -53,7 +53,12 @@ func (c *Client) NewOrder(ctx context.Context, acct Account, req OrderRequest) (
 		o.Replaces = req.Replaces
 	}
 	out, err := c.wire.NewOrder(ctx, acct, o)
-	if err != nil && o.Replaces != "" && (isProblem(err, wire.ProblemTypeAlreadyReplaced) || isProblem(err, wire.ProblemTypeMalformed)) {
+	// "replaces" is advisory (RFC 9773 §5): when the CA rejects it for any
+	// reason (already replaced, unknown to it — Pebble answers
+	// serverInternal for certificates whose serial starts with a zero
+	// byte), order again without it rather than fail every renewal.
+	var p wire.Problem
+	if err != nil && o.Replaces != "" && errors.As(err, &p) && p.Type != wire.ProblemTypeRateLimited && p.Type != wire.ProblemTypeUnauthorized {
 		c.log.WarnContext(ctx, "CA refused the replaces field; ordering without it", "replaces", o.Replaces, "error", err)
 		o.Replaces = ""
 		out, err = c.wire.NewOrder(ctx, acct, o)

@@ -108,9 +108,13 @@ cessationOfOperation.`,
 				}
 			}
 			if err := rca.Client.Revoke(ctx, acct, cert, key, code); err != nil {
+				if acme.IsProblem(err, "urn:ietf:params:acme:error:alreadyRevoked") {
+					return fmt.Errorf("certificate %s (serial %s) is already revoked at %s; nothing to do",
+						certLabel(cert), cert.SerialNumber.Text(16), rca.Client.DirectoryURL())
+				}
 				return err
 			}
-			fmt.Fprintf(a.stdout, "revoked certificate %s (serial %s), reason %s\n", cert.Subject.CommonName, cert.SerialNumber.Text(16), reason)
+			fmt.Fprintf(a.stdout, "revoked certificate %s (serial %s), reason %s\n", certLabel(cert), cert.SerialNumber.Text(16), reason)
 			return nil
 		},
 	}
@@ -137,4 +141,18 @@ func readCertFile(path string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("--%s %s: %w", flagCertFile, path, err)
 	}
 	return c, nil
+}
+
+// certLabel names cert in messages: its common name, else its first subject
+// alternative name (CAs such as Let's Encrypt may leave the common name out).
+func certLabel(c *x509.Certificate) string {
+	switch {
+	case c.Subject.CommonName != "":
+		return c.Subject.CommonName
+	case len(c.DNSNames) > 0:
+		return c.DNSNames[0]
+	case len(c.IPAddresses) > 0:
+		return c.IPAddresses[0].String()
+	}
+	return "without a name"
 }

@@ -152,8 +152,15 @@ func (a *app) config(required bool) (*config.Config, error) {
 		path = config.DefaultFile
 	}
 	cfg, err := config.Load(path)
-	if errors.Is(err, os.ErrNotExist) && !explicit && !required {
-		cfg, err = config.Default(), nil
+	if errors.Is(err, os.ErrNotExist) && !required {
+		if explicit {
+			// The config package's advice ("run detour issue -d NAME")
+			// does not fit a command that already runs from flags.
+			err = fmt.Errorf("config file %s, named by --%s or DETOUR_CONFIG, does not exist: correct the path, "+
+				"or leave both unset to run from flags alone: %w", path, flagConfig, os.ErrNotExist)
+		} else {
+			cfg, err = config.Default(), nil
+		}
 	}
 	a.cfg, a.cfgErr = cfg, err
 	return cfg, err

@@ -88,6 +88,11 @@ func Parse(s string) (Identifier, error) {
 	if strings.Contains(s, "_") {
 		return Identifier{}, fmt.Errorf("%w %q: underscores are not allowed in certificate names (CA/Browser Forum rules); use a hyphen", ErrInvalid, raw)
 	}
+	for _, label := range strings.Split(s, ".") {
+		if len(label) > 63 {
+			return Identifier{}, fmt.Errorf("%w %q: the label %.20q… is %d characters long; DNS allows at most 63 per label", ErrInvalid, raw, label, len(label))
+		}
+	}
 	ascii, err := profile.ToASCII(s)
 	if err != nil {
 		return Identifier{}, fmt.Errorf("%w %q: %v", ErrInvalid, raw, err)
