@@ -112,6 +112,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		a.accountCommand(),
 		a.sandboxCommand(),
 		a.configCommand(),
+		a.snippetCommand(),
 	)
 	return root
 }
