@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/detour-acme/detour/internal/testenv"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -45,6 +46,9 @@ type process struct {
 func start(t *testing.T, bin string, args ...string) *process {
 	t.Helper()
 	p := &process{done: make(chan error, 1)}
+	if env, ok := envs.Load(t); ok {
+		args = append(args, selfCheckArgs(env.(*testenv.Env))...)
+	}
 	p.cmd = exec.CommandContext(t.Context(), bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {

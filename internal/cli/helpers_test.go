@@ -6,10 +6,12 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +36,9 @@ func run(t *testing.T, args ...string) result {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
+	if env, ok := envs.Load(t); ok {
+		args = append(args, selfCheckArgs(env.(*testenv.Env))...)
+	}
 	code := cli.Run(ctx, args, &stdout, &stderr)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
@@ -73,7 +78,23 @@ func newEnv(t *testing.T, names ...string) *testenv.Env {
 	for _, n := range names {
 		env.AddName(n)
 	}
+	envs.Store(t, env)
+	t.Cleanup(func() { envs.Delete(t) })
 	return env
+}
+
+// envs maps a test to its environment, so that every detour run of the test
+// self-checks against the sandbox's DNS and validation ports, as the CA will.
+var envs sync.Map
+
+// selfCheckArgs points the self-check at env: its DNS server and the ports
+// its CA validates on.
+func selfCheckArgs(env *testenv.Env) []string {
+	port := func(addr string) string {
+		_, p, _ := net.SplitHostPort(addr)
+		return p
+	}
+	return []string{"--resolver", env.DNSAddr, "--check-http-port", port(env.HTTPAddr), "--check-tls-port", port(env.TLSAddr)}
 }
 
 // oneOff returns the arguments of a one-off issue against env through

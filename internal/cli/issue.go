@@ -32,6 +32,7 @@ const (
 	flagEABKID         = "eab-kid"
 	flagEABHMAC        = "eab-hmac-key"
 	flagDryRun         = "dry-run"
+	flagDeployHook     = "deploy-hook"
 )
 
 type issueFlags struct {
@@ -49,6 +50,7 @@ type issueFlags struct {
 	dnsAddr        string
 	eabKID, eabKey string
 	dryRun         bool
+	deployHook     string
 }
 
 func (a *app) issueCommand() *cobra.Command {
@@ -104,12 +106,13 @@ Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.
 	fl.StringVar(&f.eabKID, flagEABKID, "", "External Account Binding key ID (CAs such as ZeroSSL and Google)")
 	fl.StringVar(&f.eabKey, flagEABHMAC, "", "External Account Binding HMAC key (base64url)")
 	fl.BoolVar(&f.dryRun, flagDryRun, false, "run against the CA's staging directory (if it has one) and store nothing")
+	fl.StringVar(&f.deployHook, flagDeployHook, "", "shell command run after each new certificate (e.g. \"systemctl reload nginx\"); DETOUR_FULLCHAIN, DETOUR_KEY ... in its environment")
 	return cmd
 }
 
 // oneOffOnly rejects one-off flags used without -d.
 func oneOffOnly(cmd *cobra.Command) error {
-	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagEABKID, flagEABHMAC} {
+	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagEABKID, flagEABHMAC, flagDeployHook} {
 		if cmd.Flags().Changed(n) {
 			return usagef("--%s describes a one-off certificate and needs -d/--domain; for configured certificates set it in the config file", n)
 		}
@@ -143,6 +146,7 @@ func (a *app) oneOffConfig(cfg *config.Config, f issueFlags) (config.Certificate
 	c := config.Certificate{
 		Name: name, Domains: f.domains, Identifiers: ids, CA: f.ca, KeyType: f.keyType,
 		Profile: f.profile, PreferredChain: f.preferredChain, Paths: paths,
+		SelfCheck: true, DeployHook: f.deployHook,
 	}
 	return c, nil
 }
@@ -254,7 +258,7 @@ func (a *app) obtain(cmd *cobra.Command, cfg *config.Config, certs []config.Cert
 	}
 	var failed []string
 	for _, c := range certs {
-		ps := &pathSet{}
+		ps := a.newPathSet()
 		req, err := a.requestFromConfig(cfg, c, ps, dryRun, agreeTOS)
 		if err == nil {
 			if rec, rerr := st.LoadRecord(cmd.Context(), c.Name); rerr == nil && rec.ARIID != "" && rec.CA == req.CA.Client.DirectoryURL() {

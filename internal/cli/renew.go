@@ -102,7 +102,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 			}
 			a.log.Info("due", "certificate", n, "reason", d.Reason)
 		}
-		ps := &pathSet{}
+		ps := a.newPathSet()
 		var req renew.Request
 		if c, ok := configured[n]; ok {
 			req, err = a.requestFromConfig(cfg, c, ps, dryRun, false)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/store"
 )
 
@@ -23,6 +24,11 @@ const (
 	flagStateDir  = "state-dir"
 	flagLogLevel  = "log-level"
 	flagLogFormat = "log-format"
+
+	flagNoSelfCheck   = "no-self-check"
+	flagResolver      = "resolver"
+	flagCheckHTTPPort = "check-http-port"
+	flagCheckTLSPort  = "check-tls-port"
 )
 
 // app holds what the global flags select, loaded lazily by commands.
@@ -34,9 +40,20 @@ type app struct {
 	logLevel   string
 	logFormat  string
 
+	// Self-check settings: --no-self-check, and for rehearsals against a
+	// local CA, the resolver and ports the checks use.
+	noSelfCheck                 bool
+	resolver                    string
+	checkHTTPPort, checkTLSPort int
+
 	log    *slog.Logger
 	cfg    *config.Config
 	cfgErr error
+
+	// Set while a command runs.
+	ctx context.Context
+	mgr *renew.Manager
+	st  *store.FS
 }
 
 // Run executes the detour command line args and returns the exit code: 0 on
@@ -92,6 +109,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.ctx = cmd.Context()
 			return a.setupLogging()
 		},
 	}
@@ -103,6 +121,12 @@ Renew everything that is due (cron/systemd):  detour renew`,
 	pf.StringVar(&a.stateDir, flagStateDir, "", "state directory for accounts and certificates (default from the config, else "+config.DefaultStateDir+"; env DETOUR_STATE_DIR)")
 	pf.StringVar(&a.logLevel, flagLogLevel, "info", "log level: debug, info, warn, error")
 	pf.StringVar(&a.logFormat, flagLogFormat, "text", "log format: text or json")
+	pf.BoolVar(&a.noSelfCheck, flagNoSelfCheck, false, "do not fetch answers before asking the CA (hosts behind NAT without hairpin)")
+	pf.StringVar(&a.resolver, flagResolver, "", "DNS server (host:port) the self-check resolves names with (default: the system's)")
+	pf.IntVar(&a.checkHTTPPort, flagCheckHTTPPort, 0, "port the self-check fetches http-01 answers on (default 80; for rehearsals)")
+	pf.IntVar(&a.checkTLSPort, flagCheckTLSPort, 0, "port the self-check connects to for tls-alpn-01 (default 443; for rehearsals)")
+	_ = pf.MarkHidden(flagCheckHTTPPort)
+	_ = pf.MarkHidden(flagCheckTLSPort)
 	root.AddCommand(
 		a.issueCommand(),
 		a.renewCommand(),

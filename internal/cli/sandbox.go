@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,6 +154,12 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 		return err
 	}
 	ca := renew.CA{Client: client, Name: "sandbox", Email: "sandbox@detour.test", AgreeTOS: true, RootBundle: rootsFile}
+	// Self-check each answer as the sandbox CA will fetch it: through the
+	// sandbox DNS, on the ports its validation authority uses.
+	a.resolver = env.DNSAddr
+	a.checkHTTPPort = env.HTTPListener.Addr().(*net.TCPAddr).Port
+	a.checkTLSPort = env.TLSListener.Addr().(*net.TCPAddr).Port
+	check := a.selfCheck()
 
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tCHALLENGE\tNAMES\tVERSION\tWALL TIME\tNOT AFTER\tFILES")
@@ -165,6 +172,7 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 		req := renew.Request{
 			Name: d.name, Identifiers: ids, Profile: env.CA.DefaultProfile(), CA: ca,
 			Paths: []solve.Path{{Name: d.path, Solver: p.s}}, Refs: []store.PathRef{p.ref},
+			SelfCheck: check,
 		}
 		rounds := 1
 		if d.renew {
@@ -207,11 +215,13 @@ The sandbox CA is running. Press Ctrl-C to stop it.
   DNS:         %s (names under detour.test; add more with --name)
   validation:  http-01 connects to %s, tls-alpn-01 to %s
 
-Rehearse, for example:
+Rehearse, for example (the last three flags point Detour's self-check at the
+sandbox DNS and validation ports, as the sandbox CA will use them):
   detour issue --state-dir /tmp/rehearsal --ca %s --ca-roots %s \
-    --profile tlsserver --agree-tos -d http.detour.test --http-addr %s
+    --profile tlsserver --agree-tos -d http.detour.test --http-addr %s \
+    --resolver %s --check-http-port %d --check-tls-port %d
 `, env.CA.DirectoryURL(), rootsFile, env.DNSAddr, env.HTTPListener.Addr(), env.TLSListener.Addr(),
-		env.CA.DirectoryURL(), rootsFile, env.HTTPListener.Addr())
+		env.CA.DirectoryURL(), rootsFile, env.HTTPListener.Addr(), env.DNSAddr, a.checkHTTPPort, a.checkTLSPort)
 	<-ctx.Done()
 	return nil
 }

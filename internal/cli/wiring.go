@@ -7,16 +7,24 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
+	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/dnsserver"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/solve/dnsembed"
+	"github.com/detour-acme/detour/internal/solve/frontdoor"
+	"github.com/detour-acme/detour/internal/solve/selfcheck"
+	"github.com/detour-acme/detour/internal/solve/sideport"
 	"github.com/detour-acme/detour/internal/solve/standalone"
+	"github.com/detour-acme/detour/internal/solve/stateless"
+	"github.com/detour-acme/detour/internal/solve/webroot"
 	"github.com/detour-acme/detour/internal/store"
 )
 
@@ -51,6 +59,9 @@ func (a *app) caClient(ca config.CA, staging bool, agreeTOS bool) (renew.CA, err
 
 // pathSet builds solvers and closes the listeners they hold.
 type pathSet struct {
+	log     *slog.Logger
+	store   store.Storage
+	account func() (acme.Account, error) // for paths that need the thumbprint
 	closers []io.Closer
 }
 
@@ -63,47 +74,67 @@ func (ps *pathSet) Close() error {
 }
 
 // build returns the solver for p.
-func (ps *pathSet) build(p config.Path, log *slog.Logger) (solve.Path, store.PathRef, error) {
-	ref := store.PathRef{Name: p.Name, Kind: p.Kind, Settings: map[string]string{"challenge": config.ChallengeOf(p), "listen": p.Listen}}
-	log = log.With("path", p.Name)
-	var s solve.Solver
-	switch p.Kind {
-	case config.KindStandalone:
-		opts := standalone.Options{Logger: log, Addr: p.Listen}
-		switch config.ChallengeOf(p) {
-		case solve.HTTP01:
-			h, err := standalone.NewHTTP01(opts)
-			if err != nil {
-				return solve.Path{}, ref, fmt.Errorf("path %s: %w", p.Name, err)
-			}
-			ps.closers = append(ps.closers, h)
-			s = h
-		case solve.TLSALPN01:
-			t, err := standalone.NewTLSALPN01(opts)
-			if err != nil {
-				return solve.Path{}, ref, fmt.Errorf("path %s: %w", p.Name, err)
-			}
-			ps.closers = append(ps.closers, t)
-			s = t
-		default:
-			return solve.Path{}, ref, fmt.Errorf("path %s: standalone answers http-01 or tls-alpn-01, not %q", p.Name, p.Challenge)
+func (ps *pathSet) build(p config.Path) (solve.Path, store.PathRef, error) {
+	challenge := config.ChallengeOf(p)
+	settings := map[string]string{"challenge": challenge}
+	for k, v := range map[string]string{"listen": p.Listen, "root": p.Root, "router": p.Router} {
+		if v != "" {
+			settings[k] = v
 		}
-	case config.KindDNSEmbedded:
-		srv := dnsserver.New(dnsserver.Options{Logger: log})
-		d, err := dnsembed.New(dnsembed.Options{Logger: log, Server: srv, Listen: p.Listen})
-		if err != nil {
-			return solve.Path{}, ref, fmt.Errorf("path %s: %w", p.Name, err)
-		}
-		s = d
-	default:
-		return solve.Path{}, ref, fmt.Errorf("path %s: unknown kind %q (known: %v)", p.Name, p.Kind, config.Kinds())
+	}
+	ref := store.PathRef{Name: p.Name, Kind: p.Kind, Settings: settings}
+	log := ps.log.With("path", p.Name)
+	s, err := ps.solver(p, challenge, log)
+	if err != nil {
+		return solve.Path{}, ref, fmt.Errorf("path %s: %w", p.Name, err)
+	}
+	if c, ok := s.(io.Closer); ok {
+		ps.closers = append(ps.closers, c)
 	}
 	return solve.Path{Name: p.Name, Solver: s}, ref, nil
 }
 
+func (ps *pathSet) solver(p config.Path, challenge string, log *slog.Logger) (solve.Solver, error) {
+	switch p.Kind {
+	case config.KindStandalone, config.KindALPNForward:
+		opts := standalone.Options{Logger: log, Addr: p.Listen}
+		switch challenge {
+		case solve.HTTP01:
+			return standalone.NewHTTP01(opts)
+		case solve.TLSALPN01:
+			return standalone.NewTLSALPN01(opts)
+		}
+		return nil, fmt.Errorf("%s answers http-01 or tls-alpn-01, not %q", p.Kind, challenge)
+	case config.KindDNSEmbedded:
+		srv := dnsserver.New(dnsserver.Options{Logger: log})
+		return dnsembed.New(dnsembed.Options{Logger: log, Server: srv, Listen: p.Listen})
+	case config.KindWebroot:
+		return webroot.New(webroot.Options{Logger: log, Root: p.Root})
+	case config.KindSidePort:
+		return sideport.New(sideport.Options{Logger: log, Addr: p.Listen})
+	case config.KindStateless:
+		if ps.account == nil {
+			return nil, errors.New("the stateless path needs the ACME account's thumbprint, which is not available here")
+		}
+		acct, err := ps.account()
+		if err != nil {
+			return nil, fmt.Errorf("loading the account for its thumbprint: %w", err)
+		}
+		tp, err := acme.Thumbprint(acct)
+		if err != nil {
+			return nil, err
+		}
+		return stateless.New(stateless.Options{Logger: log, Thumbprint: tp})
+	case config.KindFrontDoor:
+		return frontdoor.New(frontdoor.Options{Logger: log, Store: ps.store, RouterAddr: p.Router})
+	}
+	return nil, fmt.Errorf("unknown kind %q (known: %v)", p.Kind, config.Kinds())
+}
+
 // pathFromRef rebuilds a config.Path from a stored record's reference.
 func pathFromRef(r store.PathRef) config.Path {
-	return config.Path{Name: r.Name, Kind: r.Kind, Challenge: r.Settings["challenge"], Listen: r.Settings["listen"]}
+	return config.Path{Name: r.Name, Kind: r.Kind, Challenge: r.Settings["challenge"], Listen: r.Settings["listen"],
+		Root: r.Settings["root"], Router: r.Settings["router"]}
 }
 
 // requestFromConfig plans the certificate c of cfg.
@@ -132,7 +163,12 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 	req := renew.Request{
 		Name: c.Name, Identifiers: c.Identifiers, KeyType: kt, Profile: c.Profile,
 		PreferredChain: c.PreferredChain, CA: rca, DryRun: dryRun,
+		DeployHook: deploy.Hook{Command: c.DeployHook},
 	}
+	if c.SelfCheck && !a.noSelfCheck {
+		req.SelfCheck = a.selfCheck()
+	}
+	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
 	names := c.Paths
 	if len(names) == 0 {
 		names = config.DefaultPaths
@@ -142,7 +178,7 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 		if err != nil {
 			return renew.Request{}, fmt.Errorf("certificate %s: %w", c.Name, err)
 		}
-		sp, ref, err := ps.build(p, a.log)
+		sp, ref, err := ps.build(p)
 		if err != nil {
 			return renew.Request{}, err
 		}
@@ -177,9 +213,14 @@ func (a *app) requestFromRecord(rec store.Record, ps *pathSet, dryRun bool) (ren
 	req := renew.Request{
 		Name: rec.Name, Identifiers: ids, KeyType: kt, Profile: rec.Profile,
 		PreferredChain: rec.PreferredChain, CA: rca, DryRun: dryRun,
+		DeployHook: deploy.Hook{Command: rec.DeployHook},
 	}
+	if !rec.NoSelfCheck && !a.noSelfCheck {
+		req.SelfCheck = a.selfCheck()
+	}
+	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
 	for _, r := range rec.Paths {
-		sp, ref, err := ps.build(pathFromRef(r), a.log)
+		sp, ref, err := ps.build(pathFromRef(r))
 		if err != nil {
 			return renew.Request{}, err
 		}
@@ -196,9 +237,31 @@ func (a *app) manager(cfg *config.Config) (*renew.Manager, *store.FS, error) {
 		return nil, nil, err
 	}
 	m, err := renew.New(renew.Options{Store: st, Logger: a.log})
+	a.mgr, a.st = m, st
 	return m, st, err
 }
 
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
+// newPathSet returns a path builder on the opened store.
+func (a *app) newPathSet() *pathSet { return &pathSet{log: a.log, store: a.st} }
 
-var _ = context.Background
+// selfCheck returns the check run after each Present: the answer is
+// fetched the way the CA will fetch it.
+func (a *app) selfCheck() func(context.Context, solve.Challenge) error {
+	opts := selfcheck.Options{Logger: a.log, HTTPPort: a.checkHTTPPort, TLSPort: a.checkTLSPort}
+	if a.resolver != "" {
+		addr := a.resolver
+		d := &net.Dialer{Timeout: 5 * time.Second}
+		opts.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, network, addr)
+		}}
+	}
+	return func(ctx context.Context, ch solve.Challenge) error {
+		check := selfcheck.For(ch.Type)
+		if check == nil {
+			return nil
+		}
+		return check(ctx, ch, opts)
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -48,6 +48,10 @@ const (
 	BuiltinStandaloneHTTP    = "standalone-http"
 	BuiltinStandaloneTLSALPN = "standalone-tls-alpn"
 	BuiltinDNSEmbedded       = "dns-embedded"
+	BuiltinSidePort          = "side-port"
+	BuiltinStateless         = "stateless"
+	BuiltinALPNForward       = "alpn-forward"
+	BuiltinFrontDoor         = "front-door"
 )
 
 // DefaultPaths is the paths list of a certificate that does not set one.
@@ -134,6 +138,10 @@ var builtinPaths = map[string]Path{
 	BuiltinStandaloneHTTP:    {Name: BuiltinStandaloneHTTP, Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80"},
 	BuiltinStandaloneTLSALPN: {Name: BuiltinStandaloneTLSALPN, Kind: KindStandalone, Challenge: ChallengeTLSALPN01, Listen: ":443"},
 	BuiltinDNSEmbedded:       {Name: BuiltinDNSEmbedded, Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: ":53"},
+	BuiltinSidePort:          {Name: BuiltinSidePort, Kind: KindSidePort, Challenge: ChallengeHTTP01, Listen: "127.0.0.1:8402"},
+	BuiltinStateless:         {Name: BuiltinStateless, Kind: KindStateless, Challenge: ChallengeHTTP01},
+	BuiltinALPNForward:       {Name: BuiltinALPNForward, Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
+	BuiltinFrontDoor:         {Name: BuiltinFrontDoor, Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
 }
 
 // Kinds returns the names of the supported path kinds, sorted.

@@ -177,7 +177,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		CA: req.CA.Client.DirectoryURL(), CAName: req.CA.Name, RootBundle: req.CA.RootBundle,
 		Account: acct.Location, Email: req.CA.Email,
 		KeyType: string(keyType), Profile: req.Profile, PreferredChain: req.PreferredChain,
-		Paths: req.Refs, Version: version, Serial: res.Serial, ARIID: ariID,
+		Paths: req.Refs, DeployHook: req.DeployHook.Command, NoSelfCheck: req.SelfCheck == nil, Version: version, Serial: res.Serial, ARIID: ariID,
 		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Issued: m.now(), ARI: res.ARI,
 		Last: &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(res.PathUsed)},
 	}

@@ -6,10 +6,33 @@
 // certificate layout:
 //
 //	archive/<name>/{cert,chain,fullchain,privkey}N.pem   every version, kept
-//	live/<name>/{cert,chain,fullchain,privkey}.pem       symlinks to the newest
+//	archive/<name>/.vN/{cert,chain,fullchain,privkey}.pem -> ../{cert,...}N.pem
+//	live/<name> -> ../archive/<name>/.vN                  the live version
 //	renewal/<name>.json                                   how it was obtained
 //	accounts/<ca-host>/<account-id>/...                   ACME accounts
 //	locks/<name>.lock                                     per-certificate locks
+//
+// Servers are pointed at live/<name>/{cert,chain,fullchain,privkey}.pem as
+// with certbot; each resolves, through symbolic links, to archive/<name>/
+// {cert,chain,fullchain,privkey}N.pem. The live version changes by one
+// rename(2): a new symlink live/.tmp-<name>-<random> pointing at the fully
+// written and fsynced version directory .vN replaces live/<name>, then live/
+// is fsynced. A process killed at any moment therefore leaves live/<name>
+// wholly the old version or wholly the new one, with nothing to repair;
+// Recover only removes leftovers (temporary links, and .vN directories newer
+// than the live version, which never went live; their archive files stay).
+//
+// State written by earlier Detour versions, or imported from certbot, has a
+// real directory live/<name>/ holding four symlinks straight into archive/.
+// LoadCertificate reads it as it is (finishing first a swap of those links
+// that an earlier version recorded in live/<name>/.detour-swap and did not
+// complete). The next PutCertificate converts it: on Linux the directory and
+// the new live/<name> symlink are exchanged atomically (renameat2
+// RENAME_EXCHANGE), so the conversion is one atomic switch as well. Where the
+// filesystem cannot exchange, the directory is renamed aside and the symlink
+// renamed into place; a crash between those two renames leaves live/<name>
+// missing (never mixed) until the next PutCertificate, LoadCertificate or
+// Recover of that name renames the directory back.
 package store
 
 import (
@@ -80,6 +103,8 @@ type Record struct {
 	Profile        string    `json:"profile,omitempty"`
 	PreferredChain string    `json:"preferred_chain,omitempty"`
 	Paths          []PathRef `json:"paths"`
+	DeployHook     string    `json:"deploy_hook,omitempty"`
+	NoSelfCheck    bool      `json:"no_self_check,omitempty"`
 
 	Version   int       `json:"version"` // archive version live/ points at
 	Serial    string    `json:"serial,omitempty"`
