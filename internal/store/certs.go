@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,34 +9,18 @@ import (
 	"regexp"
 	"sort"
 	"strconv"
-	"strings"
 )
 
 // certFiles are the four files of a certificate version, in the order they
-// are written and switched.
+// are written.
 var certFiles = [...]string{"cert", "chain", "fullchain", "privkey"}
-
-// intentFile, in live/<name>/, holds the version a swap is switching to
-// while the symlinks are being replaced.
-const intentFile = ".detour-swap"
 
 // archiveFileRE matches an archive file name and captures its version.
 var archiveFileRE = regexp.MustCompile(`^(cert|chain|fullchain|privkey)([0-9]+)\.pem$`)
 
-// liveREADME is written once into live/<name>/.
-const liveREADME = `This directory is managed by Detour.
-
-cert.pem, chain.pem, fullchain.pem and privkey.pem are symbolic links to the
-current version in ../../archive/<name>/. Point your server at these links,
-not at the archive: Detour switches them to each renewed certificate.
-
-  cert.pem       the certificate alone
-  chain.pem      the intermediate certificates
-  fullchain.pem  cert.pem followed by chain.pem (what most servers want)
-  privkey.pem    the private key; keep it secret
-
-Do not move or rename these files; renewal would stop updating them.
-`
+// versionDirRE matches the name of a version directory in archive/<name>/
+// and captures its version.
+var versionDirRE = regexp.MustCompile(`^\.v([0-9]+)$`)
 
 // ValidName checks a certificate name: 1-64 characters of a-z, 0-9, '.',
 // '-' and '_', not starting with '.' or '-'. The name becomes a directory
@@ -64,21 +47,41 @@ func (f *FS) LivePath(name, file string) string {
 	return filepath.Join(f.dir, "live", name, file)
 }
 
-func (f *FS) archiveDir(name string) string { return filepath.Join(f.dir, "archive", name) }
-func (f *FS) liveDir(name string) string    { return filepath.Join(f.dir, "live", name) }
-
 // LiveDir returns the directory of name's live files.
 func (f *FS) LiveDir(name string) string { return f.liveDir(name) }
+
+func (f *FS) archiveDir(name string) string { return filepath.Join(f.dir, "archive", name) }
+func (f *FS) liveDir(name string) string    { return filepath.Join(f.dir, "live", name) }
+func (f *FS) liveRoot() string              { return filepath.Join(f.dir, "live") }
 
 // archiveFile returns the path of one archive file of version n.
 func (f *FS) archiveFile(name, kind string, n int) string {
 	return filepath.Join(f.archiveDir(name), kind+strconv.Itoa(n)+".pem")
 }
 
-// linkTarget returns the relative symlink target certbot uses for one file
-// of version n.
-func linkTarget(name, kind string, n int) string {
-	return "../../archive/" + name + "/" + kind + strconv.Itoa(n) + ".pem"
+// versionDir returns the path of archive/<name>/.vN, the directory
+// live/<name> points at while version n is live.
+func (f *FS) versionDir(name string, n int) string {
+	return filepath.Join(f.archiveDir(name), ".v"+strconv.Itoa(n))
+}
+
+// liveLinkTarget returns the target of live/<name> while version n is live.
+func liveLinkTarget(name string, n int) string {
+	return "../archive/" + name + "/.v" + strconv.Itoa(n)
+}
+
+// parseLiveTarget returns the version a live/<name> target names; ok is
+// false unless target is exactly what liveLinkTarget makes.
+func parseLiveTarget(name, target string) (n int, ok bool) {
+	m := versionDirRE.FindStringSubmatch(filepath.Base(target))
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil || n <= 0 || target != liveLinkTarget(name, n) {
+		return 0, false
+	}
+	return n, true
 }
 
 // ArchiveVersions returns, ascending, the versions of name whose four
@@ -92,12 +95,12 @@ func (f *FS) ArchiveVersions(ctx context.Context, name string) ([]int, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	counts, err := f.scanArchive(name)
+	scan, err := f.scanArchive(name)
 	if err != nil {
 		return nil, err
 	}
 	var out []int
-	for n, c := range counts {
+	for n, c := range scan.files {
 		if c == len(certFiles) {
 			out = append(out, n)
 		}
@@ -106,36 +109,68 @@ func (f *FS) ArchiveVersions(ctx context.Context, name string) ([]int, error) {
 	return out, nil
 }
 
-// scanArchive counts the archive files present per version.
-func (f *FS) scanArchive(name string) (map[int]int, error) {
+// archiveScan is what archive/<name>/ holds.
+type archiveScan struct {
+	files map[int]int // archive files present, per version
+	dirs  []int       // versions that have a .vN directory, ascending
+}
+
+// scanArchive reads archive/<name>/.
+func (f *FS) scanArchive(name string) (archiveScan, error) {
 	ents, err := os.ReadDir(f.archiveDir(name))
 	if err != nil {
-		return nil, fmt.Errorf("reading archive of %q: %w", name, err)
+		return archiveScan{}, fmt.Errorf("reading archive of %q: %w", name, err)
 	}
-	counts := make(map[int]int)
+	scan := archiveScan{files: make(map[int]int)}
 	for _, e := range ents {
-		m := archiveFileRE.FindStringSubmatch(e.Name())
-		if m == nil {
+		if m := archiveFileRE.FindStringSubmatch(e.Name()); m != nil {
+			if n, err := strconv.Atoi(m[2]); err == nil && n > 0 {
+				scan.files[n]++
+			}
 			continue
 		}
-		n, err := strconv.Atoi(m[2])
-		if err != nil || n <= 0 {
-			continue
+		if m := versionDirRE.FindStringSubmatch(e.Name()); m != nil && e.IsDir() {
+			if n, err := strconv.Atoi(m[1]); err == nil && n > 0 {
+				scan.dirs = append(scan.dirs, n)
+			}
 		}
-		counts[n]++
 	}
-	return counts, nil
+	sort.Ints(scan.dirs)
+	return scan, nil
+}
+
+// nextVersion returns one more than the highest version any archive file,
+// version directory or the live link uses, so that a version half-written
+// before a crash is never reused.
+func (f *FS) nextVersion(name string) (int, error) {
+	scan, err := f.scanArchive(name)
+	if err != nil {
+		return 0, err
+	}
+	high := 0
+	for n := range scan.files {
+		high = max(high, n)
+	}
+	for _, n := range scan.dirs {
+		high = max(high, n)
+	}
+	if live, err := f.liveVersion(name); err == nil {
+		high = max(high, live)
+	}
+	return high + 1, nil
 }
 
 // PutCertificate stores b as the next version of name and makes it live.
 //
 // The bundle is verified first (the leaf and chain parse, the key parses and
 // matches the leaf), so a mismatched pair never reaches live/. The four
-// archive files are created and fsynced, then the intent file
-// live/<name>/.detour-swap records the version, then each live symlink is
-// replaced atomically, the directory is fsynced and the intent removed. A
-// crash at any point leaves either the old version live or an intent that
-// the next operation on name completes (see Recover).
+// archive files are created (O_EXCL) and fsynced, the version directory
+// archive/<name>/.vN with its four links and README is created and fsynced,
+// and then one rename of a new symlink over live/<name> makes version N
+// live (see the package documentation). A crash at any point leaves the
+// previous version or the new one wholly live; nothing needs repairing, and
+// Recover only tidies leftovers. A live/<name> directory in the layout of
+// earlier Detour versions or certbot is converted by the same switch.
 func (f *FS) PutCertificate(ctx context.Context, name string, b Bundle) (version int, err error) {
 	if err := ValidName(name); err != nil {
 		return 0, err
@@ -148,21 +183,33 @@ func (f *FS) PutCertificate(ctx context.Context, name string, b Bundle) (version
 		return 0, fmt.Errorf("storing certificate %q: locking: %w", name, err)
 	}
 	defer func() { _ = unlock() }()
-
-	if err := f.recover(name); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
-	}
-	if err := f.mkdirs("archive/" + name); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
-	}
-	if err := f.mkdirs("live/" + name); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
-	}
-	n, err := f.nextVersion(name)
+	n, err := f.put(name, b)
 	if err != nil {
 		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
 	}
+	f.log.Debug("certificate stored", "name", name, "version", n, "path", f.liveDir(name))
+	return n, nil
+}
 
+// put is PutCertificate with the certificate lock held. Each failpoint
+// return leaves the disk exactly as a crash at that step would.
+func (f *FS) put(name string, b Bundle) (int, error) {
+	if err := f.recover(name); err != nil {
+		return 0, err
+	}
+	if err := f.fail("recovered"); err != nil {
+		return 0, err
+	}
+	if err := f.mkdirs("archive/" + name); err != nil {
+		return 0, err
+	}
+	if err := f.mkdirs("live"); err != nil {
+		return 0, err
+	}
+	n, err := f.nextVersion(name)
+	if err != nil {
+		return 0, err
+	}
 	contents := map[string][]byte{
 		"cert":      b.CertPEM,
 		"chain":     b.ChainPEM,
@@ -175,91 +222,57 @@ func (f *FS) PutCertificate(ctx context.Context, name string, b Bundle) (version
 			mode = modeSecret
 		}
 		if err := writeFileExclusive(f.archiveFile(name, kind, n), contents[kind], mode); err != nil {
-			return 0, fmt.Errorf("storing certificate %q: writing archive version %d: %w", name, n, err)
+			return 0, fmt.Errorf("writing archive version %d: %w", n, err)
+		}
+		if err := f.fail("archive " + kind); err != nil {
+			return 0, err
 		}
 	}
-	if err := syncDir(f.archiveDir(name)); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
+	if err := f.makeVersionDir(name, n); err != nil {
+		return 0, fmt.Errorf("preparing version %d: %w", n, err)
 	}
-
-	intent := filepath.Join(f.liveDir(name), intentFile)
-	if err := writeFileAtomic(intent, []byte(strconv.Itoa(n)+"\n"), modePublic); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: writing swap intent: %w", name, err)
+	if err := f.switchLive(name, n); err != nil {
+		return 0, err
 	}
-	if err := f.swapLinks(name, n); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
-	}
-	if err := f.writeREADME(name); err != nil {
-		return 0, fmt.Errorf("storing certificate %q: %w", name, err)
-	}
-	f.log.Debug("certificate stored", "name", name, "version", n, "path", f.liveDir(name))
 	return n, nil
 }
 
-// nextVersion returns one more than the highest version any archive file or
-// the live links use, so that a version half-written before a crash is
-// never reused.
-func (f *FS) nextVersion(name string) (int, error) {
-	counts, err := f.scanArchive(name)
+// liveVersion returns the live version of name: the version live/<name>
+// points at or, for the layout of earlier versions and certbot, the version
+// its four links agree on. A name with nothing in live/ gives an error
+// wrapping fs.ErrNotExist.
+func (f *FS) liveVersion(name string) (int, error) {
+	p := f.liveDir(name)
+	fi, err := os.Lstat(p)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("reading live version: %w", err)
 	}
-	high := 0
-	for n := range counts {
-		high = max(high, n)
-	}
-	if live, err := f.liveVersion(name); err == nil {
-		high = max(high, live)
-	}
-	return high + 1, nil
-}
-
-// swapLinks points every live symlink of name at version n, each replaced
-// by renaming a new symlink over it, then fsyncs live/<name> and removes the
-// intent file. It is idempotent, so recovery can repeat it.
-func (f *FS) swapLinks(name string, n int) error {
-	dir := f.liveDir(name)
-	for _, kind := range certFiles {
-		tmp, err := tmpName(dir, kind+".pem")
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		target, err := os.Readlink(p)
 		if err != nil {
-			return err
+			return 0, fmt.Errorf("reading live link: %w", err)
 		}
-		if err := os.Symlink(linkTarget(name, kind, n), tmp); err != nil {
-			return fmt.Errorf("creating symlink: %w", err)
+		n, ok := parseLiveTarget(name, target)
+		if !ok {
+			return 0, fmt.Errorf("live link %s points at %q, not ../archive/%s/.vN; remove it and store the certificate again",
+				p, target, name)
 		}
-		if err := os.Rename(tmp, filepath.Join(dir, kind+".pem")); err != nil {
-			_ = os.Remove(tmp)
-			return fmt.Errorf("switching %s.pem to version %d: %w", kind, n, err)
-		}
+		return n, nil
+	case fi.IsDir():
+		return f.legacyVersion(name)
+	default:
+		return 0, fmt.Errorf("%s is neither a symbolic link nor a directory; move it away and store the certificate again", p)
 	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	if err := os.Remove(filepath.Join(dir, intentFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing swap intent: %w", err)
-	}
-	return syncDir(dir)
 }
 
-// writeREADME writes live/<name>/README unless it exists.
-func (f *FS) writeREADME(name string) error {
-	p := filepath.Join(f.liveDir(name), "README")
-	if _, err := os.Lstat(p); err == nil {
-		return nil
-	}
-	text := strings.ReplaceAll(liveREADME, "<name>", name)
-	if err := writeFileAtomic(p, []byte(text), modePublic); err != nil {
-		return fmt.Errorf("writing README: %w", err)
-	}
-	return nil
-}
-
-// Recover completes or abandons a swap of name's live links interrupted by
-// a crash. If live/<name>/.detour-swap exists and all four archive files of
-// the version it names exist, the links are switched to that version (roll
-// forward); otherwise the intent is removed and the previous version stays
-// live. PutCertificate and LoadCertificate call it themselves; a daemon may
-// call it for every name at start-up.
+// Recover tidies what a PutCertificate of name interrupted by a crash left
+// behind: temporary links in live/, version directories that never went
+// live, a live directory of the earlier layout left aside by an interrupted
+// conversion (it is put back). It also completes, or abandons, a swap of the
+// earlier layout's four links recorded in live/<name>/.detour-swap (see
+// recoverLegacy). PutCertificate and LoadCertificate call it themselves; a
+// daemon may call it for every name at start-up.
 func (f *FS) Recover(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return err
@@ -277,88 +290,20 @@ func (f *FS) Recover(ctx context.Context, name string) error {
 
 // recover is Recover with the certificate lock held.
 func (f *FS) recover(name string) error {
-	dir := f.liveDir(name)
-	f.removeStaleTemps(dir)
-	intent := filepath.Join(dir, intentFile)
-	raw, err := os.ReadFile(intent)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+	if err := f.recoverLiveTemps(name); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("reading swap intent: %w", err)
-	}
-	n, perr := strconv.Atoi(strings.TrimSpace(string(raw)))
-	complete := perr == nil && n > 0
-	for _, kind := range certFiles {
-		if !complete {
-			break
-		}
-		if _, err := os.Stat(f.archiveFile(name, kind, n)); err != nil {
-			complete = false
+	if fi, err := os.Lstat(f.liveDir(name)); err == nil && fi.IsDir() {
+		if err := f.recoverLegacy(name); err != nil {
+			return err
 		}
 	}
-	if complete {
-		f.log.Warn("completing interrupted certificate swap", "name", name, "version", n, "path", dir)
-		if err := f.swapLinks(name, n); err != nil {
-			return fmt.Errorf("completing interrupted swap to version %d: %w", n, err)
-		}
-		return nil
-	}
-	f.log.Warn("dropping interrupted certificate swap: archive version incomplete",
-		"name", name, "intent", strings.TrimSpace(string(raw)), "path", dir)
-	if err := os.Remove(intent); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing swap intent: %w", err)
-	}
-	return syncDir(dir)
-}
-
-// removeStaleTemps removes temporary entries left in live/<name> by a crash.
-// The caller holds the certificate lock, so none of them is in use.
-func (f *FS) removeStaleTemps(dir string) {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return
-	}
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), tmpPrefix) && !e.IsDir() {
-			p := filepath.Join(dir, e.Name())
-			if err := os.Remove(p); err == nil {
-				f.log.Debug("removed stale temporary file", "path", p)
-			}
-		}
-	}
-}
-
-// liveVersion returns the version the live links of name point at; all
-// four must agree.
-func (f *FS) liveVersion(name string) (int, error) {
-	version := 0
-	for _, kind := range certFiles {
-		p := filepath.Join(f.liveDir(name), kind+".pem")
-		target, err := os.Readlink(p)
-		if err != nil {
-			return 0, fmt.Errorf("reading live link: %w", err)
-		}
-		m := archiveFileRE.FindStringSubmatch(filepath.Base(target))
-		if m == nil || m[1] != kind {
-			return 0, fmt.Errorf("live link %s points at %q, not an archive file %sN.pem; restore it or store the certificate again", p, target, kind)
-		}
-		n, err := strconv.Atoi(m[2])
-		if err != nil || n <= 0 {
-			return 0, fmt.Errorf("live link %s points at %q, which has no valid version", p, target)
-		}
-		if version != 0 && n != version {
-			return 0, fmt.Errorf("live links of %q point at different versions (%d and %d); store the certificate again", name, version, n)
-		}
-		version = n
-	}
-	return version, nil
+	return f.removeOrphanVersions(name)
 }
 
 // LoadCertificate returns the live version of name, read through the live/
-// symlinks, and the version they point at. It first completes any
-// interrupted swap (see Recover). A name never stored gives an error
-// wrapping fs.ErrNotExist.
+// paths, and its version number. It first tidies up after a crash (see
+// Recover). A name never stored gives an error wrapping fs.ErrNotExist.
 func (f *FS) LoadCertificate(ctx context.Context, name string) (b Bundle, version int, err error) {
 	if err := ValidName(name); err != nil {
 		return Bundle{}, 0, err
@@ -375,6 +320,8 @@ func (f *FS) LoadCertificate(ctx context.Context, name string) (b Bundle, versio
 	if err != nil {
 		return Bundle{}, 0, fmt.Errorf("loading certificate %q: %w", name, err)
 	}
+	// The lock keeps every PutCertificate out, so the three reads see one
+	// version.
 	read := func(kind string) ([]byte, error) {
 		return os.ReadFile(f.LivePath(name, kind+".pem"))
 	}
@@ -387,4 +334,15 @@ func (f *FS) LoadCertificate(ctx context.Context, name string) (b Bundle, versio
 		return Bundle{}, 0, fmt.Errorf("loading certificate %q version %d: %w", name, version, err)
 	}
 	return b, version, nil
+}
+
+// fail calls the test failpoint, if any, for step.
+func (f *FS) fail(step string) error {
+	if f.failpoint == nil {
+		return nil
+	}
+	if err := f.failpoint(step); err != nil {
+		return fmt.Errorf("failpoint %q: %w", step, err)
+	}
+	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,32 +23,60 @@ func sameBundle(t *testing.T, got, want Bundle) {
 	}
 }
 
-// liveTargets returns the symlink targets of the four live files.
-func liveTargets(t *testing.T, f *FS, name string) []string {
+// wantLive fails the test unless live/<name> is the single link to
+// version n, each live file resolves to version n's archive file, and no
+// leftover of a switch remains (temporary links in live/, version
+// directories newer than n, an old live directory).
+func wantLive(t *testing.T, f *FS, name string, n int) {
 	t.Helper()
-	var out []string
+	target, err := os.Readlink(f.liveDir(name))
+	if err != nil {
+		t.Fatalf("live/%s is not a symlink: %v", name, err)
+	}
+	if want := liveLinkTarget(name, n); target != want {
+		t.Errorf("live/%s -> %q, want %q", name, target, want)
+	}
 	for _, kind := range certFiles {
-		target, err := os.Readlink(f.LivePath(name, kind+".pem"))
+		got, err := filepath.EvalSymlinks(f.LivePath(name, kind+".pem"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, target)
-	}
-	return out
-}
-
-// wantLive fails the test unless every live link points at version n.
-func wantLive(t *testing.T, f *FS, name string, n int) {
-	t.Helper()
-	got := liveTargets(t, f, name)
-	for i, kind := range certFiles {
-		want := "../../archive/" + name + "/" + kind + strconv.Itoa(n) + ".pem"
-		if got[i] != want {
-			t.Errorf("live %s.pem -> %q, want %q", kind, got[i], want)
+		want, err := filepath.EvalSymlinks(f.archiveFile(name, kind, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("live %s.pem resolves to %s, want %s", kind, got, want)
 		}
 	}
-	if _, err := os.Lstat(filepath.Join(f.LivePath(name, intentFile))); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("intent file still present: %v", err)
+	wantTidy(t, f, name)
+}
+
+// wantTidy fails the test if a leftover of an interrupted switch remains:
+// a temporary entry of name in live/, a version directory newer than the
+// live version, or a dot-file showing in live/<name>/.
+func wantTidy(t *testing.T, f *FS, name string) {
+	t.Helper()
+	temps, err := f.liveTemps(name)
+	if err != nil || len(temps) != 0 {
+		t.Errorf("temporary entries left in live/: %v (%v)", temps, err)
+	}
+	live := 0
+	if target, err := os.Readlink(f.liveDir(name)); err == nil {
+		live, _ = parseLiveTarget(name, target)
+	}
+	if scan, err := f.scanArchive(name); err == nil {
+		for _, n := range scan.dirs {
+			if n > live {
+				t.Errorf("version directory .v%d left behind; live is %d", n, live)
+			}
+		}
+	}
+	ents, _ := os.ReadDir(f.liveDir(name))
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("live/%s/%s left behind", name, e.Name())
+		}
 	}
 }
 
@@ -99,7 +126,12 @@ func TestPutCertificateVersions(t *testing.T) {
 		t.Errorf("ArchiveVersions = %v, %v; want [1 2]", vs, err)
 	}
 
+	// The live paths are certbot's: symlinks that lead to archive files.
+	if target, err := os.Readlink(f.LivePath("example.com", "cert.pem")); err != nil || target != "../cert2.pem" {
+		t.Errorf("live cert.pem -> %q (%v), want ../cert2.pem", target, err)
+	}
 	modes := map[string]fs.FileMode{
+		"archive/example.com/.v2":            0o700,
 		"archive":                            0o700,
 		"live":                               0o700,
 		"archive/example.com":                0o700,
@@ -115,7 +147,7 @@ func TestPutCertificateVersions(t *testing.T) {
 		}
 	}
 	readme, err := os.ReadFile(f.LivePath("example.com", "README"))
-	if err != nil || !strings.Contains(string(readme), "archive/example.com/") {
+	if err != nil || !strings.Contains(string(readme), "archive/example.com/") || !strings.Contains(string(readme), "version 2 ") {
 		t.Errorf("README = %q, %v", readme, err)
 	}
 }
@@ -205,9 +237,9 @@ func TestPutCertificateRefusesBadBundle(t *testing.T) {
 			}
 			sameBundle(t, got, good)
 			wantLive(t, f, "example.com", 1)
-			counts, err := f.scanArchive("example.com")
-			if err != nil || len(counts) != 1 {
-				t.Errorf("archive holds versions %v (%v), want only 1", counts, err)
+			scan, err := f.scanArchive("example.com")
+			if err != nil || len(scan.files) != 1 || !slices.Equal(scan.dirs, []int{1}) {
+				t.Errorf("archive holds versions %v and directories %v (%v), want only 1", scan.files, scan.dirs, err)
 			}
 		})
 	}
@@ -237,28 +269,51 @@ func TestBundleVerifyKeyFormats(t *testing.T) {
 }
 
 func TestPutCertificateSkipsHalfWrittenVersion(t *testing.T) {
-	ctx := context.Background()
-	f := newFS(t)
-	if _, err := f.PutCertificate(ctx, "example.com", newBundle(t, "example.com")); err != nil {
-		t.Fatal(err)
+	const name = "example.com"
+	tests := []struct {
+		name     string
+		leave    func(t *testing.T, f *FS) // what the crash of version 2 left
+		versions []int                     // complete versions afterwards
+	}{
+		{"partial archive file", func(t *testing.T, f *FS) {
+			if err := os.WriteFile(f.archiveFile(name, "privkey", 2), []byte("-----BEGIN"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}, []int{1, 3}},
+		{"version directory that never went live", func(t *testing.T, f *FS) {
+			writeArchive(t, f, name, 2, newBundle(t, name), certFiles[:]...)
+			if err := os.Mkdir(f.versionDir(name, 2), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("../cert2.pem", filepath.Join(f.versionDir(name, 2), "cert.pem")); err != nil {
+				t.Fatal(err)
+			}
+		}, []int{1, 2, 3}},
 	}
-	// A crash left part of version 2 behind, with no intent.
-	partial := filepath.Join(f.Dir(), "archive", "example.com", "privkey2.pem")
-	if err := os.WriteFile(partial, []byte("-----BEGIN"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b := newBundle(t, "example.com")
-	v, err := f.PutCertificate(ctx, "example.com", b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != 3 {
-		t.Errorf("version = %d, want 3 (2 is taken by the partial file)", v)
-	}
-	wantLive(t, f, "example.com", 3)
-	vs, err := f.ArchiveVersions(ctx, "example.com")
-	if err != nil || !slices.Equal(vs, []int{1, 3}) {
-		t.Errorf("ArchiveVersions = %v, %v; want [1 3]", vs, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFS(t)
+			if _, err := f.PutCertificate(ctx, name, newBundle(t, name)); err != nil {
+				t.Fatal(err)
+			}
+			tt.leave(t, f)
+			v, err := f.PutCertificate(ctx, name, newBundle(t, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v != 3 {
+				t.Errorf("version = %d, want 3 (2 is taken by the crashed attempt)", v)
+			}
+			wantLive(t, f, name, 3)
+			if _, err := os.Lstat(f.versionDir(name, 2)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("version directory .v2 not removed: %v", err)
+			}
+			vs, err := f.ArchiveVersions(ctx, name)
+			if err != nil || !slices.Equal(vs, tt.versions) {
+				t.Errorf("ArchiveVersions = %v, %v; want %v", vs, err, tt.versions)
+			}
+		})
 	}
 }
 
@@ -266,6 +321,9 @@ func TestPutCertificateSkipsHalfWrittenVersion(t *testing.T) {
 // PutCertificate would have. kinds limits which files are written.
 func writeArchive(t *testing.T, f *FS, name string, n int, b Bundle, kinds ...string) {
 	t.Helper()
+	if err := os.MkdirAll(f.archiveDir(name), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	content := map[string][]byte{"cert": b.CertPEM, "chain": b.ChainPEM, "fullchain": b.FullchainPEM(), "privkey": b.KeyPEM}
 	for _, kind := range kinds {
 		if err := os.WriteFile(f.archiveFile(name, kind, n), content[kind], 0o600); err != nil {
@@ -274,7 +332,27 @@ func writeArchive(t *testing.T, f *FS, name string, n int, b Bundle, kinds ...st
 	}
 }
 
-// switchLink points one live link at version n by hand.
+// makeLegacy builds by hand the layout earlier Detour versions and certbot
+// write: version n of b in the archive and a live/<name> directory of four
+// symlinks straight into it, with a README.
+func makeLegacy(t *testing.T, f *FS, name string, n int, b Bundle) {
+	t.Helper()
+	writeArchive(t, f, name, n, b, certFiles[:]...)
+	if err := os.MkdirAll(f.liveDir(name), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range certFiles {
+		if err := os.Symlink(linkTarget(name, kind, n), f.LivePath(name, kind+".pem")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(f.LivePath(name, "README"), []byte("earlier README\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// switchLink points one link of a live/<name> directory of the earlier
+// layout at version n by hand.
 func switchLink(t *testing.T, f *FS, name, kind string, n int) {
 	t.Helper()
 	p := f.LivePath(name, kind+".pem")
@@ -286,7 +364,29 @@ func switchLink(t *testing.T, f *FS, name, kind string, n int) {
 	}
 }
 
-func TestRecovery(t *testing.T) {
+// wantLegacyLive fails the test unless live/<name> is still a directory of
+// the earlier layout with all four links at version n and no intent.
+func wantLegacyLive(t *testing.T, f *FS, name string, n int) {
+	t.Helper()
+	for _, kind := range certFiles {
+		target, err := os.Readlink(f.LivePath(name, kind+".pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := linkTarget(name, kind, n); target != want {
+			t.Errorf("live %s.pem -> %q, want %q", kind, target, want)
+		}
+	}
+	if _, err := os.Lstat(f.LivePath(name, intentFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("intent file still present: %v", err)
+	}
+}
+
+// TestRecoveryLegacy checks that a swap of the earlier layout's four links,
+// interrupted by a crash of an earlier Detour version, is completed or
+// dropped by the next call, and that PutCertificate then converts the
+// directory to the single live link.
+func TestRecoveryLegacy(t *testing.T) {
 	all := certFiles[:]
 	tests := []struct {
 		name     string
@@ -310,12 +410,9 @@ func TestRecovery(t *testing.T) {
 			f := newFS(t)
 			const name = "example.com"
 			b1, b2, b3 := newBundle(t, name), newBundle(t, name), newBundle(t, name)
-			if _, err := f.PutCertificate(ctx, name, b1); err != nil {
-				t.Fatal(err)
-			}
+			makeLegacy(t, f, name, 1, b1)
 			writeArchive(t, f, name, 2, b2, tt.archive...)
-			intent := f.LivePath(name, intentFile)
-			if err := os.WriteFile(intent, []byte(tt.intent), 0o644); err != nil {
+			if err := os.WriteFile(f.LivePath(name, intentFile), []byte(tt.intent), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			for _, kind := range tt.switched {
@@ -332,10 +429,12 @@ func TestRecovery(t *testing.T) {
 				if _, _, err := f.LoadCertificate(ctx, name); err != nil {
 					t.Fatalf("LoadCertificate: %v", err)
 				}
+				wantLegacyLive(t, f, name, tt.wantLive)
 			case "recover":
 				if err := f.Recover(ctx, name); err != nil {
 					t.Fatalf("Recover: %v", err)
 				}
+				wantLegacyLive(t, f, name, tt.wantLive)
 			case "put":
 				v, err := f.PutCertificate(ctx, name, b3)
 				if err != nil {
@@ -344,9 +443,8 @@ func TestRecovery(t *testing.T) {
 				if v != 3 {
 					t.Errorf("version = %d, want 3", v)
 				}
+				wantLive(t, f, name, 3)
 			}
-
-			wantLive(t, f, name, tt.wantLive)
 			if _, err := os.Lstat(stale); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("stale temporary link still present: %v", err)
 			}
@@ -363,25 +461,54 @@ func TestRecovery(t *testing.T) {
 }
 
 func TestLoadCertificateErrors(t *testing.T) {
-	ctx := context.Background()
-	f := newFS(t)
-	if _, _, err := f.LoadCertificate(ctx, "never.example"); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("LoadCertificate of unknown name: err = %v, want fs.ErrNotExist", err)
+	const name = "example.com"
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, f *FS)
+		wantErr  string
+		notExist bool
+	}{
+		{"never stored", func(t *testing.T, f *FS) {}, "", true},
+		{"earlier layout with mixed links", func(t *testing.T, f *FS) {
+			makeLegacy(t, f, name, 1, newBundle(t, name))
+			writeArchive(t, f, name, 2, newBundle(t, name), certFiles[:]...)
+			switchLink(t, f, name, "privkey", 2)
+		}, "different versions", false},
+		{"live link pointing elsewhere", func(t *testing.T, f *FS) {
+			if _, err := f.PutCertificate(context.Background(), name, newBundle(t, name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(f.liveDir(name)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("/etc/ssl/"+name, f.liveDir(name)); err != nil {
+				t.Fatal(err)
+			}
+		}, "not ../archive/example.com/.vN", false},
+		{"live is a regular file", func(t *testing.T, f *FS) {
+			if err := os.MkdirAll(f.liveRoot(), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f.liveDir(name), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "neither a symbolic link nor a directory", false},
 	}
-	if _, err := f.ArchiveVersions(ctx, "never.example"); !errors.Is(err, fs.ErrNotExist) {
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFS(t)
+			tt.setup(t, f)
+			_, _, err := f.LoadCertificate(context.Background(), name)
+			switch {
+			case tt.notExist && !errors.Is(err, fs.ErrNotExist):
+				t.Errorf("LoadCertificate: err = %v, want fs.ErrNotExist", err)
+			case !tt.notExist && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("LoadCertificate: err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	if _, err := newFS(t).ArchiveVersions(context.Background(), "never.example"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("ArchiveVersions of unknown name: err = %v, want fs.ErrNotExist", err)
-	}
-	if _, err := f.PutCertificate(ctx, "example.com", newBundle(t, "example.com")); err != nil {
-		t.Fatal(err)
-	}
-	// Links pointing at different versions with no intent are refused, not
-	// mixed.
-	if _, err := f.PutCertificate(ctx, "example.com", newBundle(t, "example.com")); err != nil {
-		t.Fatal(err)
-	}
-	switchLink(t, f, "example.com", "privkey", 1)
-	if _, _, err := f.LoadCertificate(ctx, "example.com"); err == nil || !strings.Contains(err.Error(), "different versions") {
-		t.Errorf("LoadCertificate of mixed links: err = %v, want a \"different versions\" error", err)
 	}
 }
 

@@ -58,6 +58,14 @@ type FS struct {
 
 	mu   sync.Mutex
 	sems map[string]chan struct{} // in-process lock per lock file; one per name ever locked
+
+	// exchange swaps two paths atomically (renameExchange); tests replace
+	// it to exercise the fallback for filesystems that cannot.
+	exchange func(a, b string) error
+	// failpoint, set only by tests, is called at each step of
+	// PutCertificate; a non-nil error stops it there as a crash would,
+	// leaving everything on disk as it is.
+	failpoint func(step string) error
 }
 
 var (
@@ -97,7 +105,7 @@ func NewFS(dir string, opts FSOptions) (*FS, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &FS{dir: abs, log: logger, sems: make(map[string]chan struct{})}, nil
+	return &FS{dir: abs, log: logger, sems: make(map[string]chan struct{}), exchange: renameExchange}, nil
 }
 
 // stateDirError builds the error NewFS returns: it names the directory, the

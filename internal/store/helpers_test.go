@@ -25,8 +25,11 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "lock" {
+	switch os.Getenv(helperEnv) {
+	case "lock":
 		os.Exit(lockHelper())
+	case "puts":
+		os.Exit(putsHelper())
 	}
 	os.Exit(m.Run())
 }
@@ -52,6 +55,59 @@ func lockHelper() int {
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	return 0
+}
+
+// putsHelper runs in a child process: it stores new versions of
+// helperLock's certificate in a loop, saying each version on stdout, until
+// it is killed.
+func putsHelper() int {
+	f, err := NewFS(os.Getenv(helperDirEnv), FSOptions{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	for {
+		b, err := makeBundle("example.com")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 3
+		}
+		v, err := f.PutCertificate(context.Background(), "example.com", b)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 4
+		}
+		if _, err := fmt.Println(v); err != nil {
+			return 5
+		}
+	}
+}
+
+// makeBundle is newBundle without a testing.T, for helper processes.
+func makeBundle(cn string) (Bundle, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Bundle{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(90 * 24 * time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return Bundle{}, err
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return Bundle{}, err
+	}
+	return Bundle{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}),
+	}, nil
 }
 
 // newFS returns an FS on a fresh temporary directory.
