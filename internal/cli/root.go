@@ -137,6 +137,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		a.sandboxCommand(),
 		a.configCommand(),
 		a.snippetCommand(),
+		a.routerCommand(),
 	)
 	return root
 }

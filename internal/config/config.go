@@ -45,6 +45,8 @@ type Config struct {
 	Paths map[string]Path
 	// Certificates lists the [[certificate]] entries in file order.
 	Certificates []Certificate
+	// Router is the [router] table for `detour router`.
+	Router Router
 }
 
 // Path is a validation path: a way to answer one ACME challenge type.

@@ -483,3 +483,41 @@ deploy_hook = "systemctl reload nginx"
 		}
 	}
 }
+
+func TestRouterTable(t *testing.T) {
+	cfg, err := Parse(testFile, []byte(`
+[router]
+listen = ":443"
+backend = "127.0.0.1:8443"
+proxy_protocol = true
+
+[[router.route]]
+sni = "*.apps.example.com"
+backend = "unix:/run/apps.sock"
+
+[[router.route]]
+sni = "mail.example.com"
+backend = "127.0.0.1:9443"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := cfg.Router
+	if r.ListenAddr() != ":443" || r.Backend != "127.0.0.1:8443" || !r.ProxyProtocol || len(r.Routes) != 2 || r.Routes[1].SNI != "mail.example.com" || r.Routes[1].Line != 11 {
+		t.Errorf("router = %+v", r)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{"[router]\nbackend = \"8443\"\n", testFile + ":2: router.backend: \"8443\" is not host:port"},
+		{"[router]\n[[router.route]]\nbackend = \"127.0.0.1:1\"\n", testFile + ":2: router.route[0]: sni is missing"},
+		{"[router]\n[[router.route]]\nsni = \"a*.example.com\"\nbackend = \"127.0.0.1:1\"\n", "a wildcard route must be written"},
+		{"[router]\nbakend = \"127.0.0.1:1\"\n", "did you mean \"backend\""},
+	} {
+		_, err := Parse(testFile, []byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Parse(%q) = %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+	if d := Default(); d.Router.ListenAddr() != DefaultRouterListen {
+		t.Errorf("default router listen = %q", d.Router.ListenAddr())
+	}
+}

@@ -47,6 +47,8 @@ type file struct {
 	CAs   map[string]*caTable
 	Paths map[string]*pathTable
 	Certs []*certTable
+	// Router is the [router] table.
+	Router Router
 }
 
 // caTable is one [ca.NAME] table.
@@ -194,6 +196,7 @@ func decode(l *errList, tree map[string]any) *file {
 		{keyCA, func(l *errList, path string, v any) { decodeCAs(l, f, path, v) }},
 		{keyPath, func(l *errList, path string, v any) { decodePaths(l, f, path, v) }},
 		{keyCert, func(l *errList, path string, v any) { decodeCerts(l, f, path, v) }},
+		{keyRouterTable, func(l *errList, path string, v any) { decodeRouter(l, f, path, v) }},
 	}
 	has := l.table("", tree, fields)
 	if has[keyDefaultCA] {

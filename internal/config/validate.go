@@ -36,7 +36,9 @@ func validate(l *errList, f *file, filename string) *Config {
 		AgreeTOS: f.AgreeTOS,
 		CAs:      map[string]CA{},
 		Paths:    map[string]Path{},
+		Router:   f.Router,
 	}
+	validateRouter(l, f.Router)
 	if !filepath.IsAbs(f.StateDir) {
 		l.add(keyStateDir, "%q is a relative path; use an absolute directory, e.g. state_dir = %q", f.StateDir, DefaultStateDir)
 	}

@@ -1,0 +1,462 @@
+// Package router is Detour's front door: it owns port 443, answers ACME
+// tls-alpn-01 validations itself (RFC 8737) and passes every other TLS
+// connection, byte for byte, to the HTTPS server that moved to a local port.
+//
+// For each connection the router peeks the ClientHello (RFC 8446 §4.1.2)
+// without consuming it: the records are read into a pooled buffer, bounded
+// by Options.MaxHello and Options.PeekTimeout, and parsed by a small parser
+// for the server_name (RFC 6066 §3) and ALPN (RFC 7301) extensions. Then:
+//
+//   - ALPN offers "acme-tls/1" and Options.ACME is set: TLS is terminated
+//     here over a connection that replays the peeked bytes, the certificate
+//     comes from Options.ACME, and the connection is closed after the
+//     handshake (RFC 8737 §3).
+//   - otherwise the SNI picks a Route (exact name, longest wildcard,
+//     default); the router dials its backend, writes an optional PROXY
+//     protocol v2 header and the peeked bytes, and copies both ways. The
+//     copy is io.Copy between the raw connections, which the kernel does
+//     with splice(2) on Linux, so the payload never enters user space; a
+//     half-close (FIN) in one direction is passed on with CloseWrite.
+//   - anything that is not a TLS ClientHello (plain HTTP, a PROXY header
+//     sent by the client, garbage, a hello that is too large or too slow) is
+//     logged at debug level and closed. It is never forwarded: a default
+//     backend that trusts PROXY headers must not receive one forged by a
+//     client, and a backend that speaks only TLS gains nothing from junk.
+//
+// Per connection the router runs one goroutine for each copy direction and
+// nothing else. Reload swaps the routing table atomically; connections in
+// flight keep the backend they were given.
+package router
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// acmeTLS1 is the ALPN protocol of tls-alpn-01 (RFC 8737 §6.2).
+const acmeTLS1 = "acme-tls/1"
+
+// acmeHandshakeTimeout bounds a locally answered tls-alpn-01 handshake.
+const acmeHandshakeTimeout = 10 * time.Second
+
+// Defaults of Options.
+const (
+	DefaultPeekTimeout  = 5 * time.Second
+	DefaultMaxHello     = 16 << 10
+	DefaultDialTimeout  = 5 * time.Second
+	DefaultDrainTimeout = 10 * time.Second
+)
+
+// ACMEResponder supplies tls-alpn-01 challenge certificates.
+// frontdoor.Responder implements it.
+type ACMEResponder interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// Options configures a Router.
+type Options struct {
+	// Logger receives start, stop and backend failures (rate limited) at
+	// info/warn level and per-connection diagnostics at debug level. Nil
+	// discards everything.
+	Logger *slog.Logger
+	// ACME answers connections whose ALPN offers "acme-tls/1". Nil passes
+	// them through like any other connection.
+	ACME ACMEResponder
+	// PeekTimeout bounds reading the whole ClientHello, so that a client
+	// sending one byte a second is cut off. Default DefaultPeekTimeout.
+	PeekTimeout time.Duration
+	// MaxHello bounds the bytes of the ClientHello, record headers included;
+	// it may span several TLS records. Default DefaultMaxHello (16 KiB);
+	// at least 1 KiB.
+	MaxHello int
+	// DialTimeout bounds connecting to a backend. Default DefaultDialTimeout.
+	DialTimeout time.Duration
+	// DrainTimeout is the grace period at shutdown: when Serve's context is
+	// cancelled the listener closes at once, connections in flight may go
+	// on for this long, and those still open then are closed. Default
+	// DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+// Stats counts connections since the Router was created.
+type Stats struct {
+	Accepted uint64 // accepted from a listener
+	Routed   uint64 // passed through to a backend
+	ACME     uint64 // answered locally with acme-tls/1 (handshake completed)
+	Rejected uint64 // closed before routing: not TLS, malformed, too large or too slow
+	NoRoute  uint64 // a ClientHello no route matched, with no default route
+	Failed   uint64 // backend unreachable, or a failed acme-tls/1 handshake
+	Active   int64  // open now
+}
+
+// Router routes TLS connections by their ClientHello. It is safe for
+// concurrent use; Serve may run on several listeners at once.
+type Router struct {
+	log     *slog.Logger
+	opts    Options
+	acmeCfg *tls.Config
+	dialer  net.Dialer
+	table   atomic.Pointer[Table]
+	bufs    sync.Pool // *[]byte of maxProxyHeader+MaxHello bytes
+
+	accepted, routed, acme, rejected, noRoute, failed atomic.Uint64
+	active                                            atomic.Int64
+}
+
+// New returns a Router that routes by t.
+func New(opts Options, t *Table) (*Router, error) {
+	if t == nil {
+		return nil, errors.New("creating router: no routing table")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PeekTimeout == 0 {
+		opts.PeekTimeout = DefaultPeekTimeout
+	}
+	if opts.MaxHello == 0 {
+		opts.MaxHello = DefaultMaxHello
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	switch {
+	case opts.PeekTimeout < 0 || opts.DialTimeout < 0 || opts.DrainTimeout < 0:
+		return nil, errors.New("creating router: timeouts must be positive")
+	case opts.MaxHello < 1<<10 || opts.MaxHello > 1<<20:
+		return nil, fmt.Errorf("creating router: MaxHello %d out of range; use 1 KiB to 1 MiB (16 KiB is plenty)", opts.MaxHello)
+	}
+	r := &Router{log: opts.Logger, opts: opts, dialer: net.Dialer{Timeout: opts.DialTimeout}}
+	r.table.Store(t)
+	size := maxProxyHeader + opts.MaxHello
+	r.bufs.New = func() any {
+		b := make([]byte, size)
+		return &b
+	}
+	if opts.ACME != nil {
+		r.acmeCfg = &tls.Config{
+			MinVersion:             tls.VersionTLS12, // RFC 8737 §3
+			NextProtos:             []string{acmeTLS1},
+			GetCertificate:         opts.ACME.GetCertificate,
+			SessionTicketsDisabled: true,
+		}
+	}
+	return r, nil
+}
+
+// Reload makes t the routing table for connections accepted from now on.
+// Connections in flight keep their backend.
+func (r *Router) Reload(t *Table) {
+	if t != nil {
+		r.table.Store(t)
+	}
+}
+
+// Table returns the routing table in use.
+func (r *Router) Table() *Table { return r.table.Load() }
+
+// Stats returns the connection counters.
+func (r *Router) Stats() Stats {
+	return Stats{
+		Accepted: r.accepted.Load(),
+		Routed:   r.routed.Load(),
+		ACME:     r.acme.Load(),
+		Rejected: r.rejected.Load(),
+		NoRoute:  r.noRoute.Load(),
+		Failed:   r.failed.Load(),
+		Active:   r.active.Load(),
+	}
+}
+
+// Serve accepts connections from ln until ctx is cancelled, then closes ln,
+// lets the connections in flight drain for Options.DrainTimeout, closes the
+// rest and returns nil. It returns an error if ln fails for another reason
+// (after the same drain). Serve always closes ln.
+func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
+	s := &session{conns: make(map[*conn]struct{})}
+	connCtx, cancelConns := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelConns()
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	r.log.Info("router listening", "addr", ln.Addr().String())
+
+	var serveErr error
+	var backoff time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, net.ErrClosed) {
+				serveErr = fmt.Errorf("accepting connections on %s: %w", ln.Addr(), err)
+				break
+			}
+			// Transient, such as EMFILE: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			r.log.Warn("accepting connection", "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		r.accepted.Add(1)
+		cn := &conn{client: c}
+		if !s.track(cn) {
+			_ = c.Close()
+			break
+		}
+		go r.handle(connCtx, s, cn)
+	}
+	_ = ln.Close()
+
+	r.log.Info("router stopping", "addr", ln.Addr().String(), "active", s.count(), "drain_timeout", r.opts.DrainTimeout)
+	drained := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(drained)
+	}()
+	t := time.NewTimer(r.opts.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		cancelConns()
+		s.closeAll()
+		<-drained
+	}
+	return serveErr
+}
+
+// session tracks the connections of one Serve call.
+type session struct {
+	mu     sync.Mutex
+	conns  map[*conn]struct{}
+	closed bool // closeAll ran: close whatever registers later
+	wg     sync.WaitGroup
+}
+
+// conn is one client connection and, once dialled, its backend.
+type conn struct {
+	client  net.Conn
+	backend net.Conn       // set under session.mu
+	copying sync.WaitGroup // the client-to-backend direction
+}
+
+func (s *session) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *session) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// setBackend records c's backend; it reports false (and closes b) when the
+// session is being torn down.
+func (s *session) setBackend(c *conn, b net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = b.Close()
+		return false
+	}
+	c.backend = b
+	return true
+}
+
+func (s *session) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
+// closeAll closes every connection, client and backend.
+func (s *session) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.conns {
+		_ = c.client.Close()
+		if c.backend != nil {
+			_ = c.backend.Close()
+		}
+	}
+}
+
+// handle peeks the ClientHello of one connection and routes it.
+func (r *Router) handle(ctx context.Context, s *session, cn *conn) {
+	defer s.untrack(cn)
+	r.active.Add(1)
+	defer r.active.Add(-1)
+	c := cn.client
+	defer c.Close()
+
+	bp := r.bufs.Get().(*[]byte)
+	buf := *bp
+	peek := buf[maxProxyHeader:]
+	_ = c.SetReadDeadline(time.Now().Add(r.opts.PeekTimeout))
+	n, hello, err := readHello(c, peek)
+	if err != nil {
+		r.bufs.Put(bp)
+		r.rejected.Add(1)
+		r.log.Debug("closing connection: no valid client hello", "remote_addr", c.RemoteAddr().String(), "bytes", n, "error", err)
+		return
+	}
+
+	if r.acmeCfg != nil && hello.hasProto(acmeTLS1) {
+		r.answerACME(ctx, c, peek[:n], hello)
+		r.bufs.Put(bp)
+		return
+	}
+
+	var nameBuf [255]byte
+	name := routingName(&nameBuf, hello.sni)
+	rt := r.table.Load().lookup(name)
+	if rt == nil {
+		r.bufs.Put(bp)
+		r.noRoute.Add(1)
+		r.log.Debug("closing connection: no route", "remote_addr", c.RemoteAddr().String(), "sni", string(name))
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+
+	bc, err := r.dialer.DialContext(ctx, rt.network, rt.addr)
+	if err != nil {
+		r.bufs.Put(bp)
+		r.failed.Add(1)
+		rt.failLog.log(r.log, "connecting to backend", "backend", rt.Backend, "sni", string(name), "error", err)
+		return
+	}
+	defer bc.Close()
+	if !s.setBackend(cn, bc) {
+		r.bufs.Put(bp)
+		return
+	}
+
+	// One write: PROXY header (in the headroom before the peeked bytes)
+	// and the ClientHello.
+	start := maxProxyHeader
+	if rt.ProxyProtocol {
+		var hdr [maxProxyHeader]byte
+		h := appendProxyV2(hdr[:0], c.RemoteAddr(), c.LocalAddr())
+		start -= len(h)
+		copy(buf[start:], h)
+	}
+	_, err = bc.Write(buf[start : maxProxyHeader+n])
+	r.bufs.Put(bp)
+	if err != nil {
+		r.failed.Add(1)
+		rt.failLog.log(r.log, "writing to backend", "backend", rt.Backend, "sni", string(name), "error", err)
+		return
+	}
+	r.routed.Add(1)
+	if r.log.Enabled(ctx, slog.LevelDebug) {
+		r.log.Debug("routing connection", "remote_addr", c.RemoteAddr().String(), "sni", string(name), "backend", rt.Backend)
+	}
+
+	cn.copying.Add(1)
+	go func() {
+		defer cn.copying.Done()
+		pipe(bc, c)
+	}()
+	pipe(c, bc)
+	cn.copying.Wait()
+}
+
+// pipe copies src to dst until EOF and then half-closes dst, so that a FIN
+// travels on while the other direction goes on. On an error, or when dst
+// cannot half-close, both connections are closed, which also ends the other
+// direction. io.Copy between the raw connections lets the runtime use
+// splice(2) (TCPConn.ReadFrom / WriteTo).
+func pipe(dst, src net.Conn) {
+	_, err := io.Copy(dst, src)
+	if err == nil {
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			return
+		}
+	}
+	_ = src.Close()
+	_ = dst.Close()
+}
+
+// readHello reads from c into buf until buf holds a complete ClientHello,
+// and returns the number of bytes read. The read deadline set by the caller
+// bounds the whole loop.
+func readHello(c net.Conn, buf []byte) (int, clientHello, error) {
+	n := 0
+	for {
+		m, err := c.Read(buf[n:])
+		n += m
+		if m > 0 {
+			h, perr := parseHello(buf[:n], len(buf))
+			if perr == nil {
+				return n, h, nil
+			}
+			if !errors.Is(perr, errShort) {
+				return n, clientHello{}, perr
+			}
+		}
+		if err != nil {
+			return n, clientHello{}, fmt.Errorf("reading client hello: %w", err)
+		}
+		if n == len(buf) {
+			return n, clientHello{}, errTooLarge
+		}
+	}
+}
+
+// answerACME completes a tls-alpn-01 handshake over c, replaying the peeked
+// bytes, and closes it: no data follows the handshake (RFC 8737 §3).
+func (r *Router) answerACME(ctx context.Context, c net.Conn, peeked []byte, hello clientHello) {
+	_ = c.SetDeadline(time.Now().Add(acmeHandshakeTimeout))
+	ctx, cancel := context.WithTimeout(ctx, acmeHandshakeTimeout)
+	defer cancel()
+	tc := tls.Server(&replayConn{Conn: c, pending: peeked}, r.acmeCfg)
+	err := tc.HandshakeContext(ctx)
+	if err != nil {
+		r.failed.Add(1)
+		r.log.Debug("tls-alpn-01 handshake failed", "remote_addr", c.RemoteAddr().String(), "sni", string(hello.sni), "error", err)
+		return
+	}
+	r.acme.Add(1)
+	r.log.Info("answered tls-alpn-01 validation", "remote_addr", c.RemoteAddr().String(), "sni", tc.ConnectionState().ServerName)
+	_ = tc.Close()
+}
+
+// replayConn reads the peeked bytes before reading from the connection.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
