@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +35,7 @@ const (
 	flagEABHMAC        = "eab-hmac-key"
 	flagDryRun         = "dry-run"
 	flagDeployHook     = "deploy-hook"
+	flagWebroot        = "webroot"
 )
 
 type issueFlags struct {
@@ -51,6 +54,7 @@ type issueFlags struct {
 	eabKID, eabKey string
 	dryRun         bool
 	deployHook     string
+	webroot        string
 }
 
 func (a *app) issueCommand() *cobra.Command {
@@ -67,13 +71,27 @@ names (or none), issue those configured in the config file.
 Validation paths (--path, in order of preference):
   standalone-http       http-01: Detour binds --http-addr (default :80) itself
   standalone-tls-alpn   tls-alpn-01: Detour binds --tls-addr (default :443) itself
+  webroot               http-01: Detour writes the token under --webroot DIR, which
+                        your web server serves
+  side-port             http-01: your web server forwards /.well-known/acme-challenge/
+                        to 127.0.0.1:8402 ('detour snippet http' prints the block)
+  stateless             http-01: your web server answers by itself
+                        ('detour snippet stateless' prints the block)
+  alpn-forward          tls-alpn-01: nginx stream / HAProxy send acme-tls/1 to
+                        127.0.0.1:8403 ('detour snippet tls-alpn')
+  front-door            tls-alpn-01: a running 'detour router' owns :443
   dns-embedded          dns-01: Detour answers on --dns-addr (default :53) for a
                         delegated _acme-challenge name
   NAME                  a [path.NAME] table of the config file
 
+Before asking the CA, Detour fetches each answer the way the CA will and stops
+if it is wrong (--no-self-check to skip, e.g. behind NAT without hairpin).
+
 Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.`,
 		Example: `  detour issue -d example.com -d www.example.com --email ops@example.com --agree-tos
   detour issue -d '*.example.com' --path dns-embedded --ca letsencrypt-staging
+  detour issue -d example.com --webroot /var/www/html --deploy-hook 'systemctl reload nginx'
+  detour issue -d example.com --path side-port,stateless
   detour issue -d 192.0.2.10 --path standalone-tls-alpn --profile shortlived
   detour issue www            # the [[certificate]] named www in the config`,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -106,13 +124,14 @@ Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.
 	fl.StringVar(&f.eabKID, flagEABKID, "", "External Account Binding key ID (CAs such as ZeroSSL and Google)")
 	fl.StringVar(&f.eabKey, flagEABHMAC, "", "External Account Binding HMAC key (base64url)")
 	fl.BoolVar(&f.dryRun, flagDryRun, false, "run against the CA's staging directory (if it has one) and store nothing")
+	fl.StringVar(&f.webroot, flagWebroot, "", "document root your web server serves for these names: adds a webroot path (used first unless --path lists \"webroot\" elsewhere)")
 	fl.StringVar(&f.deployHook, flagDeployHook, "", "shell command run after each new certificate (e.g. \"systemctl reload nginx\"); DETOUR_FULLCHAIN, DETOUR_KEY ... in its environment")
 	return cmd
 }
 
 // oneOffOnly rejects one-off flags used without -d.
 func oneOffOnly(cmd *cobra.Command) error {
-	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagEABKID, flagEABHMAC, flagDeployHook} {
+	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagEABKID, flagEABHMAC, flagDeployHook, flagWebroot} {
 		if cmd.Flags().Changed(n) {
 			return usagef("--%s describes a one-off certificate and needs -d/--domain; for configured certificates set it in the config file", n)
 		}
@@ -140,6 +159,9 @@ func (a *app) oneOffConfig(cfg *config.Config, f issueFlags) (config.Certificate
 		}
 	}
 	paths := f.paths
+	if f.webroot != "" && !slices.Contains(paths, config.KindWebroot) {
+		paths = append([]string{config.KindWebroot}, paths...)
+	}
 	if len(paths) == 0 {
 		paths = config.DefaultPaths
 	}
@@ -201,6 +223,13 @@ func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
 	}
 	local.CAs[ca.Name] = ca
 	c.CA = ca.Name
+	if f.webroot != "" {
+		root, err := filepath.Abs(f.webroot)
+		if err != nil {
+			return usagef("--%s: %v", flagWebroot, err)
+		}
+		local.Paths[config.KindWebroot] = config.Path{Name: config.KindWebroot, Kind: config.KindWebroot, Challenge: config.ChallengeHTTP01, Root: root}
+	}
 	for _, n := range c.Paths {
 		p, err := local.Path(n)
 		if err != nil {
