@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -30,6 +31,7 @@ type Server struct {
 	Conf string // the configuration file
 
 	cmd    *exec.Cmd
+	done   chan struct{} // closed when the master has exited and was reaped
 	output *syncBuffer
 	reload syscall.Signal
 }
@@ -53,6 +55,15 @@ func RequireBinary(t testing.TB, name, pkg string) string {
 	}
 	t.Fatalf("%s is not installed: install the Debian package %q (./scripts/test.sh does this)", name, pkg)
 	return ""
+}
+
+// RequireFile fails the test, naming the Debian package to install, when
+// the file at path (a server module, say) is missing.
+func RequireFile(t testing.TB, path, pkg string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("%s is missing (%v): install the Debian package %q (./scripts/test.sh does this)", path, err, pkg)
+	}
 }
 
 // WorldReadableDir returns a fresh temporary directory that worker
@@ -80,6 +91,54 @@ func FreePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// nextStatic is the next candidate of StaticPort; 0 before first use.
+var nextStatic atomic.Int32
+
+// StaticPort returns a TCP port on 127.0.0.1, free a moment ago, from below
+// the kernel's ephemeral port range (net.ipv4.ip_local_port_range), which
+// neither listeners on port 0 nor outgoing connections are given. A test
+// that reserves an address for a listener bound only later (a side port
+// Detour opens while validating, a server started after other work) uses
+// it, so that another test's listener on port 0 cannot take the port in
+// the meantime. Ports are handed out once per process. Where the
+// ephemeral range starts too low to leave room, it falls back to FreePort.
+func StaticPort(t testing.TB) int {
+	t.Helper()
+	low := ephemeralLow()
+	const span = 10000
+	if low-span < 1024 {
+		return FreePort(t)
+	}
+	nextStatic.CompareAndSwap(0, int32(low-span+rand.IntN(span/2)))
+	for range 200 {
+		p := int(nextStatic.Add(1))
+		if p >= low {
+			break
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err != nil {
+			continue // taken: try the next
+		}
+		ln.Close()
+		return p
+	}
+	return FreePort(t)
+}
+
+// ephemeralLow returns the first port of the ephemeral range (Linux's
+// default when it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 // render executes a text/template with data.
@@ -152,6 +211,7 @@ func (s *Server) start(t testing.TB, bin string, args ...string) {
 		t.Fatalf("starting %s: %v", s.Kind, err)
 	}
 	done := make(chan struct{})
+	s.done = done
 	go func() { s.cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM)
@@ -186,7 +246,7 @@ func (s *Server) waitFor(t testing.TB, addrs ...string) {
 				c.Close()
 				break
 			}
-			if time.Now().After(deadline) || s.cmd.ProcessState != nil {
+			if time.Now().After(deadline) || s.exited() {
 				t.Fatalf("%s did not listen on %s: %v\noutput:\n%s\nerror log:\n%s", s.Kind, a, err, s.output.String(), s.errorLog())
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -194,11 +254,27 @@ func (s *Server) waitFor(t testing.TB, addrs ...string) {
 	}
 }
 
+// exited reports whether the master process has exited.
+func (s *Server) exited() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Output returns what the server wrote to its stdout and stderr so far,
+// and its error log, for failure messages.
+func (s *Server) Output() string {
+	return fmt.Sprintf("output:\n%s\nerror log:\n%s", s.output.String(), s.errorLog())
+}
+
 // MasterPID is the PID of the server's master process.
 func (s *Server) MasterPID() int { return s.cmd.Process.Pid }
 
 // Alive reports whether the master process still runs.
-func (s *Server) Alive() bool { return s.cmd.Process.Signal(syscall.Signal(0)) == nil }
+func (s *Server) Alive() bool { return !s.exited() && s.cmd.Process.Signal(syscall.Signal(0)) == nil }
 
 // ReloadCommand is a shell command that gracefully reloads this server, for
 // deploy hooks.
@@ -249,9 +325,11 @@ func StartLoad(client *http.Client, url string, want int, concurrency int) *Load
 				if err != nil {
 					l.failed.Add(1)
 					l.firstErr.CompareAndSwap(nil, err.Error())
-					continue
+				} else {
+					l.ok.Add(1)
 				}
-				l.ok.Add(1)
+				// Paced after failures too: a server that is down must not
+				// turn the loop into a busy one.
 				time.Sleep(2 * time.Millisecond)
 			}
 		})
