@@ -297,6 +297,7 @@ func (a *app) obtain(cmd *cobra.Command, cfg *config.Config, certs []config.Cert
 			res, err = m.Obtain(cmd.Context(), req)
 			if err == nil {
 				a.printResult(st, res, dryRun)
+				err = deployFailure(res)
 			}
 		}
 		ps.Close()
@@ -320,4 +321,13 @@ func (a *app) printResult(st *store.FS, res renew.Result, dryRun bool) {
 	fmt.Fprintf(a.stdout, "%s: version %d, valid until %s, obtained in %s\n  %s\n  %s\n",
 		res.Name, res.Version, res.NotAfter.UTC().Format(time.RFC3339), res.Elapsed.Round(time.Millisecond),
 		st.LivePath(res.Name, "fullchain.pem"), st.LivePath(res.Name, "privkey.pem"))
+}
+
+// deployFailure reports a deploy hook that failed after the certificate was
+// stored: the new certificate is live, but the server may not use it yet.
+func deployFailure(res renew.Result) error {
+	if res.DeployErr == nil {
+		return nil
+	}
+	return fmt.Errorf("the new certificate is live (version %d), but %w; fix the hook and run it again, or reload the server by hand", res.Version, res.DeployErr)
 }

@@ -118,6 +118,9 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 			if err == nil {
 				renewed++
 				a.printResult(st, res, dryRun)
+				if derr := deployFailure(res); derr != nil {
+					failed = append(failed, fmt.Sprintf("%s: %v", n, derr))
+				}
 			}
 		}
 		ps.Close()

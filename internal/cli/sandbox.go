@@ -159,7 +159,7 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 	a.resolver = env.DNSAddr
 	a.checkHTTPPort = env.HTTPListener.Addr().(*net.TCPAddr).Port
 	a.checkTLSPort = env.TLSListener.Addr().(*net.TCPAddr).Port
-	check := a.selfCheck()
+	check := a.selfCheck(nil)
 
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PATH\tCHALLENGE\tNAMES\tVERSION\tWALL TIME\tNOT AFTER\tFILES")

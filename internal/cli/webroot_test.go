@@ -38,7 +38,29 @@ func TestIssueWebroot(t *testing.T) {
 	// A root the server does not serve fails at the self-check, before the CA.
 	other := t.TempDir()
 	r = run(t, oneOff(env, cfg, state, "-d", name, "--webroot", other, "--name", "wrongroot")...)
-	if r.code != 1 || !strings.Contains(r.stderr, "answered 404") || !strings.Contains(r.stderr, "self-check failed") {
+	if r.code != 1 || !strings.Contains(r.stderr, "answered 404") || !strings.Contains(r.stderr, "self-check failed") || !strings.Contains(r.stderr, "set root to the document root") {
 		t.Errorf("wrong webroot: %v", r)
+	}
+}
+
+// TestDeployHookFailureFailsTheCommand: the certificate is stored, but the
+// command says the hook failed and exits 1.
+func TestDeployHookFailureFailsTheCommand(t *testing.T) {
+	t.Parallel()
+	const name = "hook.detour.test"
+	env := newEnv(t, name)
+	state, cfg := t.TempDir(), emptyConfig(t)
+	r := run(t, oneOff(env, cfg, state, "-d", name, "--deploy-hook", "echo nginx: reload refused >&2; exit 7")...)
+	if r.code != 1 || !strings.Contains(r.stderr, "the new certificate is live (version 1)") || !strings.Contains(r.stderr, "reload refused") {
+		t.Fatalf("failing hook: %v", r)
+	}
+	checkLive(t, state, name)
+	// The hook is recorded and runs again on renewal.
+	if rec := loadRecord(t, state, name); rec.DeployHook == "" {
+		t.Error("deploy hook not recorded")
+	}
+	r = run(t, "--config", cfg, "--state-dir", state, "renew", "--force")
+	if r.code != 1 || !strings.Contains(r.stderr, "version 2") {
+		t.Errorf("renew with failing hook: %v", r)
 	}
 }

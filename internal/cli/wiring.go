@@ -63,6 +63,7 @@ type pathSet struct {
 	store   store.Storage
 	account func() (acme.Account, error) // for paths that need the thumbprint
 	closers []io.Closer
+	kinds   map[string]config.Path // the paths built, by name
 }
 
 func (ps *pathSet) Close() error {
@@ -83,6 +84,7 @@ func (ps *pathSet) build(p config.Path) (solve.Path, store.PathRef, error) {
 		}
 	}
 	ref := store.PathRef{Name: p.Name, Kind: p.Kind, Settings: settings}
+	ps.kinds[p.Name] = p
 	log := ps.log.With("path", p.Name)
 	s, err := ps.solver(p, challenge, log)
 	if err != nil {
@@ -166,7 +168,7 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 		DeployHook: deploy.Hook{Command: c.DeployHook},
 	}
 	if c.SelfCheck && !a.noSelfCheck {
-		req.SelfCheck = a.selfCheck()
+		req.SelfCheck = a.selfCheck(ps.kinds)
 	}
 	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
 	names := c.Paths
@@ -216,7 +218,7 @@ func (a *app) requestFromRecord(rec store.Record, ps *pathSet, dryRun bool) (ren
 		DeployHook: deploy.Hook{Command: rec.DeployHook},
 	}
 	if !rec.NoSelfCheck && !a.noSelfCheck {
-		req.SelfCheck = a.selfCheck()
+		req.SelfCheck = a.selfCheck(ps.kinds)
 	}
 	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
 	for _, r := range rec.Paths {
@@ -242,11 +244,16 @@ func (a *app) manager(cfg *config.Config) (*renew.Manager, *store.FS, error) {
 }
 
 // newPathSet returns a path builder on the opened store.
-func (a *app) newPathSet() *pathSet { return &pathSet{log: a.log, store: a.st} }
+func (a *app) newPathSet() *pathSet {
+	return &pathSet{log: a.log, store: a.st, kinds: map[string]config.Path{}}
+}
 
 // selfCheck returns the check run after each Present: the answer is
 // fetched the way the CA will fetch it.
-func (a *app) selfCheck() func(context.Context, solve.Challenge) error {
+//
+// paths gives each path's settings by name, so that hints speak of what the
+// user set up (a webroot, a forward, a stateless block).
+func (a *app) selfCheck(paths map[string]config.Path) func(context.Context, solve.Path, solve.Challenge) error {
 	opts := selfcheck.Options{Logger: a.log, HTTPPort: a.checkHTTPPort, TLSPort: a.checkTLSPort}
 	if a.resolver != "" {
 		addr := a.resolver
@@ -255,12 +262,16 @@ func (a *app) selfCheck() func(context.Context, solve.Challenge) error {
 			return d.DialContext(ctx, network, addr)
 		}}
 	}
-	return func(ctx context.Context, ch solve.Challenge) error {
+	return func(ctx context.Context, p solve.Path, ch solve.Challenge) error {
 		check := selfcheck.For(ch.Type)
 		if check == nil {
 			return nil
 		}
-		return check(ctx, ch, opts)
+		o := opts
+		if cp, ok := paths[p.Name]; ok {
+			o.PathKind, o.Root = cp.Kind, cp.Root
+		}
+		return check(ctx, ch, o)
 	}
 }
 

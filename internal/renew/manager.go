@@ -95,7 +95,7 @@ type Request struct {
 	// SelfCheck, when set, is called after each Present (and Wait) and
 	// before the CA is asked: it fetches the answer the way the CA will. A
 	// failure moves on to the next path, costing no failed validation.
-	SelfCheck func(ctx context.Context, ch solve.Challenge) error
+	SelfCheck func(ctx context.Context, p solve.Path, ch solve.Challenge) error
 	// DeployHook runs after the new version is live (not on a dry run).
 	DeployHook deploy.Hook
 }
@@ -117,10 +117,12 @@ type Result struct {
 }
 
 // Error is a failed attempt: which stage failed, and whether the CA was
-// asked at all (a failure before that costs no rate limit).
+// asked to validate anything (a failure before that costs no failed
+// validation, the rate limit that hurts).
 type Error struct {
-	Name    string
-	Stage   string // "preflight", "account", "order", "validation", "finalize", "store"
+	Name  string
+	Stage string // "preflight", "account", "order", "self-check", "validation", "finalize", "store"
+	// AskedCA reports whether the CA was asked to validate a challenge.
 	AskedCA bool
 	Err     error
 }

@@ -111,7 +111,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	acct, err := m.Account(ctx, req.CA)
 	if err != nil {
-		return fail("account", true, err)
+		return fail("account", false, err)
 	}
 	order, err := req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: req.Replaces})
 	if err != nil && (acme.IsProblem(err, "urn:ietf:params:acme:error:accountDoesNotExist") || acme.IsProblem(err, "urn:ietf:params:acme:error:unauthorized")) {
@@ -121,11 +121,15 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	if err != nil {
-		return fail("order", true, err)
+		return fail("order", false, err)
 	}
 	m.log.InfoContext(ctx, "order created", "certificate", req.Name, "order", order.Location, "identifiers", ident.Values(req.Identifiers))
 
 	if err := m.authorize(ctx, req, acct, order, cands, res.PathUsed); err != nil {
+		var pe *presentError
+		if errors.As(err, &pe) {
+			return fail("self-check", false, err)
+		}
 		return fail("validation", true, err)
 	}
 
@@ -309,8 +313,15 @@ func (m *Manager) present(ctx context.Context, req Request, url string, authz ac
 		m.log.InfoContext(ctx, "challenge presented", "identifier", id.Value, "path", p.Name, "challenge", typ)
 		return presented{authzURL: url, path: p, wireCh: wc, ch: ch}, nil
 	}
-	return presented{}, fmt.Errorf("no path could answer %s:\n    %s", id.Value, strings.Join(reasons, "\n    "))
+	return presented{}, &presentError{fmt.Errorf("no path could answer %s:\n    %s", id.Value, strings.Join(reasons, "\n    "))}
 }
+
+// presentError reports that no path could present (or self-check) an
+// answer, so the CA was not asked to validate anything.
+type presentError struct{ err error }
+
+func (e *presentError) Error() string { return e.err.Error() }
+func (e *presentError) Unwrap() error { return e.err }
 
 // presentChecked presents ch on p and, when the request asks for it, checks
 // the answer from outside before the CA is asked. Waiters (DNS) are waited
@@ -325,7 +336,7 @@ func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path,
 	if _, waits := p.Solver.(solve.Waiter); waits {
 		return nil
 	}
-	if err := req.SelfCheck(ctx, ch); err != nil {
+	if err := req.SelfCheck(ctx, p, ch); err != nil {
 		return fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
 	}
 	m.log.InfoContext(ctx, "self-check passed", "identifier", ch.Identifier.Value, "path", p.Name, "challenge", ch.Type)

@@ -418,7 +418,7 @@ func TestSelfCheckPassesOverAndDeployRuns(t *testing.T) {
 	res, err := m.Obtain(ctx(t), renew.Request{
 		Name: "sc", Identifiers: ids(t, "sc.detour.test"), Profile: sandbox.ProfileTLSServer,
 		CA: env.RenewCA(t), Paths: []solve.Path{env.HTTPPath, env.TLSPath},
-		SelfCheck: func(_ context.Context, ch solve.Challenge) error {
+		SelfCheck: func(_ context.Context, _ solve.Path, ch solve.Challenge) error {
 			checked = append(checked, ch.Type)
 			if ch.Type == solve.HTTP01 {
 				return errors.New("nginx answered 404")
@@ -443,10 +443,14 @@ func TestSelfCheckPassesOverAndDeployRuns(t *testing.T) {
 	_, err = m.Obtain(ctx(t), renew.Request{
 		Name: "sc", Identifiers: ids(t, "sc.detour.test"), Profile: sandbox.ProfileTLSServer,
 		CA: env.RenewCA(t), Paths: []solve.Path{env.HTTPPath},
-		SelfCheck: func(context.Context, solve.Challenge) error { return errors.New("forward missing") },
+		SelfCheck: func(context.Context, solve.Path, solve.Challenge) error { return errors.New("forward missing") },
 	})
 	if err == nil || !strings.Contains(err.Error(), "self-check failed, so the CA was not asked: forward missing") {
 		t.Fatalf("err = %v", err)
+	}
+	var rerr *renew.Error
+	if !errors.As(err, &rerr) || rerr.Stage != "self-check" || rerr.AskedCA {
+		t.Errorf("err = %#v, want stage self-check with the CA not asked", rerr)
 	}
 	if _, v, _ := env.Store.LoadCertificate(ctx(t), "sc"); v != 1 {
 		t.Errorf("live version = %d after a failed self-check, want 1", v)

@@ -265,9 +265,26 @@ func (c *httpCheck) judge(u *url.URL, chain []string, attempts []Attempt, ans ht
 func (c *httpCheck) statusHint(ans httpAnswer, u *url.URL) string {
 	snippet := snippetCommand(ans.server)
 	switch s := ans.status; {
+	case (s == http.StatusNotFound || s == http.StatusGone) && c.o.PathKind == "webroot":
+		root := "the webroot"
+		if c.o.Root != "" {
+			root = c.o.Root
+		}
+		return fmt.Sprintf("the token file was written under %s, but the server does not serve that directory for %s: "+
+			"set root to the document root of %s (nginx: its `root` directive; Apache: DocumentRoot), and make sure "+
+			"no rewrite or try_files catches /.well-known/acme-challenge/", root, u.Hostname(), u.Hostname())
+	case (s == http.StatusNotFound || s == http.StatusGone) && c.o.PathKind == "stateless":
+		cmd := "`detour snippet stateless`"
+		if name := snippetServer(ans.server); name != "" {
+			cmd = "`detour snippet stateless --server " + name + "`"
+		}
+		return "the server does not answer challenges by itself yet: add the block printed by " + cmd
+	case (s == http.StatusNotFound || s == http.StatusGone) && c.o.PathKind == "standalone":
+		return "another server answers where Detour was to listen: check that the standalone path's address is what " +
+			u.Hostname() + " port 80 reaches, or use a path made for a running web server (webroot, side-port: " + snippet + ")"
 	case s == http.StatusNotFound || s == http.StatusGone:
 		return fmt.Sprintf("the forward to Detour is missing; add the block printed by %s "+
-			"(with the webroot path, check that the webroot is the document root serving %s)", snippet, u.Hostname())
+			"(with a webroot path, check that the webroot is the document root serving %s)", snippet, u.Hostname())
 	case s == http.StatusUnauthorized || s == http.StatusForbidden:
 		return "the server refuses /.well-known/acme-challenge/: allow it without authentication or address " +
 			"restrictions (the CA connects from addresses it does not publish), then add the block printed by " + snippet

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"reflect"
 	"strconv"
@@ -14,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/detour-acme/detour/internal/ident"
 
 	"github.com/detour-acme/detour/internal/solve"
 )
@@ -357,5 +361,27 @@ func TestReverseName(t *testing.T) {
 				t.Errorf("reverseName(%s) = %s, want %s", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestHintFollowsPathKind(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Server", "nginx/1.22.1")
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	ch := solve.Challenge{Type: solve.HTTP01, Identifier: ident.Identifier{Type: ident.TypeIP, Value: "127.0.0.1"},
+		Token: "tok_abc", KeyAuthorization: "tok_abc.thumb"}
+	for kind, want := range map[string]string{
+		"webroot":   "set root to the document root",
+		"stateless": "`detour snippet stateless --server nginx`",
+		"side-port": "the forward to Detour is missing",
+		"":          "the forward to Detour is missing",
+	} {
+		err := HTTP01(context.Background(), ch, Options{HTTPPort: port, PathKind: kind, Root: "/srv/www"})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("kind %q: %v, want %q", kind, err, want)
+		}
 	}
 }

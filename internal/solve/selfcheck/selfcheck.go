@@ -100,6 +100,12 @@ type Options struct {
 	// Timeout bounds one connection attempt to one address; 0 means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// PathKind names the kind of path that presented the answer
+	// ("webroot", "side-port", "stateless", "standalone", ...), so that a
+	// hint speaks of what the user set up. Empty gives generic hints.
+	PathKind string
+	// Root is the webroot's directory, for webroot hints.
+	Root string
 }
 
 var discardLogger = slog.New(slog.DiscardHandler)
