@@ -38,11 +38,11 @@ func TestSelfCheckStopsMisconfiguredServer(t *testing.T) {
 		},
 		{
 			name: "webroot not the document root of nginx", kind: webroot, server: snippet.Nginx, webrootElsewhere: true,
-			want: []string{"nginx/", "answered 404", "check that the webroot is the document root", "the CA was not asked"},
+			want: []string{"nginx/", "answered 404", "set root to the document root", "the CA was not asked"},
 		},
 		{
 			name: "webroot not the document root of apache", kind: webroot, server: snippet.Apache, webrootElsewhere: true,
-			want: []string{"Apache/", "answered 404", "check that the webroot is the document root", "the CA was not asked"},
+			want: []string{"Apache/", "answered 404", "set root to the document root", "the CA was not asked"},
 		},
 	}
 	for _, tt := range tests {
