@@ -66,6 +66,10 @@ type Path struct {
 	// Router is the address of the `detour router` a front-door path
 	// relies on.
 	Router string
+	// Settings holds the kind-specific settings beyond the ones above
+	// (for example a DNS server, TSIG key or provider credentials file),
+	// by key as written in the file, with the kind's defaults applied.
+	Settings map[string]string
 }
 
 // Certificate is one [[certificate]] entry with defaults applied.

@@ -461,7 +461,7 @@ deploy_hook = "systemctl reload nginx"
 		"fwd":    {Name: "fwd", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
 		"door":   {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
 	} {
-		if got := cfg.Paths[name]; got != want {
+		if got := cfg.Paths[name]; !reflect.DeepEqual(got, want) {
 			t.Errorf("path %s = %+v, want %+v", name, got, want)
 		}
 	}

@@ -261,6 +261,16 @@ func decodePaths(l *errList, f *file, path string, v any) {
 		for _, s := range slices.Sorted(maps.Keys(pathSettings)) {
 			fields = append(fields, str(s, pathSettings[s](&t.path)))
 		}
+		for _, s := range extraSettings() {
+			var v string
+			fields = append(fields, field{s, func(l *errList, path string, raw any) {
+				str(s, &v).decode(l, path, raw)
+				if t.path.Settings == nil {
+					t.path.Settings = map[string]string{}
+				}
+				t.path.Settings[s] = v
+			}})
+		}
 		t.has = l.table(key, tm, fields)
 		f.Paths[name] = t
 	}

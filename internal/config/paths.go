@@ -14,6 +14,8 @@ const (
 	ChallengeHTTP01    = "http-01"
 	ChallengeTLSALPN01 = "tls-alpn-01"
 	ChallengeDNS01     = "dns-01"
+	// ChallengeDNSPersist01 is draft-ietf-acme-dns-persist.
+	ChallengeDNSPersist01 = "dns-persist-01"
 )
 
 // Path kinds.
@@ -40,6 +42,17 @@ const (
 	// KindFrontDoor answers tls-alpn-01 through a running `detour router`
 	// that owns :443 and passes other connections to the web server.
 	KindFrontDoor = "front-door"
+	// KindRFC2136 sets dns-01 TXT records with RFC 2136 dynamic updates
+	// (TSIG-signed) on the zone's primary server.
+	KindRFC2136 = "rfc2136"
+	// KindACMEDNS updates dns-01 TXT records through an acme-dns API
+	// (any acme-dns server, or `detour dns-server`) after a one-time CNAME.
+	KindACMEDNS = "acme-dns"
+	// KindDNSProvider sets dns-01 TXT records through a DNS provider's API.
+	KindDNSProvider = "dns-provider"
+	// KindPersist relies on a standing _validation-persist TXT record
+	// (dns-persist-01): no DNS change at renewal.
+	KindPersist = "persist"
 )
 
 // Names of the built-in paths, usable in a certificate's paths without a
@@ -83,6 +96,15 @@ type kindSpec struct {
 	required []string
 	// defaults gives defaults of settings other than listen.
 	defaults map[string]string
+	// check, when set, validates the kind's settings after defaults; each
+	// problem names the setting (a key of the table) and what to change.
+	check func(p Path) []SettingProblem
+}
+
+// SettingProblem is one invalid setting of a path.
+type SettingProblem struct {
+	Key string // the setting, e.g. "tsig_secret"
+	Msg string // what is wrong and what to change
 }
 
 // kinds is the table of path kinds.
@@ -121,6 +143,41 @@ var kinds = map[string]kindSpec{
 		settings:   []string{keyChallenge, keyRouter},
 		defaults:   map[string]string{keyRouter: "127.0.0.1:443"},
 	},
+	KindRFC2136: {
+		challenges: []string{ChallengeDNS01},
+		settings: []string{keyChallenge, "server", "zone", "tsig_key", "tsig_algorithm", "tsig_secret", "tsig_secret_file",
+			"propagation_timeout"},
+		defaults: map[string]string{"tsig_algorithm": "hmac-sha256"},
+	},
+	KindACMEDNS: {
+		challenges: []string{ChallengeDNS01},
+		settings:   []string{keyChallenge, "server", "credentials_file", "allow_from", "propagation_timeout"},
+		required:   []string{"server"},
+	},
+	KindDNSProvider: {
+		challenges: []string{ChallengeDNS01},
+		settings:   []string{keyChallenge, "provider", "credentials_file", "propagation_timeout"},
+		required:   []string{"provider"},
+	},
+	KindPersist: {
+		challenges: []string{ChallengeDNSPersist01},
+		settings:   []string{keyChallenge, "policy", "persist_until"},
+	},
+}
+
+// Settings that wrap a path in a firewall window (open the port only while
+// the CA validates): accepted by every kind that binds or serves port 80/443.
+const (
+	keyFirewall        = "firewall"
+	keyFirewallTimeout = "firewall_timeout"
+)
+
+func init() {
+	for _, k := range []string{KindStandalone, KindSidePort, KindWebroot} {
+		spec := kinds[k]
+		spec.settings = append(spec.settings, keyFirewall, keyFirewallTimeout)
+		kinds[k] = spec
+	}
 }
 
 // pathSettings decodes every setting any kind accepts into a Path. A key
@@ -176,11 +233,37 @@ func defaultPath(p *Path) {
 		p.Listen = k.listen[p.Challenge]
 	}
 	for key, def := range k.defaults {
-		if v := pathSettings[key](p); *v == "" {
-			*v = def
+		if get, ok := pathSettings[key]; ok {
+			if v := get(p); *v == "" {
+				*v = def
+			}
+			continue
+		}
+		if p.Settings[key] == "" {
+			if p.Settings == nil {
+				p.Settings = map[string]string{}
+			}
+			p.Settings[key] = def
 		}
 	}
 }
+
+// extraSettings lists, sorted, the settings some kind accepts that have no
+// field of their own in Path: they are kept in Path.Settings.
+func extraSettings() []string {
+	seen := map[string]bool{}
+	for _, k := range kinds {
+		for _, s := range k.settings {
+			if _, ok := pathSettings[s]; !ok {
+				seen[s] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// Setting returns a kind-specific setting of p ("" when unset).
+func (p Path) Setting(key string) string { return p.Settings[key] }
 
 // checkListen validates a host:port listen address with a numeric port in
 // 1-65535. The host may be empty (all addresses).

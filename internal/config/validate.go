@@ -258,7 +258,14 @@ func validatePath(l *errList, t *pathTable) bool {
 	}
 	for _, req := range spec.required {
 		if !t.has[req] {
-			l.add(t.key, "%s is missing; kind %q needs it (e.g. %s = \"/var/www/html\")", req, t.path.Kind, req)
+			l.add(t.key, "%s is missing; kind %q needs it", req, t.path.Kind)
+		}
+	}
+	if spec.check != nil {
+		p := t.path
+		defaultPath(&p)
+		for _, prob := range spec.check(p) {
+			l.add(k(prob.Key), "%s", prob.Msg)
 		}
 	}
 	if t.has[keyRoot] && !filepath.IsAbs(t.path.Root) {
@@ -376,8 +383,8 @@ func checkCoverage(l *errList, cfg *Config, key string, c Certificate, paths []P
 		if !slices.Contains(challenges, ch) {
 			challenges = append(challenges, ch)
 		}
-		hasDNS = hasDNS || ch == ChallengeDNS01
-		allDNS = allDNS && ch == ChallengeDNS01
+		hasDNS = hasDNS || (ch == ChallengeDNS01 || ch == ChallengeDNSPersist01)
+		allDNS = allDNS && (ch == ChallengeDNS01 || ch == ChallengeDNSPersist01)
 	}
 	for i, id := range c.Identifiers {
 		switch {

@@ -28,6 +28,9 @@ const (
 	HTTP01    = "http-01"
 	TLSALPN01 = "tls-alpn-01"
 	DNS01     = "dns-01"
+	// DNSPersist01 is draft-ietf-acme-dns-persist: a standing TXT record
+	// at _validation-persist.<name> authorizes the account.
+	DNSPersist01 = "dns-persist-01"
 )
 
 // Challenge is what a solver needs to answer one authorization's challenge.
@@ -94,7 +97,7 @@ var ErrNotApplicable = errors.New("path not applicable")
 func Applicable(typ string, id ident.Identifier) bool {
 	switch {
 	case id.IsWildcard():
-		return typ == DNS01
+		return typ == DNS01 || typ == DNSPersist01
 	case id.Type == ident.TypeIP:
 		return typ == HTTP01 || typ == TLSALPN01
 	}
