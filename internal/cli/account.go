@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -63,78 +64,62 @@ func (a *app) accountCommand() *cobra.Command {
 		Use:   "account",
 		Short: "Manage ACME accounts: register, show, key rollover, deactivate",
 	}
-	var reg, show, roll, deact accountFlags
-	register := &cobra.Command{
-		Use:   "register",
-		Short: "Create (or find) the ACME account at a CA",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, ca, err := a.accountCA(reg)
-			if err != nil {
-				return err
-			}
-			acct, err := m.Account(cmd.Context(), ca)
-			if err != nil {
-				return err
-			}
-			return a.printAccount(acct, ca)
-		},
-	}
-	reg.register(register)
-	showCmd := &cobra.Command{
-		Use:   "show",
-		Short: "Show the account URL and key thumbprint (registering it if needed)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, ca, err := a.accountCA(show)
-			if err != nil {
-				return err
-			}
-			acct, err := m.Account(cmd.Context(), ca)
-			if err != nil {
-				return err
-			}
-			return a.printAccount(acct, ca)
-		},
-	}
-	show.register(showCmd)
-	rollover := &cobra.Command{
-		Use:   "rollover",
-		Short: "Replace the account key (RFC 8555 §7.3.5); the old key is kept as account.previous.key",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, ca, err := a.accountCA(roll)
-			if err != nil {
-				return err
-			}
-			acct, err := m.RolloverAccount(cmd.Context(), ca)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, "account key replaced")
-			return a.printAccount(acct, ca)
-		},
-	}
-	roll.register(rollover)
-	deactivate := &cobra.Command{
-		Use:   "deactivate",
-		Short: "Deactivate the account at the CA (permanent)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			m, ca, err := a.accountCA(deact)
-			if err != nil {
-				return err
-			}
-			if err := m.DeactivateAccount(cmd.Context(), ca); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "account at %s deactivated\n", ca.Client.DirectoryURL())
-			return nil
-		},
-	}
-	deact.register(deactivate)
-	cmd.AddCommand(register, showCmd, rollover, deactivate)
+	cmd.AddCommand(
+		a.accountSubcommand("register", "Create (or find) the ACME account at a CA", a.showAccount),
+		a.accountSubcommand("show", "Show the account URL and key thumbprint (registering it if needed)", a.showAccount),
+		a.accountSubcommand("rollover", "Replace the account key (RFC 8555 §7.3.5); the old key is kept as account.previous.key",
+			func(ctx context.Context, m *renew.Manager, ca renew.CA) error {
+				acct, err := m.RolloverAccount(ctx, ca)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, "account key replaced")
+				return a.printAccount(acct, ca)
+			}),
+		a.accountSubcommand("deactivate", "Deactivate the account at the CA (permanent)",
+			func(ctx context.Context, m *renew.Manager, ca renew.CA) error {
+				if err := m.DeactivateAccount(ctx, ca); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "account at %s deactivated\n", ca.Client.DirectoryURL())
+				return nil
+			}),
+	)
 	return cmd
+}
+
+// accountAction is what an account subcommand does once its CA and
+// account settings are resolved.
+type accountAction func(ctx context.Context, m *renew.Manager, ca renew.CA) error
+
+// accountSubcommand builds an account subcommand with its own account
+// flags: its RunE resolves the CA from them (accountCA) and runs do.
+func (a *app) accountSubcommand(use, short string, do accountAction) *cobra.Command {
+	var f accountFlags
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, ca, err := a.accountCA(f)
+			if err != nil {
+				return err
+			}
+			return do(cmd.Context(), m, ca)
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+// showAccount finds the account at the CA (registering it if needed) and
+// prints it: "account register" and "account show".
+func (a *app) showAccount(ctx context.Context, m *renew.Manager, ca renew.CA) error {
+	acct, err := m.Account(ctx, ca)
+	if err != nil {
+		return err
+	}
+	return a.printAccount(acct, ca)
 }
 
 func (a *app) printAccount(acct acme.Account, ca renew.CA) error {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,9 +41,13 @@ const inUseHelpHTTP = "Keep that server and use the side-port, webroot or statel
 // authorization as a text/plain body, but only when the request's Host
 // names the identifier the token was presented for (for IP identifiers the
 // CA sends the address as Host, RFC 8738 §7); every other request gets 404.
+// Options.TrustForwarded and Options.ExplainNotFound adapt it to answer
+// behind a local proxy (the side-port path).
 type HTTP01 struct {
-	log *slog.Logger
-	lc  *lifecycle
+	log            *slog.Logger
+	lc             *lifecycle
+	trustForwarded bool
+	explain        bool // diagnostic 404 bodies
 
 	mu      sync.RWMutex
 	entries map[httpKey]*httpEntry
@@ -73,17 +78,12 @@ func NewHTTP01(opts Options) (*HTTP01, error) {
 		return nil, err
 	}
 	s := &HTTP01{
-		log:     opts.Logger,
-		entries: make(map[httpKey]*httpEntry),
+		log:            opts.Logger,
+		trustForwarded: opts.TrustForwarded,
+		explain:        opts.ExplainNotFound,
+		entries:        make(map[httpKey]*httpEntry),
 	}
-	s.lc = &lifecycle{
-		log:       opts.Logger,
-		typ:       solve.HTTP01,
-		addr:      opts.Addr,
-		given:     opts.Listener,
-		inUseHelp: inUseHelpHTTP,
-		newRunner: s.newServer,
-	}
+	s.lc = opts.newLifecycle(solve.HTTP01, inUseHelpHTTP, s.newServer)
 	return s, nil
 }
 
@@ -168,7 +168,7 @@ func (s *HTTP01) Addr() net.Addr { return s.lc.addrNow() }
 // keyFor validates ch and returns its lookup key.
 func (s *HTTP01) keyFor(ch solve.Challenge) (httpKey, error) {
 	if ch.Type != "" && ch.Type != solve.HTTP01 {
-		return httpKey{}, fmt.Errorf("presenting %s challenge with the http-01 standalone solver: wrong challenge type", ch.Type)
+		return httpKey{}, fmt.Errorf("presenting %s challenge with the http-01 %s solver: wrong challenge type", ch.Type, s.lc.solverName())
 	}
 	if !solve.Applicable(solve.HTTP01, ch.Identifier) {
 		return httpKey{}, fmt.Errorf("%w: http-01 cannot validate %q", solve.ErrNotApplicable, ch.Identifier.Value)
@@ -184,11 +184,18 @@ func (s *HTTP01) keyFor(ch solve.Challenge) (httpKey, error) {
 }
 
 // ServeHTTP answers one http-01 request: the key authorization for a
-// presented token and matching Host, 404 for anything else. It is exported
-// so the answers can also be mounted in another server.
+// presented token whose identifier matches the request's host (Host, or a
+// forwarded host from a local proxy with Options.TrustForwarded), 404 for
+// anything else. It is exported so the answers can also be mounted in
+// another server.
 func (s *HTTP01) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token, ok := strings.CutPrefix(r.URL.Path, challengePrefix)
-	if !ok || !solve.ValidToken(token) {
+	if !ok {
+		s.notFound(w, r, "detour: only "+challengePrefix+"<token> is served here")
+		return
+	}
+	valid := solve.ValidToken(token)
+	if !valid && !s.explain {
 		http.NotFound(w, r)
 		return
 	}
@@ -197,17 +204,36 @@ func (s *HTTP01) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(http.StatusMethodNotAllowed), http.StatusMethodNotAllowed)
 		return
 	}
-	host := normalizeHost(r.Host)
-	s.mu.RLock()
-	e, found := s.entries[httpKey{host: host, token: token}]
+	if !valid {
+		s.notFound(w, r, fmt.Sprintf("detour: %q is not an ACME token", token))
+		return
+	}
+	hosts := s.hosts(r)
 	var keyAuth string
-	if found {
-		keyAuth = e.keyAuth
+	found := false
+	s.mu.RLock()
+	for _, h := range hosts {
+		if e, ok := s.entries[httpKey{host: h, token: token}]; ok {
+			keyAuth, found = e.keyAuth, true
+			break
+		}
 	}
 	s.mu.RUnlock()
-	s.log.Debug("http-01 request", "remote_addr", r.RemoteAddr, "host", r.Host, "method", r.Method, "token", token, "found", found)
+	host := r.Host
+	if len(hosts) > 0 {
+		host = hosts[0]
+	}
+	level := slog.LevelDebug
+	if !found && s.explain {
+		level = slog.LevelInfo
+	}
+	s.log.Log(r.Context(), level, "http-01 request", "remote_addr", r.RemoteAddr, "host", host, "method", r.Method, "token", token, "found", found)
 	if !found {
-		http.NotFound(w, r)
+		msg := fmt.Sprintf("detour: no challenge for token %s on host %s", token, host)
+		if others := s.hostsOf(token); len(others) > 0 {
+			msg += fmt.Sprintf(" (it was presented for %s: does the proxy pass the original Host header?)", strings.Join(others, ", "))
+		}
+		s.notFound(w, r, msg)
 		return
 	}
 	h := w.Header()
@@ -220,9 +246,38 @@ func (s *HTTP01) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// hostsOf lists the identifiers token is presented for.
+func (s *HTTP01) hostsOf(token string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for k := range s.entries {
+		if k.token == token {
+			out = append(out, k.host)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// notFound answers 404: with Options.ExplainNotFound a plain-text body that
+// is msg, otherwise the usual short one.
+func (s *HTTP01) notFound(w http.ResponseWriter, r *http.Request, msg string) {
+	if !s.explain {
+		http.NotFound(w, r)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusNotFound)
+	_, _ = fmt.Fprintln(w, msg)
+}
+
 // newServer returns a fresh http.Server for one serving session.
 func (s *HTTP01) newServer() runner {
-	return &httpRunner{srv: &http.Server{
+	srv := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,
@@ -230,7 +285,11 @@ func (s *HTTP01) newServer() runner {
 		IdleTimeout:       httpIdleTimeout,
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}}
+	}
+	if s.trustForwarded {
+		srv.ConnContext = markConn
+	}
+	return &httpRunner{srv: srv}
 }
 
 // httpRunner adapts http.Server to runner.

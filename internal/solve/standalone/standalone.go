@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,9 +36,11 @@ type Options struct {
 	// Logger receives diagnostics; the CA's requests are logged at debug
 	// level. Nil discards everything.
 	Logger *slog.Logger
-	// Addr is the host:port bound while challenges are presented. The
-	// default is ":80" for HTTP01 and ":443" for TLSALPN01; public CAs only
-	// connect to those ports.
+	// Addr is the address bound while challenges are presented: a TCP
+	// host:port, or "unix:/absolute/path" for a Unix socket behind a local
+	// proxy (created with mode 0660, a stale socket left by a dead process
+	// replaced, removed when released). The default is ":80" for HTTP01
+	// and ":443" for TLSALPN01; public CAs only connect to those ports.
 	Addr string
 	// Listener, when set, is a pre-bound listener (socket activation, a port
 	// handed in by the caller, tests). Addr is then ignored; the solver
@@ -44,21 +48,58 @@ type Options struct {
 	// nothing useful while it holds no challenge. The solver closes Listener
 	// only in Close.
 	Listener net.Listener
+
+	// Name is what errors and logs call the solver, such as "side-port"
+	// for a layer built on this one. Empty means "standalone".
+	Name string
+	// BindError, when set, turns a failure to bind Addr into the error
+	// Check and Present return, in place of the standalone path's advice
+	// (free the port or pick another validation path), which does not fit
+	// a layer that binds some other local address.
+	BindError func(err error) error
+	// TrustForwarded makes HTTP01 also match a request's host against
+	// X-Forwarded-Host and the host= parameter of Forwarded (RFC 7239
+	// §5.3), on connections from a loopback address or a Unix socket only,
+	// that is from a proxy on this host that rewrites Host. Off by default:
+	// on port 80 the CA connects directly. TLSALPN01 ignores it.
+	TrustForwarded bool
+	// ExplainNotFound makes HTTP01 answer a request it holds no challenge
+	// for with a 404 whose plain-text body names the token and host asked
+	// for (and the hosts the token was presented for), and log it at info
+	// level, so a forward that rewrites Host or points at the wrong Detour
+	// is easy to spot. TLSALPN01 ignores it.
+	ExplainNotFound bool
 }
 
 // shutdownTimeout bounds how long releasing the port waits for in-flight
 // requests before cutting them off.
 const shutdownTimeout = 2 * time.Second
 
-// errClosed is returned by Present after Close.
-var errClosed = errors.New("standalone solver is closed")
+// unixPrefix marks a Unix socket address in Options.Addr.
+const unixPrefix = "unix:"
+
+// socketMode is the permission of a Unix socket the solver creates: the
+// proxy's group may connect, nobody else.
+const socketMode = 0o660
+
+// defaultName is what messages call a solver whose Options.Name is empty.
+const defaultName = "standalone"
+
+// errClosed is returned by Check and Present after Close, prefixed with the
+// solver's name.
+var errClosed = errors.New("solver is closed")
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// withDefaults validates opts and fills in the logger and address.
+// withDefaults validates opts and fills in the logger, name and address.
 func (o Options) withDefaults(defaultAddr string) (Options, error) {
 	if o.Logger == nil {
 		o.Logger = discardLogger
+	}
+	if o.Name == "" {
+		o.Name = defaultName
+	} else {
+		o.Logger = o.Logger.With("solver", o.Name)
 	}
 	if o.Listener != nil {
 		return o, nil
@@ -66,10 +107,49 @@ func (o Options) withDefaults(defaultAddr string) (Options, error) {
 	if o.Addr == "" {
 		o.Addr = defaultAddr
 	}
-	if _, port, err := net.SplitHostPort(o.Addr); err != nil || port == "" {
+	if p, ok := strings.CutPrefix(o.Addr, unixPrefix); ok && !filepath.IsAbs(p) {
+		return o, fmt.Errorf("invalid listen address %q: a Unix socket needs an absolute path, such as \"unix:/run/detour/http.sock\"", o.Addr)
+	}
+	if _, _, ok := SplitAddr(o.Addr); !ok {
 		return o, fmt.Errorf("invalid listen address %q: want host:port, such as %q or \"192.0.2.1%s\"", o.Addr, defaultAddr, defaultAddr)
 	}
 	return o, nil
+}
+
+// SplitAddr splits an Options.Addr value into the network and address for
+// net.Listen: ("unix", the cleaned path) for "unix:/absolute/path", ("tcp",
+// addr) for a host:port. ok is false for anything else, including a Unix
+// socket with a relative path. Layers with an address option of their own
+// (the side port) use it so that every path reads addresses the same way.
+func SplitAddr(addr string) (network, address string, ok bool) {
+	if p, isUnix := strings.CutPrefix(addr, unixPrefix); isUnix {
+		if !filepath.IsAbs(p) {
+			return "", "", false
+		}
+		return "unix", filepath.Clean(p), true
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return "", "", false
+	}
+	return "tcp", addr, true
+}
+
+// newLifecycle returns the listener lifecycle for validated opts.
+func (o Options) newLifecycle(typ, inUseHelp string, newRunner func() runner) *lifecycle {
+	l := &lifecycle{
+		log:       o.Logger,
+		typ:       typ,
+		name:      o.Name,
+		addr:      o.Addr,
+		given:     o.Listener,
+		newRunner: newRunner,
+		inUseHelp: inUseHelp,
+		bindError: o.BindError,
+	}
+	if o.Listener == nil {
+		l.network, l.address, _ = SplitAddr(o.Addr) // validated by withDefaults
+	}
+	return l
 }
 
 // runner is one serving session on a listener: an http.Server or a
@@ -96,11 +176,15 @@ type session struct {
 type lifecycle struct {
 	log       *slog.Logger
 	typ       string // challenge type, for messages
-	addr      string
+	name      string // solver name, for messages; "" means defaultName
+	addr      string // as configured, for messages
+	network   string // "tcp" or "unix"; "" means "tcp"
+	address   string // for net.Listen
 	given     net.Listener
 	newRunner func() runner
-	inUseHelp string        // what to do when addr is taken
-	grace     time.Duration // how long releasing waits for in-flight connections; 0 means shutdownTimeout
+	inUseHelp string            // what to do when addr is taken
+	bindError func(error) error // replaces explainBind when set
+	grace     time.Duration     // how long releasing waits for in-flight connections; 0 means shutdownTimeout
 
 	mu     sync.Mutex
 	refs   int
@@ -113,15 +197,14 @@ func (l *lifecycle) acquire() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return errClosed
+		return l.closedErr()
 	}
 	if l.cur == nil {
 		ln := l.given
 		if ln == nil {
 			var err error
-			ln, err = net.Listen("tcp", l.addr)
-			if err != nil {
-				return l.explainBind(err)
+			if ln, err = l.listen(); err != nil {
+				return err
 			}
 		}
 		l.start(ln)
@@ -214,14 +297,14 @@ func (l *lifecycle) check() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return errClosed
+		return l.closedErr()
 	}
 	if l.given != nil || l.cur != nil {
 		return nil
 	}
-	ln, err := net.Listen("tcp", l.addr)
+	ln, err := l.listen()
 	if err != nil {
-		return l.explainBind(err)
+		return err
 	}
 	if err := ln.Close(); err != nil {
 		return fmt.Errorf("releasing test listener on %s: %w", l.addr, err)
@@ -229,9 +312,71 @@ func (l *lifecycle) check() error {
 	return nil
 }
 
+// closedErr is errClosed prefixed with the solver's name.
+func (l *lifecycle) closedErr() error {
+	return fmt.Errorf("%s %w", l.solverName(), errClosed)
+}
+
+// solverName is what messages call the solver.
+func (l *lifecycle) solverName() string {
+	if l.name == "" {
+		return defaultName
+	}
+	return l.name
+}
+
+// listen binds the configured address. A Unix socket gets socketMode; a
+// stale socket file left by a process that died is replaced.
+func (l *lifecycle) listen() (net.Listener, error) {
+	network := l.network
+	if network == "" {
+		network = "tcp"
+	}
+	ln, err := net.Listen(network, l.address)
+	if err != nil && network == "unix" && errors.Is(err, syscall.EADDRINUSE) && staleSocket(l.address) {
+		l.log.Info("removing stale socket", "path", l.address)
+		if rerr := os.Remove(l.address); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return nil, fmt.Errorf("removing stale socket %s: %w", l.address, rerr)
+		}
+		ln, err = net.Listen(network, l.address)
+	}
+	if err != nil {
+		if l.bindError != nil {
+			return nil, l.bindError(err)
+		}
+		return nil, l.explainBind(err)
+	}
+	if network == "unix" {
+		if err := os.Chmod(l.address, socketMode); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("setting mode %o on socket %s: %w", socketMode, l.address, err)
+		}
+	}
+	return ln, nil
+}
+
+// staleSocket reports whether path is a Unix socket nobody listens on.
+func staleSocket(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode().Type() != os.ModeSocket {
+		return false
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
 // explainBind turns a bind failure into a message that says what to change.
 func (l *lifecycle) explainBind(err error) error {
+	unix := l.network == "unix"
 	switch {
+	case unix && errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("binding %s for %s: %w: the directory %s does not exist; create it or choose another socket path", l.addr, l.typ, err, filepath.Dir(l.address))
+	case unix && errors.Is(err, syscall.EACCES):
+		return fmt.Errorf("binding %s for %s: %w: Detour may not create files in %s; make the directory writable by Detour's user or choose another socket path", l.addr, l.typ, err, filepath.Dir(l.address))
 	case errors.Is(err, syscall.EACCES):
 		hint := "binding it needs permission"
 		if _, p, perr := net.SplitHostPort(l.addr); perr == nil {

@@ -72,16 +72,9 @@ func NewTLSALPN01(opts Options) (*TLSALPN01, error) {
 		GetCertificate:         s.getCertificate,
 		SessionTicketsDisabled: true,
 	}
-	s.lc = &lifecycle{
-		log:       opts.Logger,
-		typ:       solve.TLSALPN01,
-		addr:      opts.Addr,
-		given:     opts.Listener,
-		inUseHelp: inUseHelpTLS,
-		newRunner: func() runner {
-			return &tlsServer{cfg: s.cfg, log: s.log, conns: make(map[net.Conn]struct{})}
-		},
-	}
+	s.lc = opts.newLifecycle(solve.TLSALPN01, inUseHelpTLS, func() runner {
+		return &tlsServer{cfg: s.cfg, log: s.log, conns: make(map[net.Conn]struct{})}
+	})
 	return s, nil
 }
 
@@ -175,7 +168,7 @@ func (s *TLSALPN01) Addr() net.Addr { return s.lc.addrNow() }
 // nameFor validates ch and returns the normalised identifier it is keyed by.
 func (s *TLSALPN01) nameFor(ch solve.Challenge) (string, error) {
 	if ch.Type != "" && ch.Type != solve.TLSALPN01 {
-		return "", fmt.Errorf("presenting %s challenge with the tls-alpn-01 standalone solver: wrong challenge type", ch.Type)
+		return "", fmt.Errorf("presenting %s challenge with the tls-alpn-01 %s solver: wrong challenge type", ch.Type, s.lc.solverName())
 	}
 	if !solve.Applicable(solve.TLSALPN01, ch.Identifier) {
 		return "", fmt.Errorf("%w: tls-alpn-01 cannot validate %q", solve.ErrNotApplicable, ch.Identifier.Value)
