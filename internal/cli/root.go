@@ -138,6 +138,10 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		a.configCommand(),
 		a.snippetCommand(),
 		a.routerCommand(),
+		a.persistRecordCommand(),
+		a.firewallCommand(),
+		a.dnsServerCommand(),
+		a.acmeDNSCommand(),
 	)
 	return root
 }

@@ -64,6 +64,11 @@ type pathSet struct {
 	account func() (acme.Account, error) // for paths that need the thumbprint
 	closers []io.Closer
 	kinds   map[string]config.Path // the paths built, by name
+
+	// ca is the CA of the request, for paths bound to its account (persist);
+	// resolver is --resolver, for paths that look names up in DNS.
+	ca       *renew.CA
+	resolver string
 }
 
 func (ps *pathSet) Close() error {
@@ -83,10 +88,16 @@ func (ps *pathSet) build(p config.Path) (solve.Path, store.PathRef, error) {
 			settings[k] = v
 		}
 	}
+	for k, v := range firewallSettings(p) {
+		settings[k] = v
+	}
 	ref := store.PathRef{Name: p.Name, Kind: p.Kind, Settings: settings}
 	ps.kinds[p.Name] = p
 	log := ps.log.With("path", p.Name)
 	s, err := ps.solver(p, challenge, log)
+	if err == nil && p.Setting(config.SettingFirewall) != "" {
+		s, err = ps.firewalled(p, s, log)
+	}
 	if err != nil {
 		return solve.Path{}, ref, fmt.Errorf("path %s: %w", p.Name, err)
 	}
@@ -127,6 +138,14 @@ func (ps *pathSet) solver(p config.Path, challenge string, log *slog.Logger) (so
 			return nil, err
 		}
 		return stateless.New(stateless.Options{Logger: log, Thumbprint: tp})
+	case config.KindPersist:
+		return ps.persistSolver(p, log)
+	case config.KindRFC2136:
+		return ps.rfc2136Solver(p, log)
+	case config.KindDNSProvider:
+		return ps.dnsProviderSolver(p, log)
+	case config.KindACMEDNS:
+		return ps.acmeDNSSolver(p, log)
 	case config.KindFrontDoor:
 		return frontdoor.New(frontdoor.Options{Logger: log, Store: ps.store, RouterAddr: p.Router})
 	}
@@ -136,7 +155,7 @@ func (ps *pathSet) solver(p config.Path, challenge string, log *slog.Logger) (so
 // pathFromRef rebuilds a config.Path from a stored record's reference.
 func pathFromRef(r store.PathRef) config.Path {
 	return config.Path{Name: r.Name, Kind: r.Kind, Challenge: r.Settings["challenge"], Listen: r.Settings["listen"],
-		Root: r.Settings["root"], Router: r.Settings["router"]}
+		Root: r.Settings["root"], Router: r.Settings["router"], Settings: firewallSettingsFromRef(r)}
 }
 
 // requestFromConfig plans the certificate c of cfg.
@@ -171,6 +190,7 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 		req.SelfCheck = a.selfCheck(ps.kinds)
 	}
 	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
+	ps.ca = &rca
 	names := c.Paths
 	if len(names) == 0 {
 		names = config.DefaultPaths
@@ -221,6 +241,7 @@ func (a *app) requestFromRecord(rec store.Record, ps *pathSet, dryRun bool) (ren
 		req.SelfCheck = a.selfCheck(ps.kinds)
 	}
 	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
+	ps.ca = &rca
 	for _, r := range rec.Paths {
 		sp, ref, err := ps.build(pathFromRef(r))
 		if err != nil {
@@ -245,7 +266,7 @@ func (a *app) manager(cfg *config.Config) (*renew.Manager, *store.FS, error) {
 
 // newPathSet returns a path builder on the opened store.
 func (a *app) newPathSet() *pathSet {
-	return &pathSet{log: a.log, store: a.st, kinds: map[string]config.Path{}}
+	return &pathSet{log: a.log, store: a.st, kinds: map[string]config.Path{}, resolver: a.resolver}
 }
 
 // selfCheck returns the check run after each Present: the answer is

@@ -47,6 +47,8 @@ type Config struct {
 	Certificates []Certificate
 	// Router is the [router] table for `detour router`.
 	Router Router
+	// Agent holds the settings of `detour run` (metrics, notifications).
+	Agent Agent
 }
 
 // Path is a validation path: a way to answer one ACME challenge type.
@@ -92,6 +94,15 @@ type Certificate struct {
 	SelfCheck bool
 	// DeployHook is a shell command run after each new version is live.
 	DeployHook string
+	// Deploy holds the other deploy settings: reloads, extra outputs,
+	// the hook's timeout.
+	Deploy Deploy
+	// FallbackCA lists CA references tried in order after AfterFailures
+	// consecutive failures on the CA before (fallback_ca).
+	FallbackCA []string
+	// AfterFailures is the number of consecutive failures on one CA
+	// before the next is tried (after_failures, default 3).
+	AfterFailures int
 	// Line is where the entry starts in the file.
 	Line int
 }

@@ -49,6 +49,9 @@ type file struct {
 	Certs []*certTable
 	// Router is the [router] table.
 	Router Router
+	// Agent holds the agent's keys; agentDays records notify_days was set.
+	Agent     Agent
+	agentDays bool
 }
 
 // caTable is one [ca.NAME] table.
@@ -198,7 +201,9 @@ func decode(l *errList, tree map[string]any) *file {
 		{keyCert, func(l *errList, path string, v any) { decodeCerts(l, f, path, v) }},
 		{keyRouterTable, func(l *errList, path string, v any) { decodeRouter(l, f, path, v) }},
 	}
+	fields = append(fields, agentFields(&f.Agent)...)
 	has := l.table("", tree, fields)
+	f.agentDays = has[keyNotifyDays]
 	if has[keyDefaultCA] {
 		if f.CA != "" {
 			l.add(keyCA, "the default CA is set twice; remove ca and keep default_ca = %q", defaultCA)
@@ -296,7 +301,7 @@ func decodeCerts(l *errList, f *file, path string, v any) {
 		}
 		t := &certTable{key: key, cert: Certificate{Line: l.idx.line(key), SelfCheck: true}}
 		c := &t.cert
-		t.has = l.table(key, m, []field{
+		t.has = l.table(key, m, append([]field{
 			str(keyName, &c.Name),
 			strList(keyDomains, &c.Domains),
 			str(keyCA, &c.CA),
@@ -306,7 +311,9 @@ func decodeCerts(l *errList, f *file, path string, v any) {
 			strList(keyPaths, &c.Paths),
 			boolean(keySelfCheck, &c.SelfCheck),
 			str(keyDeployHook, &c.DeployHook),
-		})
+			strList(keyFallbackCA, &c.FallbackCA),
+			integer(keyAfterFailures, &c.AfterFailures),
+		}, deployFields(&c.Deploy)...))
 		f.Certs = append(f.Certs, t)
 	}
 }

@@ -37,8 +37,10 @@ func validate(l *errList, f *file, filename string) *Config {
 		CAs:      map[string]CA{},
 		Paths:    map[string]Path{},
 		Router:   f.Router,
+		Agent:    f.Agent,
 	}
 	validateRouter(l, f.Router)
+	validateAgent(l, &cfg.Agent, f.agentDays)
 	if !filepath.IsAbs(f.StateDir) {
 		l.add(keyStateDir, "%q is a relative path; use an absolute directory, e.g. state_dir = %q", f.StateDir, DefaultStateDir)
 	}
@@ -349,6 +351,8 @@ func validateCert(l *errList, cfg *Config, t *certTable, seen map[string]*certTa
 	} else {
 		c.KeyType = string(kt)
 	}
+
+	validateCertExtras(l, cfg, t, &c)
 
 	// Paths: all known, then able to validate every identifier.
 	if t.has[keyPaths] && len(c.Paths) == 0 {

@@ -123,7 +123,16 @@ func (s *Server) resolve(m *dns.Msg, q dns.Question) {
 		return
 	}
 
+	if n != nil && n.cname != "" && q.Qtype != dns.TypeCNAME && q.Qtype != dns.TypeANY {
+		s.chaseLocked(m, owner, n.cname, q.Qtype, now)
+		return
+	}
+
 	switch q.Qtype {
+	case dns.TypeCNAME:
+		if n != nil && n.cname != "" {
+			m.Answer = append(m.Answer, &dns.CNAME{Hdr: s.hdr(owner, dns.TypeCNAME, s.ttl), Target: n.cname})
+		}
 	case dns.TypeANY:
 		// RFC 8482 §4.2: one synthesised HINFO record instead of the set.
 		m.Answer = append(m.Answer, &dns.HINFO{Hdr: s.hdr(owner, dns.TypeHINFO, s.ttl), Cpu: "RFC8482"})

@@ -120,9 +120,10 @@ type txtValue struct {
 type node struct {
 	addrs []netip.Addr
 	txt   []txtValue
+	cname string // alias target (FQDN); when set it is answered instead of the rest
 }
 
-func (n *node) empty() bool { return len(n.addrs) == 0 && len(n.txt) == 0 }
+func (n *node) empty() bool { return len(n.addrs) == 0 && len(n.txt) == 0 && n.cname == "" }
 
 // New returns a Server configured by opts.
 func New(opts Options) *Server {

@@ -127,6 +127,7 @@ func (m *Manager) RolloverAccount(ctx context.Context, ca CA) (acme.Account, err
 		return out, fmt.Errorf("storing the new account key (it is in %s/account.next.key; move it to account.key): %w", prefix, err)
 	}
 	_ = m.store.Delete(ctx, prefix+"/account.next.key")
+	m.warnPersistRecords(ctx, ca)
 	return out, nil
 }
 

@@ -242,7 +242,7 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 		if err != nil {
 			return err
 		}
-		p, err := m.present(ctx, req, url, authz, id, cands)
+		p, err := m.present(ctx, req, acct.Location, url, authz, id, cands)
 		if err != nil {
 			return err
 		}
@@ -283,7 +283,7 @@ func authzIdentifier(a acme.Authorization) (ident.Identifier, error) {
 
 // present picks the first candidate path for id whose challenge type the CA
 // offers and whose Present succeeds.
-func (m *Manager) present(ctx context.Context, req Request, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
+func (m *Manager) present(ctx context.Context, req Request, acctURL, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
 	offered := make(map[string]acme.Challenge, len(authz.Challenges))
 	var types []string
 	for _, c := range authz.Challenges {
@@ -298,8 +298,10 @@ func (m *Manager) present(ctx context.Context, req Request, url string, authz ac
 			reasons = append(reasons, fmt.Sprintf("%s: the CA does not offer %s for %s (it offers %s)", p.Name, typ, id.Value, strings.Join(types, ", ")))
 			continue
 		}
-		ch := solve.Challenge{Type: typ, Identifier: id, Token: wc.Token, KeyAuthorization: wc.KeyAuthorization}
-		if !solve.ValidToken(ch.Token) {
+		ch := solve.Challenge{Type: typ, Identifier: id, Token: wc.Token, KeyAuthorization: wc.KeyAuthorization,
+			IssuerDomainNames: wc.IssuerDomainNames, AccountURL: acctURL}
+		// dns-persist-01 challenges carry no token (draft-ietf-acme-dns-persist §3.1).
+		if typ != solve.DNSPersist01 && !solve.ValidToken(ch.Token) {
 			return presented{}, fmt.Errorf("the CA sent a malformed token %q for %s", ch.Token, id.Value)
 		}
 		if err := m.presentChecked(ctx, req, p, ch); err != nil {

@@ -6,24 +6,95 @@ import (
 	"github.com/detour-acme/detour/internal/store"
 )
 
+// Policy holds the tunables of the renewal schedule. The zero value gives
+// the defaults below. Every method is pure: the clock and the randomness
+// (fractions in [0,1) drawn by the caller) are parameters, so a test can
+// run a year of renewals in a loop.
+type Policy struct {
+	// Jitter is the share of the lifetime by which a renewal without a CA
+	// renewal window moves earlier at most (frac 1). Default 1/20.
+	Jitter float64
+	// BackoffMin is the delay after the first failure; each further
+	// consecutive failure doubles it, up to BackoffMax. Defaults 1m and 6h.
+	BackoffMin, BackoffMax time.Duration
+	// ARIPollMin and ARIPollMax clamp the interval between renewal-info
+	// polls that the CA's Retry-After asks for (RFC 9773 §4.3 suggests one
+	// minute and one day, the defaults). Without a Retry-After the CA is
+	// polled every ARIPollDefault (default 6h), within the same bounds.
+	ARIPollMin, ARIPollMax, ARIPollDefault time.Duration
+	// Guard is the share of the lifetime that must be left when a renewal
+	// inside a CA's window starts at the latest: a window reaching up to
+	// expiry (as test CAs give for very short certificates) is cut so that
+	// a renewal has time to fail and be retried. Default 1/10.
+	Guard float64
+}
+
+// DefaultPolicy is the zero Policy with its defaults spelled out.
+var DefaultPolicy = Policy{}.withDefaults()
+
+func (p Policy) withDefaults() Policy {
+	if p.Jitter <= 0 {
+		p.Jitter = 1.0 / 20
+	}
+	if p.BackoffMin <= 0 {
+		p.BackoffMin = time.Minute
+	}
+	if p.BackoffMax <= 0 {
+		p.BackoffMax = 6 * time.Hour
+	}
+	p.BackoffMax = max(p.BackoffMax, p.BackoffMin)
+	if p.ARIPollMin <= 0 {
+		p.ARIPollMin = time.Minute
+	}
+	if p.ARIPollMax <= 0 {
+		p.ARIPollMax = 24 * time.Hour
+	}
+	p.ARIPollMax = max(p.ARIPollMax, p.ARIPollMin)
+	if p.ARIPollDefault <= 0 {
+		p.ARIPollDefault = 6 * time.Hour
+	}
+	if p.Guard <= 0 {
+		p.Guard = 1.0 / 10
+	}
+	return p
+}
+
+// clampFrac keeps a caller's random fraction inside [0,1).
+func clampFrac(frac float64) float64 { return max(0, min(frac, 0.999999)) }
+
+// usable reports whether w is a window the schedule follows: present, with
+// its end after its start (RFC 9773 §4.2).
+func usable(w *store.ARIWindow) bool { return w != nil && w.End.After(w.Start) }
+
 // RenewAt returns when a certificate valid from notBefore to notAfter should
 // be renewed. With a usable ARI window (end after start, RFC 9773 §4.2) it is
 // the point frac of the way through the window (frac in [0,1), drawn at
-// random by the caller; 0 gives the window's start). A window that has
-// already ended means "renew now" and yields its start, which is in the past.
+// random by the caller once per window; 0 gives the window's start), but no
+// later than when Guard of the lifetime is left. A window that has already
+// ended means "renew now" and yields its start, which is in the past.
 // Without a window it is when a third of the lifetime is left, moved earlier
-// by up to frac of a twentieth of the lifetime so that a fleet issued at
-// once does not renew at once. The function is pure: the clock and the
-// randomness are the caller's.
-func RenewAt(notBefore, notAfter time.Time, ari *store.ARIWindow, frac float64) time.Time {
-	frac = max(0, min(frac, 0.999999))
-	if ari != nil && ari.End.After(ari.Start) {
-		span := ari.End.Sub(ari.Start)
-		return ari.Start.Add(time.Duration(frac * float64(span)))
-	}
+// by up to frac of Jitter of the lifetime so that a fleet issued at once does
+// not renew at once; this suits 160-hour, 45-day and 90-day certificates
+// alike.
+func (p Policy) RenewAt(notBefore, notAfter time.Time, ari *store.ARIWindow, frac float64) time.Time {
+	p = p.withDefaults()
+	frac = clampFrac(frac)
 	life := notAfter.Sub(notBefore)
+	if usable(ari) {
+		span := ari.End.Sub(ari.Start)
+		at := ari.Start.Add(time.Duration(frac * float64(span)))
+		if latest := notAfter.Add(-time.Duration(p.Guard * float64(life))); at.After(latest) && ari.Start.Before(latest) {
+			at = latest
+		}
+		return at
+	}
 	at := notAfter.Add(-life / 3)
-	return at.Add(-time.Duration(frac * float64(life/20)))
+	return at.Add(-time.Duration(frac * p.Jitter * float64(life)))
+}
+
+// RenewAt is DefaultPolicy.RenewAt.
+func RenewAt(notBefore, notAfter time.Time, ari *store.ARIWindow, frac float64) time.Time {
+	return DefaultPolicy.RenewAt(notBefore, notAfter, ari, frac)
 }
 
 // Decision is the outcome of Due.
@@ -33,34 +104,113 @@ type Decision struct {
 	Reason string    // for humans: "ARI window", "a third of the lifetime left", "expired", "backing off"
 }
 
-// Due decides whether the certificate of r must be renewed at now. Failed
-// attempts back off exponentially from the last attempt (1m, 2m, 4m … up
-// to 6h, or the CA's Retry-After when later), unless the certificate has
-// already expired.
-func Due(r store.Record, now time.Time, frac float64) Decision {
-	at := RenewAt(r.NotBefore, r.NotAfter, r.ARI, frac)
-	reason := "a third of the lifetime left"
-	if r.ARI != nil && r.ARI.End.After(r.ARI.Start) {
-		reason = "inside the CA's renewal window (ARI)"
+// Reasons a Decision gives.
+const (
+	ReasonLifetime  = "a third of the lifetime left"
+	ReasonARI       = "inside the CA's renewal window (ARI)"
+	ReasonARIPassed = "the CA's renewal window has passed: the CA asks for renewal now (revoked?)"
+	ReasonExpired   = "expired"
+	ReasonBackoff   = "backing off after a failure"
+)
+
+// WindowPassed reports whether the CA's window w had already ended when it
+// was fetched: RFC 9773 §4.2's way of saying "renew now", which Pebble and
+// Let's Encrypt use for a revoked certificate.
+func WindowPassed(w *store.ARIWindow) bool {
+	return usable(w) && !w.Fetched.IsZero() && !w.End.After(w.Fetched)
+}
+
+// Due decides whether the certificate of r must be renewed at now. frac
+// places the renewal inside its window (see RenewAt); retryFrac jitters the
+// backoff after a failure (see Backoff; 1 gives the full delay). Failed
+// attempts back off exponentially from the last attempt, or until the CA's
+// Retry-After when later, unless the certificate has already expired.
+func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Decision {
+	at := p.RenewAt(r.NotBefore, r.NotAfter, r.ARI, frac)
+	reason := ReasonLifetime
+	if usable(r.ARI) {
+		reason = ReasonARI
+		if WindowPassed(r.ARI) || !r.ARI.End.After(now) {
+			reason = ReasonARIPassed
+		}
 	}
 	if !now.Before(r.NotAfter) {
-		return Decision{Due: true, At: r.NotAfter, Reason: "expired"}
+		return Decision{Due: true, At: r.NotAfter, Reason: ReasonExpired}
 	}
 	if r.Last != nil && !r.Last.OK && r.Last.Failures > 0 {
-		if next := RetryAt(*r.Last); next.After(at) && now.Before(next) {
-			return Decision{Due: false, At: next, Reason: "backing off after a failure"}
+		if next := p.RetryAt(*r.Last, retryFrac); next.After(at) && now.Before(next) {
+			return Decision{Due: false, At: next, Reason: ReasonBackoff}
 		}
 	}
 	return Decision{Due: !now.Before(at), At: at, Reason: reason}
 }
 
-// RetryAt returns the earliest time to try again after the failed attempt a.
-func RetryAt(a store.Attempt) time.Time {
-	backoff := time.Minute << min(max(a.Failures-1, 0), 9)
-	backoff = min(backoff, 6*time.Hour)
-	next := a.Time.Add(backoff)
+// Due is DefaultPolicy.Due with the full (unjittered) backoff.
+func Due(r store.Record, now time.Time, frac float64) Decision {
+	return DefaultPolicy.Due(r, now, frac, 1)
+}
+
+// Backoff returns the delay after the given number of consecutive failures:
+// BackoffMin doubled for each failure after the first, capped at
+// BackoffMax, then jittered into its upper half ("equal jitter": frac 0
+// gives half the delay, frac 1 all of it) so that clients that failed
+// together do not retry together.
+func (p Policy) Backoff(failures int, frac float64) time.Duration {
+	p = p.withDefaults()
+	shift := min(max(failures-1, 0), 30)
+	d := p.BackoffMin << shift
+	if d <= 0 || d > p.BackoffMax {
+		d = p.BackoffMax
+	}
+	frac = max(0, min(frac, 1))
+	return d/2 + time.Duration(frac*float64(d/2))
+}
+
+// RetryAt returns the earliest time to try again after the failed attempt
+// a: its time plus Backoff, or the CA's Retry-After when later.
+func (p Policy) RetryAt(a store.Attempt, frac float64) time.Time {
+	next := a.Time.Add(p.Backoff(a.Failures, frac))
 	if a.RetryAfter.After(next) {
 		next = a.RetryAfter
 	}
 	return next
+}
+
+// RetryAt is DefaultPolicy.RetryAt with the full (unjittered) backoff: 1m,
+// 2m, 4m … up to 6h, or the CA's Retry-After when later.
+func RetryAt(a store.Attempt) time.Time { return DefaultPolicy.RetryAt(a, 1) }
+
+// ARIPollAt returns when to ask the CA for the renewal window again, given
+// the window w last fetched (nil: never fetched, poll at now). It follows
+// the CA's Retry-After, clamped to [ARIPollMin, ARIPollMax] after the fetch
+// (RFC 9773 §4.3); without one, ARIPollDefault after the fetch.
+func (p Policy) ARIPollAt(w *store.ARIWindow, now time.Time) time.Time {
+	p = p.withDefaults()
+	if w == nil || w.Fetched.IsZero() {
+		return now
+	}
+	next := w.Fetched.Add(p.ARIPollDefault)
+	if !w.RetryAfter.IsZero() {
+		next = w.RetryAfter
+	}
+	lo, hi := w.Fetched.Add(p.ARIPollMin), w.Fetched.Add(p.ARIPollMax)
+	if next.Before(lo) {
+		next = lo
+	}
+	if next.After(hi) {
+		next = hi
+	}
+	return next
+}
+
+// CAIndex returns which of n CAs (the primary first, then the fallbacks) a
+// certificate uses after failures consecutive failed attempts when each CA
+// gets afterFailures attempts before the next one is tried. After the last
+// fallback it comes back to the primary, so a CA that recovers is used
+// again.
+func CAIndex(failures, afterFailures, n int) int {
+	if n <= 1 || afterFailures <= 0 || failures <= 0 {
+		return 0
+	}
+	return (failures / afterFailures) % n
 }

@@ -1,6 +1,8 @@
 package renew
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -87,5 +89,205 @@ func TestScheduleYear(t *testing.T) {
 	}
 	if want := int(365 * 24 * time.Hour / (life * 2 / 3)); renewals < want-2 || renewals > want+2 {
 		t.Errorf("renewals in a year = %d, want about %d", renewals, want)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	p := Policy{BackoffMin: time.Minute, BackoffMax: time.Hour}
+	tests := []struct {
+		failures int
+		frac     float64
+		want     time.Duration
+	}{
+		{1, 1, time.Minute},
+		{1, 0, 30 * time.Second},
+		{2, 1, 2 * time.Minute},
+		{3, 0.5, 3 * time.Minute},
+		{7, 1, time.Hour}, // 64m capped
+		{7, 0, 30 * time.Minute},
+		{1000, 1, time.Hour}, // no overflow
+		{0, 1, time.Minute},  // treated as the first failure
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d failures, frac %v", tc.failures, tc.frac), func(t *testing.T) {
+			if got := p.Backoff(tc.failures, tc.frac); got != tc.want {
+				t.Errorf("Backoff = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// Jitter bounds, over many draws: always inside [d/2, d].
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := 1; n < 12; n++ {
+		full := p.Backoff(n, 1)
+		for range 1000 {
+			if got := p.Backoff(n, r.Float64()); got < full/2 || got > full {
+				t.Fatalf("Backoff(%d) = %v outside [%v, %v]", n, got, full/2, full)
+			}
+		}
+	}
+}
+
+func TestRetryAtHonoursRetryAfter(t *testing.T) {
+	at := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		a    store.Attempt
+		want time.Time
+	}{
+		{"backoff", store.Attempt{Time: at, Failures: 2}, at.Add(2 * time.Minute)},
+		{"later Retry-After wins", store.Attempt{Time: at, Failures: 2, RetryAfter: at.Add(time.Hour)}, at.Add(time.Hour)},
+		{"earlier Retry-After ignored", store.Attempt{Time: at, Failures: 2, RetryAfter: at.Add(time.Second)}, at.Add(2 * time.Minute)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := DefaultPolicy.RetryAt(tc.a, 1); !got.Equal(tc.want) {
+				t.Errorf("RetryAt = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestARIPollAt(t *testing.T) {
+	f := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	now := f.Add(time.Hour)
+	w := func(retry time.Time) *store.ARIWindow {
+		return &store.ARIWindow{Start: f.Add(48 * time.Hour), End: f.Add(72 * time.Hour), Fetched: f, RetryAfter: retry}
+	}
+	tests := []struct {
+		name string
+		w    *store.ARIWindow
+		want time.Time
+	}{
+		{"never fetched: now", nil, now},
+		{"Retry-After followed", w(f.Add(3 * time.Hour)), f.Add(3 * time.Hour)},
+		{"no Retry-After: 6h", w(time.Time{}), f.Add(6 * time.Hour)},
+		{"Retry-After below a minute raised", w(f.Add(time.Second)), f.Add(time.Minute)},
+		{"Retry-After beyond a day cut", w(f.Add(72 * time.Hour)), f.Add(24 * time.Hour)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := DefaultPolicy.ARIPollAt(tc.w, now); !got.Equal(tc.want) {
+				t.Errorf("ARIPollAt = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWindowPassedAndGuard(t *testing.T) {
+	nb := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	na := nb.Add(time.Hour)
+	// A revoked certificate: Pebble answers with a window that ended an
+	// hour before the fetch.
+	revoked := &store.ARIWindow{Start: nb.Add(-time.Hour), End: nb.Add(-time.Hour + time.Second), Fetched: nb.Add(time.Minute)}
+	if !WindowPassed(revoked) {
+		t.Error("a window ended before its fetch is not reported as passed")
+	}
+	d := DefaultPolicy.Due(store.Record{NotBefore: nb, NotAfter: na, ARI: revoked}, nb.Add(2*time.Minute), 0.7, 1)
+	if !d.Due || d.Reason != ReasonARIPassed {
+		t.Errorf("revoked certificate: %+v, want due now with %q", d, ReasonARIPassed)
+	}
+	// A window reaching expiry is cut at a tenth of the lifetime left.
+	whole := &store.ARIWindow{Start: nb, End: na, Fetched: nb}
+	if got, latest := DefaultPolicy.RenewAt(nb, na, whole, 0.99), na.Add(-6*time.Minute); got.After(latest) {
+		t.Errorf("RenewAt = %v, later than %v", got, latest)
+	}
+	if WindowPassed(whole) {
+		t.Error("a future window is reported as passed")
+	}
+}
+
+func TestCAIndex(t *testing.T) {
+	tests := []struct{ failures, after, n, want int }{
+		{0, 3, 2, 0}, {2, 3, 2, 0}, {3, 3, 2, 1}, {5, 3, 2, 1}, {6, 3, 2, 0},
+		{9, 3, 3, 0}, {4, 1, 3, 1}, {7, 3, 1, 0}, {7, 0, 2, 0},
+	}
+	for _, tc := range tests {
+		if got := CAIndex(tc.failures, tc.after, tc.n); got != tc.want {
+			t.Errorf("CAIndex(%d, %d, %d) = %d, want %d", tc.failures, tc.after, tc.n, got, tc.want)
+		}
+	}
+}
+
+// A year of renewals for each lifetime, driven by an injected clock: the
+// CA gives a renewal window, polled as its Retry-After says, and fails one
+// attempt in four (with a Retry-After now and then). Every renewal happens
+// before expiry, none before the window (or the lifetime rule), failures
+// back off, and the whole year runs in milliseconds.
+func TestPolicyYear(t *testing.T) {
+	for _, life := range []time.Duration{160 * time.Hour, 45 * 24 * time.Hour, 90 * 24 * time.Hour} {
+		for _, withARI := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%v ari=%v", life, withARI), func(t *testing.T) {
+				begin := time.Now()
+				r := rand.New(rand.NewPCG(uint64(life), 7))
+				p := Policy{}
+				now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+				end := now.AddDate(1, 0, 0)
+				issue := func(rec *store.Record) {
+					rec.NotBefore, rec.NotAfter = now, now.Add(life)
+					rec.ARI, rec.Last = nil, &store.Attempt{Time: now, OK: true}
+				}
+				rec := store.Record{}
+				issue(&rec)
+				frac, renewals, failures, polls := r.Float64(), 0, 0, 0
+				for now.Before(end) {
+					// The next event: the renewal (or retry) or an ARI poll.
+					d := p.Due(rec, now, frac, 0.5)
+					next := d.At
+					if withARI {
+						if poll := p.ARIPollAt(rec.ARI, now); poll.Before(next) {
+							next = poll
+						}
+					}
+					if next.Before(now) {
+						next = now
+					}
+					now = next
+					if withARI && !p.ARIPollAt(rec.ARI, now).After(now) && !p.Due(rec, now, frac, 0.5).Due {
+						polls++
+						// The CA's window: a day-wide band around 2/3 of the life.
+						mid := rec.NotBefore.Add(life * 2 / 3)
+						rec.ARI = &store.ARIWindow{Start: mid.Add(-life / 20), End: mid.Add(life / 20), Fetched: now, RetryAfter: now.Add(6 * time.Hour)}
+						frac = r.Float64()
+						continue
+					}
+					if left := rec.NotAfter.Sub(now); left <= 0 {
+						t.Fatalf("certificate expired at %v before renewal", rec.NotAfter)
+					}
+					if r.IntN(4) == 0 {
+						failures++
+						n := 1
+						if rec.Last != nil && !rec.Last.OK {
+							n = rec.Last.Failures + 1
+						}
+						rec.Last = &store.Attempt{Time: now, Failures: n}
+						if r.IntN(3) == 0 {
+							rec.Last.RetryAfter = now.Add(90 * time.Minute)
+						}
+						next := p.RetryAt(*rec.Last, 0.5)
+						if next.Sub(now) < time.Minute/2 {
+							t.Fatalf("retry after only %v", next.Sub(now))
+						}
+						continue
+					}
+					if now.Sub(rec.NotBefore) < life/2 {
+						t.Fatalf("renewed after only %v of %v", now.Sub(rec.NotBefore), life)
+					}
+					renewals++
+					issue(&rec)
+					frac = r.Float64()
+				}
+				want := int(365 * 24 * time.Hour / (life * 2 / 3))
+				if renewals < want-2 || renewals > want+2 {
+					t.Errorf("renewals = %d, want about %d", renewals, want)
+				}
+				if withARI && polls < renewals {
+					t.Errorf("polled the CA %d times for %d renewals", polls, renewals)
+				}
+				if el := time.Since(begin); el > time.Second {
+					t.Errorf("a year took %v to simulate", el)
+				}
+				t.Logf("%d renewals, %d failures, %d ARI polls", renewals, failures, polls)
+			})
+		}
 	}
 }

@@ -42,6 +42,7 @@ type Table struct {
 type route struct {
 	Route
 	network, addr string
+	local         bool // a loopback address or a Unix socket
 	failLog       logLimiter
 }
 
@@ -64,6 +65,7 @@ func NewTable(routes []Route) (*Table, error) {
 		if rt.network, rt.addr, err = parseBackend(r.Backend); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
 		}
+		rt.local = isLocal(rt.network, rt.addr)
 		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(r.SNI)), ".")
 		switch {
 		case r.SNI == "":
@@ -170,6 +172,22 @@ func parseBackend(b string) (network, addr string, err error) {
 		return "", "", fmt.Errorf("backend %q: port must be a number from 1 to 65535", b)
 	}
 	return "tcp", b, nil
+}
+
+// isLocal reports whether a dial target is a Unix socket or a loopback
+// address ("localhost" included).
+func isLocal(network, addr string) bool {
+	if network == "unix" {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
 }
 
 // failLogInterval is how often, at most, a failing backend is logged.

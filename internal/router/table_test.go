@@ -76,3 +76,30 @@ func TestLookupDoesNotAllocate(t *testing.T) {
 		t.Errorf("lookup allocates %v times", n)
 	}
 }
+
+func TestIsLocal(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		want    bool
+	}{
+		{"127.0.0.1:8443", true},
+		{"127.8.9.10:8443", true},
+		{"[::1]:8443", true},
+		{"localhost:8443", true},
+		{"LocalHost:8443", true},
+		{"unix:/run/nginx/https.sock", true},
+		{"10.0.0.5:8443", false},
+		{"[2001:db8::1]:8443", false},
+		{"backend.internal:8443", false},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			network, addr, err := parseBackend(tc.backend)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := isLocal(network, addr); got != tc.want {
+				t.Errorf("isLocal(%q, %q) = %v, want %v", network, addr, got, tc.want)
+			}
+		})
+	}
+}

@@ -25,6 +25,10 @@ type EnvOptions struct {
 	// HTTPAddr and TLSAddr are where the CA's validation authority connects
 	// for http-01 and tls-alpn-01; DNSAddr is the sandbox DNS server.
 	HTTPAddr, TLSAddr, DNSAddr string
+	// VADNSAddr, if set, is the host:port of another DNS server the CA's
+	// validation authority resolves names and dns-01 records through (over
+	// TCP) instead of the sandbox DNS server, e.g. a BIND a test updates.
+	VADNSAddr string
 }
 
 // Env is a running sandbox: a CA, the DNS server it resolves through, and
@@ -94,6 +98,9 @@ func Start(ctx context.Context, opts EnvOptions) (_ *Env, err error) {
 	caOpts.HTTPPort = e.HTTPListener.Addr().(*net.TCPAddr).Port
 	caOpts.TLSPort = e.TLSListener.Addr().(*net.TCPAddr).Port
 	caOpts.DNSAddr = e.DNSAddr
+	if opts.VADNSAddr != "" {
+		caOpts.DNSAddr = opts.VADNSAddr
+	}
 	if e.CA, err = StartCA(ctx, caOpts); err != nil {
 		return nil, err
 	}

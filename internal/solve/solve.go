@@ -41,6 +41,12 @@ type Challenge struct {
 	// KeyAuthorization is token "." base64url(account key thumbprint),
 	// RFC 8555 §8.1.
 	KeyAuthorization string
+	// IssuerDomainNames are the CA's issuer domain names offered in a
+	// dns-persist-01 challenge (draft-ietf-acme-dns-persist §3.1).
+	IssuerDomainNames []string
+	// AccountURL is the URL of the ACME account the order runs under
+	// (RFC 8555 §7.3), which a dns-persist-01 record must name.
+	AccountURL string
 }
 
 // HTTP01Path is the request path the CA fetches for http-01.

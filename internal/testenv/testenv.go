@@ -29,6 +29,10 @@ type Options struct {
 	// bind them in another process; they are closed, and their addresses
 	// kept in HTTPAddr and TLSAddr.
 	KeepPorts bool
+	// VADNSAddr makes the CA validate through another DNS server (host:port,
+	// queried over TCP) instead of the sandbox one; see
+	// sandbox.EnvOptions.VADNSAddr.
+	VADNSAddr string
 }
 
 // Env is a running test environment.
@@ -56,7 +60,7 @@ func New(t testing.TB, opts Options) *Env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	senv, err := sandbox.Start(ctx, sandbox.EnvOptions{Logger: log, CA: opts.CA})
+	senv, err := sandbox.Start(ctx, sandbox.EnvOptions{Logger: log, CA: opts.CA, VADNSAddr: opts.VADNSAddr})
 	if err != nil {
 		t.Fatalf("starting sandbox: %v", err)
 	}
