@@ -107,7 +107,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 		if c, ok := configured[n]; ok {
 			req, err = a.requestFromConfig(cfg, c, ps, dryRun, false)
 		} else {
-			req, err = a.requestFromRecord(rec, ps, dryRun)
+			req, err = a.requestFromRecord(cfg, rec, ps, dryRun)
 		}
 		if err == nil {
 			if hasRec && rec.ARIID != "" && rec.CA == req.CA.Client.DirectoryURL() {

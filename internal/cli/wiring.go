@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
@@ -82,16 +83,7 @@ func (ps *pathSet) Close() error {
 // build returns the solver for p.
 func (ps *pathSet) build(p config.Path) (solve.Path, store.PathRef, error) {
 	challenge := config.ChallengeOf(p)
-	settings := map[string]string{"challenge": challenge}
-	for k, v := range map[string]string{"listen": p.Listen, "root": p.Root, "router": p.Router} {
-		if v != "" {
-			settings[k] = v
-		}
-	}
-	for k, v := range firewallSettings(p) {
-		settings[k] = v
-	}
-	ref := store.PathRef{Name: p.Name, Kind: p.Kind, Settings: settings}
+	ref := refFor(p)
 	ps.kinds[p.Name] = p
 	log := ps.log.With("path", p.Name)
 	s, err := ps.solver(p, challenge, log)
@@ -152,10 +144,57 @@ func (ps *pathSet) solver(p config.Path, challenge string, log *slog.Logger) (so
 	return nil, fmt.Errorf("unknown kind %q (known: %v)", p.Kind, config.Kinds())
 }
 
+// refFor describes p for a certificate's record. Kind-specific settings are
+// kept so that a renewal from the record rebuilds the path; secrets are not:
+// they stay in the config or in the files it names.
+func refFor(p config.Path) store.PathRef {
+	settings := map[string]string{"challenge": config.ChallengeOf(p)}
+	for k, v := range map[string]string{"listen": p.Listen, "root": p.Root, "router": p.Router} {
+		if v != "" {
+			settings[k] = v
+		}
+	}
+	for k, v := range p.Settings {
+		if v != "" && !secretSetting(k) {
+			settings[k] = v
+		}
+	}
+	return store.PathRef{Name: p.Name, Kind: p.Kind, Settings: settings}
+}
+
 // pathFromRef rebuilds a config.Path from a stored record's reference.
 func pathFromRef(r store.PathRef) config.Path {
-	return config.Path{Name: r.Name, Kind: r.Kind, Challenge: r.Settings["challenge"], Listen: r.Settings["listen"],
-		Root: r.Settings["root"], Router: r.Settings["router"], Settings: firewallSettingsFromRef(r)}
+	p := config.Path{Name: r.Name, Kind: r.Kind, Challenge: r.Settings["challenge"], Listen: r.Settings["listen"],
+		Root: r.Settings["root"], Router: r.Settings["router"]}
+	for k, v := range r.Settings {
+		switch k {
+		case "challenge", "listen", "root", "router":
+		default:
+			if p.Settings == nil {
+				p.Settings = map[string]string{}
+			}
+			p.Settings[k] = v
+		}
+	}
+	return p
+}
+
+// secretSetting reports whether a path setting holds a secret that must
+// not be copied into a certificate's record (renewal/<name>.json).
+func secretSetting(key string) bool {
+	return strings.Contains(key, "secret") || strings.Contains(key, "password") || strings.HasSuffix(key, "_key") && key != "tsig_key"
+}
+
+// recordPath returns the path a record refers to: the config's [path.NAME]
+// table when it still exists with the same kind (current settings, secrets
+// from the config), else the settings kept in the record.
+func recordPath(cfg *config.Config, r store.PathRef) config.Path {
+	if cfg != nil {
+		if p, ok := cfg.Paths[r.Name]; ok && p.Kind == r.Kind {
+			return p
+		}
+	}
+	return pathFromRef(r)
 }
 
 // requestFromConfig plans the certificate c of cfg.
@@ -212,7 +251,7 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 
 // requestFromRecord plans a renewal of a certificate obtained without a
 // config entry, exactly as it was obtained.
-func (a *app) requestFromRecord(rec store.Record, ps *pathSet, dryRun bool) (renew.Request, error) {
+func (a *app) requestFromRecord(cfg *config.Config, rec store.Record, ps *pathSet, dryRun bool) (renew.Request, error) {
 	ids, err := ident.ParseAll(rec.Identifiers)
 	if err != nil {
 		return renew.Request{}, fmt.Errorf("record of %s: %w", rec.Name, err)
@@ -243,7 +282,7 @@ func (a *app) requestFromRecord(rec store.Record, ps *pathSet, dryRun bool) (ren
 	ps.account = func() (acme.Account, error) { return a.mgr.Account(a.ctx, rca) }
 	ps.ca = &rca
 	for _, r := range rec.Paths {
-		sp, ref, err := ps.build(pathFromRef(r))
+		sp, ref, err := ps.build(recordPath(cfg, r))
 		if err != nil {
 			return renew.Request{}, err
 		}
