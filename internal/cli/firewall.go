@@ -31,36 +31,6 @@ const holdFirewallLine = "detour-test: firewall window open; holding"
 // flagFirewall names a backend on `detour firewall status|close`.
 const flagFirewall = "firewall"
 
-// firewallRefSettings are the path settings kept in a certificate's record,
-// so that a renewal without the config file opens the same window.
-var firewallRefSettings = []string{config.SettingFirewall, config.SettingFirewallTimeout, config.SettingFirewallPort,
-	config.SettingFirewallOpen, config.SettingFirewallClose}
-
-// firewallSettings returns p's firewall settings, for its record.
-func firewallSettings(p config.Path) map[string]string {
-	out := map[string]string{}
-	for _, k := range firewallRefSettings {
-		if v := p.Setting(k); v != "" {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// firewallSettingsFromRef returns the firewall settings kept in r.
-func firewallSettingsFromRef(r store.PathRef) map[string]string {
-	var out map[string]string
-	for _, k := range firewallRefSettings {
-		if v := r.Settings[k]; v != "" {
-			if out == nil {
-				out = map[string]string{}
-			}
-			out[k] = v
-		}
-	}
-	return out
-}
-
 // firewallBackend builds the backend a firewall setting names.
 func firewallBackend(fw config.Firewall, log *slog.Logger) (firewall.Backend, error) {
 	return firewall.New(fw.Backend, firewall.Options{Logger: log, OpenCommand: fw.OpenCommand, CloseCommand: fw.CloseCommand})

@@ -16,7 +16,7 @@ import (
 //
 //	firewall         = "nftables" | "iptables" | "iptables-legacy" | "iptables-nft" | "ufw" | "firewalld" | "exec"
 //	firewall_timeout = "10m"   the firewall closes the port by itself after this
-//	firewall_port    = 80      the port the CA connects to, when not the listen port
+//	firewall_port    = "80"    the port the CA connects to, when not the listen port
 //	firewall_open    = "/usr/local/bin/open-port"   exec only
 //	firewall_close   = "/usr/local/bin/close-port"  exec only
 const (

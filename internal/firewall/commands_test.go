@@ -25,21 +25,21 @@ func TestIptablesWindow(t *testing.T) {
 				t.Parallel()
 				requireCommand(t, variant, "iptables")
 				web, ca := newPair(t)
-				b := newIptables(variant, Options{Runner: web.runner()}.withDefaults())
+				b := newIptables(variant, Options{Runner: runnerIn(web)}.withDefaults())
 				bin := b.bin(fam)
-				web.run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
+				web.Run(t, bin, "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT")
 				host := webAddr4
 				if fam == IPv6 {
 					host = webAddr6
 					// Neighbour discovery.
-					web.run(t, bin, "-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT")
+					web.Run(t, bin, "-A", "INPUT", "-p", "ipv6-icmp", "-j", "ACCEPT")
 				}
-				web.run(t, bin, "-P", "INPUT", "DROP")
-				ln := web.listen(t, net.JoinHostPort(host, "0"))
+				web.Run(t, bin, "-P", "INPUT", "DROP")
+				ln := web.Listen(t, net.JoinHostPort(host, "0"))
 				addr := ln.Addr().String()
 				w := Window{Port: portOf(addr), Family: fam, Timeout: time.Minute, Identifier: "fw.detour.test"}
-				before := web.run(t, bin, "-S")
-				if got := ca.probe(t, addr, probeWait); got != "dropped" {
+				before := web.Run(t, bin, "-S")
+				if got := ca.Probe(t, addr, probeWait); got != "dropped" {
 					t.Fatalf("before: port is %s", got)
 				}
 				ctx := t.Context()
@@ -49,13 +49,13 @@ func TestIptablesWindow(t *testing.T) {
 				if err := b.Open(ctx, w); err != nil {
 					t.Fatal(err)
 				}
-				if got := ca.probe(t, addr, probeWait); got != "open" {
-					t.Fatalf("window open: port is %s\n%s", got, web.run(t, bin, "-S"))
+				if got := ca.Probe(t, addr, probeWait); got != "open" {
+					t.Fatalf("window open: port is %s\n%s", got, web.Run(t, bin, "-S"))
 				}
 				if err := b.Open(ctx, w); err != nil { // idempotent
 					t.Fatal(err)
 				}
-				if rules := web.run(t, bin, "-S", "INPUT"); strings.Count(rules, tag) != 1 {
+				if rules := web.Run(t, bin, "-S", "INPUT"); strings.Count(rules, tag) != 1 {
 					t.Errorf("want exactly one rule of Detour's:\n%s", rules)
 				}
 				holes, err := b.Status(ctx)
@@ -65,10 +65,10 @@ func TestIptablesWindow(t *testing.T) {
 				if err := b.Close(ctx, w); err != nil {
 					t.Fatal(err)
 				}
-				if got := ca.probe(t, addr, probeWait); got != "dropped" {
+				if got := ca.Probe(t, addr, probeWait); got != "dropped" {
 					t.Errorf("after Close: port is %s", got)
 				}
-				if after := web.run(t, bin, "-S"); after != before {
+				if after := web.Run(t, bin, "-S"); after != before {
 					t.Errorf("rules differ after the window:\n%s\nwant\n%s", after, before)
 				}
 
@@ -78,7 +78,7 @@ func TestIptablesWindow(t *testing.T) {
 				if err := b.Open(ctx, w); err != nil {
 					t.Fatal(err)
 				}
-				for ca.probe(t, addr, probeWait) != "dropped" {
+				for ca.Probe(t, addr, probeWait) != "dropped" {
 					if time.Since(opened) > 6*time.Second {
 						t.Fatalf("the rule still accepts %v after it opened for %v", time.Since(opened), w.Timeout)
 					}
@@ -88,27 +88,11 @@ func TestIptablesWindow(t *testing.T) {
 				if err := b.Sweep(ctx, false); err != nil {
 					t.Fatal(err)
 				}
-				if after := web.run(t, bin, "-S"); after != before {
+				if after := web.Run(t, bin, "-S"); after != before {
 					t.Errorf("rules differ after the sweep:\n%s\nwant\n%s", after, before)
 				}
 			})
 		}
-	}
-}
-
-// withUfw gives the namespace its own copy of /etc/ufw: `ip netns exec`
-// bind-mounts /etc/netns/NAME/ufw over /etc/ufw, so the host's ufw is not
-// touched.
-func withUfw(t *testing.T, ns *netns) {
-	t.Helper()
-	requireCommand(t, "ufw", "ufw")
-	dir := filepath.Join("/etc/netns", ns.name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if out, err := exec.Command("cp", "-a", "/etc/ufw", filepath.Join(dir, "ufw")).CombinedOutput(); err != nil {
-		t.Fatalf("copying /etc/ufw: %v\n%s", err, out)
 	}
 }
 
@@ -117,18 +101,18 @@ func withUfw(t *testing.T, ns *netns) {
 func TestUfwWindow(t *testing.T) {
 	t.Parallel()
 	web, ca := newPair(t)
-	withUfw(t, web)
-	web.run(t, "ufw", "--force", "enable")
-	web.run(t, "ufw", "allow", "22/tcp")
+	web.WithUfw(t)
+	web.Run(t, "ufw", "--force", "enable")
+	web.Run(t, "ufw", "allow", "22/tcp")
 	now := time.Now()
-	b := newUfw(Options{Runner: web.runner(), Now: func() time.Time { return now }}.withDefaults())
-	ln4 := web.listen(t, webAddr4+":0")
+	b := newUfw(Options{Runner: runnerIn(web), Now: func() time.Time { return now }}.withDefaults())
+	ln4 := web.Listen(t, webAddr4+":0")
 	port := portOf(ln4.Addr().String())
-	ln6 := web.listen(t, net.JoinHostPort(webAddr6, strconv.Itoa(port)))
+	ln6 := web.Listen(t, net.JoinHostPort(webAddr6, strconv.Itoa(port)))
 	addrs := []string{ln4.Addr().String(), ln6.Addr().String()}
-	before := web.run(t, "ufw", "status", "numbered")
+	before := web.Run(t, "ufw", "status", "numbered")
 	for _, a := range addrs {
-		if got := ca.probe(t, a, probeWait); got != "dropped" {
+		if got := ca.Probe(t, a, probeWait); got != "dropped" {
 			t.Fatalf("before: %s is %s", a, got)
 		}
 	}
@@ -141,8 +125,8 @@ func TestUfwWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range addrs {
-		if got := ca.probe(t, a, probeWait); got != "open" {
-			t.Errorf("window open: %s is %s\n%s", a, got, web.run(t, "ufw", "status", "numbered"))
+		if got := ca.Probe(t, a, probeWait); got != "open" {
+			t.Errorf("window open: %s is %s\n%s", a, got, web.Run(t, "ufw", "status", "numbered"))
 		}
 	}
 	// A later holder finds the window open: one rule per family still.
@@ -150,17 +134,17 @@ func TestUfwWindow(t *testing.T) {
 	if err := b.Open(ctx, w); err != nil {
 		t.Fatal(err)
 	}
-	if st := web.run(t, "ufw", "status", "numbered"); strings.Count(st, tag) != 2 {
+	if st := web.Run(t, "ufw", "status", "numbered"); strings.Count(st, tag) != 2 {
 		t.Errorf("want one rule per family:\n%s", st)
 	}
 	// Closing IPv6 only leaves IPv4 open.
 	if err := b.Close(ctx, Window{Port: port, Family: IPv6}); err != nil {
 		t.Fatal(err)
 	}
-	if got := ca.probe(t, addrs[1], probeWait); got != "dropped" {
+	if got := ca.Probe(t, addrs[1], probeWait); got != "dropped" {
 		t.Errorf("IPv6 closed: %s is %s", addrs[1], got)
 	}
-	if got := ca.probe(t, addrs[0], probeWait); got != "open" {
+	if got := ca.Probe(t, addrs[0], probeWait); got != "open" {
 		t.Errorf("IPv6 closed: %s is %s", addrs[0], got)
 	}
 	// Past the deadline, Sweep removes what a killed run would have left.
@@ -168,10 +152,10 @@ func TestUfwWindow(t *testing.T) {
 	if err := b.Sweep(ctx, false); err != nil {
 		t.Fatal(err)
 	}
-	if got := ca.probe(t, addrs[0], probeWait); got != "dropped" {
+	if got := ca.Probe(t, addrs[0], probeWait); got != "dropped" {
 		t.Errorf("after the sweep: %s is %s", addrs[0], got)
 	}
-	if after := web.run(t, "ufw", "status", "numbered"); after != before {
+	if after := web.Run(t, "ufw", "status", "numbered"); after != before {
 		t.Errorf("ufw rules differ:\n%s\nwant\n%s", after, before)
 	}
 }
@@ -414,5 +398,39 @@ func TestFamily(t *testing.T) {
 		if got := FamilyFor(in); got != want {
 			t.Errorf("FamilyFor(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestFirewalldStatus reads Detour-shaped runtime rich rules, leaving out
+// permanent ones and rules of other shapes, and Sweep(all) removes them.
+func TestFirewalldStatus(t *testing.T) {
+	const ours = `rule family="ipv6" port port="80" protocol="tcp" accept`
+	const perm = `rule port port="443" protocol="tcp" accept`
+	const other = `rule family="ipv4" source address="192.0.2.0/24" port port="80" protocol="tcp" accept`
+	r := &recorder{reply: func(c Command) ([]byte, error) {
+		args := strings.Join(c.Args, " ")
+		switch {
+		case args == "--list-rich-rules":
+			return []byte(ours + "\n" + perm + "\n" + other + "\n"), nil
+		case args == "--permanent --query-rich-rule="+perm:
+			return []byte("yes\n"), nil
+		case strings.Contains(args, "--query-rich-rule="):
+			return []byte("no\n"), exitCode(c, 1, "")
+		}
+		return nil, nil
+	}}
+	b := newFirewalld(Options{Runner: r}.withDefaults())
+	holes, err := b.Status(t.Context())
+	if err != nil || len(holes) != 1 || holes[0].Port != 80 || holes[0].Family != IPv6 {
+		t.Fatalf("Status = %+v, %v", holes, err)
+	}
+	r.calls = nil
+	if err := b.Sweep(t.Context(), true); err != nil {
+		t.Fatal(err)
+	}
+	if last := r.calls[len(r.calls)-1]; last != "firewall-cmd --remove-rich-rule="+ours || slices.ContainsFunc(r.calls, func(c string) bool {
+		return strings.Contains(c, "--remove-rich-rule="+perm) || strings.Contains(c, "--remove-rich-rule="+other)
+	}) {
+		t.Errorf("Sweep ran %q", r.calls)
 	}
 }

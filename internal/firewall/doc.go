@@ -20,8 +20,9 @@
 //     the timeout runs out whatever happened to Detour; the then empty set
 //     and inert rule are removed by the next Detour run (Sweep) or by
 //     `detour firewall close`. Rulesets Detour cannot change safely (tables
-//     managed by iptables-nft, tables owned by another process, dropping
-//     ingress or prerouting chains) are refused before anything changes.
+//     managed by iptables-nft or firewalld, tables owned by another process,
+//     ingress or prerouting chains with a drop policy) are refused, with the
+//     reason and what to set instead, before anything changes.
 //   - iptables and ip6tables (the system's default, or the -legacy and -nft
 //     variants), through their commands: one rule at the top of INPUT with
 //     an xt_time --datestop match (UTC), so the kernel stops accepting at
@@ -36,7 +37,7 @@
 //
 // Every command-driven backend tags its rules, and Sweep removes the
 // tagged rules whose deadline has passed (the stale rules of a killed run)
-// before a new window is opened.
+// when a run starts and no live lease holds a window on that backend.
 //
 // Several Detour processes may hold the same port at once (two
 // certificates renewed at the same moment). A Keeper counts them: each open

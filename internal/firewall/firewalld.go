@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -143,6 +144,9 @@ func (b *fwdBackend) removeRule(ctx context.Context, rule string) error {
 	return nil
 }
 
+// richRuleRE matches the rich rules richRule writes.
+var richRuleRE = regexp.MustCompile(`^rule (?:family="(ipv4|ipv6)" )?port port="(\d+)" protocol="tcp" accept$`)
+
 // runtimeRules lists the runtime rich rules of Detour's shape that are not
 // in the permanent configuration.
 func (b *fwdBackend) runtimeRules(ctx context.Context) (map[string]Hole, error) {
@@ -153,19 +157,28 @@ func (b *fwdBackend) runtimeRules(ctx context.Context) (map[string]Hole, error) 
 	holes := map[string]Hole{}
 	for _, line := range strings.Split(string(out), "\n") {
 		line = strings.TrimSpace(line)
-		for _, f := range []Family{IPv4, IPv6, Inet} {
-			var port int
-			if _, err := fmt.Sscanf(line, strings.ReplaceAll(richRule(f, 0), `"0"`, `"%d"`), &port); err != nil || richRule(f, port) != line {
-				continue
-			}
-			permanent, err := b.query(ctx, "--permanent", "--query-rich-rule="+line)
-			if err != nil {
-				return nil, err
-			}
-			if !permanent {
-				holes[line] = Hole{Backend: NameFirewalld, Port: port, Family: f, Proto: ProtoTCP,
-					Where: "firewalld runtime rich rule (firewalld removes it at its timeout)"}
-			}
+		m := richRuleRE.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		f := Inet
+		switch m[1] {
+		case "ipv4":
+			f = IPv4
+		case "ipv6":
+			f = IPv6
+		}
+		port, _ := strconv.Atoi(m[2])
+		if richRule(f, port) != line {
+			continue
+		}
+		permanent, err := b.query(ctx, "--permanent", "--query-rich-rule="+line)
+		if err != nil {
+			return nil, err
+		}
+		if !permanent {
+			holes[line] = Hole{Backend: NameFirewalld, Port: port, Family: f, Proto: ProtoTCP,
+				Where: "firewalld runtime rich rule (firewalld removes it at its timeout)"}
 		}
 	}
 	return holes, nil

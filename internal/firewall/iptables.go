@@ -20,8 +20,8 @@ const iptWait = "10"
 // legacy and nft variants). Each window is one rule per family at the top
 // of INPUT:
 //
-//	-p tcp -m tcp --dport PORT -m time --datestop DEADLINE
-//	-m comment --comment "detour-window until=UNIX" -j ACCEPT
+//	-p tcp -m tcp --dport PORT -m time --datestop UNTIL-1s
+//	-m comment --comment "detour-window until=UNTIL" -j ACCEPT
 //
 // xt_time compares against the kernel's clock in UTC, so the rule stops
 // accepting at the deadline by itself; Sweep removes it afterwards.
@@ -126,10 +126,11 @@ func (b *iptBackend) Check(ctx context.Context, w Window) error {
 	return nil
 }
 
-// ruleSpec returns the words of the rule for port until deadline.
+// ruleSpec returns the words of the rule accepting port until until (a
+// whole second): xt_time accepts through the second before it.
 func ruleSpec(port int, until time.Time) []string {
 	return []string{"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(port),
-		"-m", "time", "--datestop", until.UTC().Format("2006-01-02T15:04:05"),
+		"-m", "time", "--datestop", until.Add(-time.Second).UTC().Format("2006-01-02T15:04:05"),
 		"-m", "comment", "--comment", tagUntil(until), "-j", "ACCEPT"}
 }
 
@@ -139,7 +140,8 @@ func (b *iptBackend) Open(ctx context.Context, w Window) error {
 	if err := w.validate(); err != nil {
 		return err
 	}
-	// xt_time deadlines are whole seconds: round up.
+	// xt_time matches up to the end of its --datestop second: the rule
+	// stops accepting at until, the deadline rounded up to a second.
 	until := b.now().Add(w.Timeout).Add(time.Second - 1).Truncate(time.Second)
 	for _, f := range w.Family.Split() {
 		rules, err := b.list(ctx, f)

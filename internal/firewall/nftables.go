@@ -302,6 +302,9 @@ func (b *nftBackend) analyse(c *nftables.Conn, t *nftables.Table, chains []*nfta
 	iptablesNft := xt || (t.Family != nftables.TableFamilyINet && t.Name == "filter" &&
 		slices.ContainsFunc(inputChains, func(ch *nftables.Chain) bool { return ch.Name == "INPUT" }))
 	switch {
+	case t.Name == "firewalld":
+		st.problems = append(st.problems, fmt.Sprintf("table %s can drop input and belongs to firewalld, which rebuilds it on every reload: "+
+			"set firewall = \"firewalld\"", tableName(t)))
 	case t.Flags&nftTableOwner != 0:
 		st.problems = append(st.problems, fmt.Sprintf("table %s can drop input but is owned by another process (a firewall daemon), "+
 			"so no one else may change it: let that daemon open the port (firewall = \"firewalld\" for firewalld)", tableName(t)))

@@ -70,34 +70,34 @@ func TestNftablesWindow(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ns := newNetns(t)
-			ns.loadRuleset(t, tc.ruleset)
-			ln := ns.listen(t, "127.0.0.1:0")
+			ns.LoadRuleset(t, tc.ruleset)
+			ln := ns.Listen(t, "127.0.0.1:0")
 			port := portOf(ln.Addr().String())
 			addr := ln.Addr().String()
-			before := ns.ruleset(t)
+			before := ns.Ruleset(t)
 			closed := "open"
 			if tc.blocked {
 				closed = "dropped"
 			}
-			if got := ns.probe(t, addr, probeWait); got != closed {
+			if got := ns.Probe(t, addr, probeWait); got != closed {
 				t.Fatalf("before the window the port is %s, want %s", got, closed)
 			}
-			b := newNftables(Options{NetNS: ns.fd}.withDefaults())
+			b := newNftables(Options{NetNS: ns.FD}.withDefaults())
 			w := testWindow(port, time.Minute)
 			ctx := t.Context()
 			if err := b.Check(ctx, w); err != nil {
 				t.Fatalf("Check: %v", err)
 			}
-			if after := ns.ruleset(t); after != before {
+			if after := ns.Ruleset(t); after != before {
 				t.Fatalf("Check changed the ruleset:\n%s", after)
 			}
 			if err := b.Open(ctx, w); err != nil {
 				t.Fatalf("Open: %v", err)
 			}
-			if got := ns.probe(t, addr, probeWait); got != "open" {
-				t.Fatalf("with the window open the port is %s\n%s", got, ns.run(t, "nft", "-s", "list", "ruleset"))
+			if got := ns.Probe(t, addr, probeWait); got != "open" {
+				t.Fatalf("with the window open the port is %s\n%s", got, ns.Run(t, "nft", "-s", "list", "ruleset"))
 			}
-			full := ns.run(t, "nft", "-s", "list", "ruleset")
+			full := ns.Run(t, "nft", "-s", "list", "ruleset")
 			if !strings.Contains(full, "table inet detour {") || !strings.Contains(full, "flags timeout") {
 				t.Errorf("Detour's table with a timeout set is missing:\n%s", full)
 			}
@@ -117,10 +117,10 @@ func TestNftablesWindow(t *testing.T) {
 			if err := b.Close(ctx, w); err != nil {
 				t.Fatalf("Close: %v", err)
 			}
-			if got := ns.probe(t, addr, probeWait); got != closed {
+			if got := ns.Probe(t, addr, probeWait); got != closed {
 				t.Errorf("after the window the port is %s, want %s", got, closed)
 			}
-			after := ns.run(t, "nft", "-s", "list", "ruleset")
+			after := ns.Run(t, "nft", "-s", "list", "ruleset")
 			if after != before {
 				t.Errorf("the ruleset differs after the window:\n--- before\n%s\n--- after\n%s", before, after)
 			}
@@ -134,11 +134,11 @@ func TestNftablesWindow(t *testing.T) {
 func TestNftablesExpires(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
-	ns.loadRuleset(t, userRuleset)
-	ln := ns.listen(t, "127.0.0.1:0")
+	ns.LoadRuleset(t, userRuleset)
+	ln := ns.Listen(t, "127.0.0.1:0")
 	addr := ln.Addr().String()
-	before := ns.ruleset(t)
-	b := newNftables(Options{NetNS: ns.fd}.withDefaults())
+	before := ns.Ruleset(t)
+	b := newNftables(Options{NetNS: ns.FD}.withDefaults())
 	const timeout = 2 * time.Second
 	opened := time.Now()
 	if err := b.Open(t.Context(), testWindow(portOf(addr), timeout)); err != nil {
@@ -148,13 +148,13 @@ func TestNftablesExpires(t *testing.T) {
 	if err := b.Sweep(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
-	if got := ns.probe(t, addr, probeWait); got != "open" {
+	if got := ns.Probe(t, addr, probeWait); got != "open" {
 		t.Fatalf("port is %s with the window open", got)
 	}
 	var closedAfter time.Duration
 	for {
 		// Polling the kernel's state: there is no event to wait for.
-		if got := ns.probe(t, addr, probeWait); got == "dropped" {
+		if got := ns.Probe(t, addr, probeWait); got == "dropped" {
 			closedAfter = time.Since(opened)
 			break
 		}
@@ -170,7 +170,7 @@ func TestNftablesExpires(t *testing.T) {
 	if err := b.Sweep(t.Context(), false); err != nil {
 		t.Fatal(err)
 	}
-	if full := ns.run(t, "nft", "-s", "list", "ruleset"); full != before {
+	if full := ns.Run(t, "nft", "-s", "list", "ruleset"); full != before {
 		t.Errorf("after the sweep the ruleset is\n%s\nwant\n%s", full, before)
 	}
 }
@@ -180,7 +180,7 @@ func TestNftablesExpires(t *testing.T) {
 func TestNftablesNeverShortens(t *testing.T) {
 	t.Parallel()
 	ns := newNetns(t)
-	b := newNftables(Options{NetNS: ns.fd}.withDefaults())
+	b := newNftables(Options{NetNS: ns.FD}.withDefaults())
 	ctx := t.Context()
 	until := func() time.Duration {
 		holes, err := b.Status(ctx)
@@ -225,18 +225,21 @@ func TestNftablesUnsafe(t *testing.T) {
 	}{
 		{"iptables-nft", func(t *testing.T, ns *netns) {
 			requireCommand(t, "iptables-nft", "iptables")
-			ns.run(t, "iptables-nft", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
-			ns.run(t, "iptables-nft", "-P", "INPUT", "DROP")
+			ns.Run(t, "iptables-nft", "-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+			ns.Run(t, "iptables-nft", "-P", "INPUT", "DROP")
 		}, `firewall = "iptables-nft"`},
 		{"iptables-nft without xt matches", func(t *testing.T, ns *netns) {
 			requireCommand(t, "iptables-nft", "iptables")
-			ns.run(t, "iptables-nft", "-P", "INPUT", "DROP")
+			ns.Run(t, "iptables-nft", "-P", "INPUT", "DROP")
 		}, "managed by iptables-nft"},
+		{"firewalld's table", func(t *testing.T, ns *netns) {
+			ns.LoadRuleset(t, "table inet firewalld {\n\tchain filter_INPUT {\n\t\ttype filter hook input priority filter + 10; policy accept;\n\t\treject with icmpx admin-prohibited\n\t}\n}\n")
+		}, `firewall = "firewalld"`},
 		{"ingress drop", func(t *testing.T, ns *netns) {
-			ns.loadRuleset(t, "table netdev edge {\n\tchain in {\n\t\ttype filter hook ingress device \"lo\" priority 0; policy drop;\n\t}\n}\n")
+			ns.LoadRuleset(t, "table netdev edge {\n\tchain in {\n\t\ttype filter hook ingress device \"lo\" priority 0; policy drop;\n\t}\n}\n")
 		}, "ingress"},
 		{"prerouting drop", func(t *testing.T, ns *netns) {
-			ns.loadRuleset(t, "table inet raw {\n\tchain pre {\n\t\ttype filter hook prerouting priority -300; policy drop;\n\t}\n}\n")
+			ns.LoadRuleset(t, "table inet raw {\n\tchain pre {\n\t\ttype filter hook prerouting priority -300; policy drop;\n\t}\n}\n")
 		}, "prerouting"},
 	}
 	for _, tc := range tests {
@@ -244,8 +247,8 @@ func TestNftablesUnsafe(t *testing.T) {
 			t.Parallel()
 			ns := newNetns(t)
 			tc.setup(t, ns)
-			before := ns.run(t, "nft", "-s", "list", "ruleset")
-			b := newNftables(Options{NetNS: ns.fd}.withDefaults())
+			before := ns.Run(t, "nft", "-s", "list", "ruleset")
+			b := newNftables(Options{NetNS: ns.FD}.withDefaults())
 			w := testWindow(80, time.Minute)
 			for op, f := range map[string]func(context.Context, Window) error{"Check": b.Check, "Open": b.Open} {
 				err := f(t.Context(), w)
@@ -253,7 +256,7 @@ func TestNftablesUnsafe(t *testing.T) {
 					t.Errorf("%s = %v, want ErrUnsafe mentioning %q", op, err, tc.want)
 				}
 			}
-			if after := ns.run(t, "nft", "-s", "list", "ruleset"); after != before {
+			if after := ns.Run(t, "nft", "-s", "list", "ruleset"); after != before {
 				t.Errorf("the ruleset changed:\n%s\nwas\n%s", after, before)
 			}
 		})

@@ -176,9 +176,13 @@ func (b *ufwBackend) delete(ctx context.Context, rules []ufwRule) error {
 
 // Close implements Backend.
 func (b *ufwBackend) Close(ctx context.Context, w Window) error {
-	return b.remove(ctx, func(r ufwRule) bool {
+	if err := b.remove(ctx, func(r ufwRule) bool {
 		return r.port == w.Port && w.Family.Intersect(r.family) != ""
-	})
+	}); err != nil {
+		return err
+	}
+	b.log.InfoContext(ctx, "firewall window closed", "backend", NameUfw, "port", w.Port, "family", w.Family)
+	return nil
 }
 
 func (b *ufwBackend) remove(ctx context.Context, match func(ufwRule) bool) error {

@@ -1,0 +1,116 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/detour-acme/detour/internal/firewall"
+)
+
+func TestFirewallSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string // the [path.p] table after its header
+		key  string // "" when valid
+		line int
+		want []string
+	}{
+		{"valid nftables", "kind = \"standalone\"\nfirewall = \"nftables\"\n", "", 0, nil},
+		{"valid with timeout", "kind = \"side-port\"\nfirewall = \"ufw\"\nfirewall_timeout = \"90s\"\nfirewall_port = \"80\"\n", "", 0, nil},
+		{"valid exec", "kind = \"webroot\"\nroot = \"/var/www\"\nfirewall = \"exec\"\nfirewall_open = \"/usr/local/bin/open\"\nfirewall_close = \"/usr/local/bin/close\"\n", "", 0, nil},
+		{"unknown firewall", "kind = \"standalone\"\nfirewall = \"pf\"\n", "path.p.firewall", 3,
+			[]string{`"pf" is not a firewall Detour drives`, `"nftables"`, `"iptables-legacy"`}},
+		{"bad timeout", "kind = \"standalone\"\nfirewall = \"nftables\"\nfirewall_timeout = \"ten minutes\"\n", "path.p.firewall_timeout", 4,
+			[]string{"not a duration", `"10m"`}},
+		{"timeout too long", "kind = \"standalone\"\nfirewall = \"nftables\"\nfirewall_timeout = \"48h\"\n", "path.p.firewall_timeout", 4,
+			[]string{"out of range", "24h"}},
+		{"timeout without firewall", "kind = \"standalone\"\nfirewall_timeout = \"5m\"\n", "path.p.firewall_timeout", 3,
+			[]string{"no effect without firewall"}},
+		{"bad port", "kind = \"side-port\"\nfirewall = \"nftables\"\nfirewall_port = \"0\"\n", "path.p.firewall_port", 4,
+			[]string{"1 to 65535"}},
+		{"unix socket without port", "kind = \"standalone\"\nlisten = \"unix:/run/detour.sock\"\nfirewall = \"nftables\"\n", "path.p.firewall_port", 0,
+			[]string{"set firewall_port"}},
+		{"exec without commands", "kind = \"standalone\"\nfirewall = \"exec\"\n", "path.p.firewall_open", 0,
+			[]string{"needs firewall_open"}},
+		{"exec relative", "kind = \"standalone\"\nfirewall = \"exec\"\nfirewall_open = \"open.sh\"\nfirewall_close = \"/bin/true\"\n", "path.p.firewall_open", 4,
+			[]string{"absolute path"}},
+		{"commands without exec", "kind = \"standalone\"\nfirewall = \"ufw\"\nfirewall_close = \"/bin/true\"\n", "path.p.firewall_close", 4,
+			[]string{`only used with firewall = "exec"`}},
+		{"not for dns", "kind = \"dns-embedded\"\nfirewall = \"nftables\"\n", "path.p.firewall", 3,
+			[]string{"does not apply"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := "[path.p]\n" + tt.doc
+			_, err := Parse(testFile, []byte(doc))
+			if tt.key == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Parse accepted %q", doc)
+			}
+			ce := findKeyError(err, tt.line, tt.key)
+			if ce == nil {
+				t.Fatalf("no error for %s (line %d) in: %v", tt.key, tt.line, err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(ce.Error(), w) {
+					t.Errorf("error %q lacks %q", ce.Error(), w)
+				}
+			}
+		})
+	}
+}
+
+func TestFirewallOf(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want Firewall
+	}{
+		{"none", "kind = \"standalone\"\n", Firewall{Timeout: DefaultFirewallTimeout, Family: "inet"}},
+		{"standalone http", "kind = \"standalone\"\nfirewall = \"nftables\"\n",
+			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+		{"standalone tls-alpn on ipv4", "kind = \"standalone\"\nchallenge = \"tls-alpn-01\"\nlisten = \"0.0.0.0:443\"\nfirewall = \"iptables\"\nfirewall_timeout = \"2m\"\n",
+			Firewall{Backend: "iptables", Timeout: 2 * time.Minute, Port: 443, Family: "ip"}},
+		{"standalone on an ipv6 address, test port", "kind = \"standalone\"\nlisten = \"[2001:db8::1]:5002\"\nfirewall = \"nftables\"\n",
+			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 5002, Family: "ip6"}},
+		{"standalone on [::]", "kind = \"standalone\"\nlisten = \"[::]:80\"\nfirewall = \"nftables\"\n",
+			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+		{"side port: the web server's port", "kind = \"side-port\"\nfirewall = \"ufw\"\n",
+			Firewall{Backend: "ufw", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+		{"webroot with firewall_port", "kind = \"webroot\"\nroot = \"/srv\"\nfirewall = \"firewalld\"\nfirewall_port = \"8080\"\n",
+			Firewall{Backend: "firewalld", Timeout: DefaultFirewallTimeout, Port: 8080, Family: "inet"}},
+		{"exec", "kind = \"standalone\"\nfirewall = \"exec\"\nfirewall_open = \"/o\"\nfirewall_close = \"/c\"\n",
+			Firewall{Backend: "exec", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet", OpenCommand: "/o", CloseCommand: "/c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse(testFile, []byte("[path.p]\n"+tt.doc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := cfg.Path("p")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := FirewallOf(p)
+			if err != nil || got != tt.want {
+				t.Errorf("FirewallOf = %+v, %v; want %+v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestFirewallBackendsAgree: the config accepts exactly the backends the
+// firewall package builds.
+func TestFirewallBackendsAgree(t *testing.T) {
+	if !slices.Equal(FirewallBackends, firewall.Names()) {
+		t.Errorf("config.FirewallBackends = %q, firewall.Names() = %q", FirewallBackends, firewall.Names())
+	}
+}
