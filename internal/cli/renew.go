@@ -60,6 +60,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 	for _, r := range recs {
 		byName[r.Name] = r
 	}
+	a.sweepPending(ctx, cfg, m, byName)
 	configured := make(map[string]config.Certificate, len(cfg.Certificates))
 	for _, c := range cfg.Certificates {
 		configured[c.Name] = c
@@ -105,7 +106,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 		ps := a.newPathSet()
 		var req renew.Request
 		if c, ok := configured[n]; ok {
-			req, err = a.requestFromConfig(cfg, c, ps, dryRun, false)
+			req, err = a.requestFromConfig(cfg, withFallbackCA(cfg, c, rec, hasRec), ps, dryRun, false)
 		} else {
 			req, err = a.requestFromRecord(cfg, rec, ps, dryRun)
 		}
@@ -154,7 +155,7 @@ func (a *app) recordFailure(cmd *cobra.Command, st *store.FS, rec store.Record, 
 	if rec.Last != nil && !rec.Last.OK {
 		failures = rec.Last.Failures + 1
 	}
-	rec.Last = &store.Attempt{Time: time.Now(), OK: false, Error: cause.Error(), Failures: failures}
+	rec.Last = &store.Attempt{Time: time.Now(), OK: false, Error: cause.Error(), Failures: failures, RetryAfter: retryAfterOf(cause)}
 	if err := st.SaveRecord(ctx, rec); err != nil {
 		a.log.Error("recording the failure", "certificate", rec.Name, "error", err)
 	}

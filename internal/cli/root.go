@@ -130,6 +130,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 	root.AddCommand(
 		a.issueCommand(),
 		a.renewCommand(),
+		a.runCommand(),
 		a.listCommand(),
 		a.statusCommand(),
 		a.revokeCommand(),

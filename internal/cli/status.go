@@ -34,6 +34,12 @@ type certStatus struct {
 	Paths       []string   `json:"paths"`
 	Fullchain   string     `json:"fullchain"`
 	Privkey     string     `json:"privkey"`
+	// Source is "agent" when the running agent answered (its schedule,
+	// next CA and failures are then filled in), else "store".
+	Source   string `json:"source"`
+	Running  bool   `json:"running,omitempty"`
+	NextCA   string `json:"next_ca,omitempty"`
+	Failures int    `json:"failures,omitempty"`
 }
 
 func (a *app) listCommand() *cobra.Command {
@@ -89,6 +95,7 @@ func (a *app) status(cmd *cobra.Command, names []string, asJSON, detail bool) er
 		delete(want, r.Name)
 		rows = append(rows, statusOf(st, r, now))
 	}
+	rows = a.mergeAgentStatus(cmd.Context(), st, rows, want)
 	for n := range want {
 		return fmt.Errorf("no certificate named %q in %s", n, st.Dir())
 	}
@@ -135,6 +142,7 @@ func statusOf(st *store.FS, r store.Record, now time.Time) certStatus {
 		DaysLeft: math.Round(r.NotAfter.Sub(now).Hours()/24*10) / 10,
 		RenewAt:  d.At, RenewReason: d.Reason,
 		Fullchain: st.LivePath(r.Name, "fullchain.pem"), Privkey: st.LivePath(r.Name, "privkey.pem"),
+		Source: "store",
 	}
 	for _, p := range r.Paths {
 		s.Paths = append(s.Paths, p.Name)

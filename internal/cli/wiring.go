@@ -225,6 +225,9 @@ func (a *app) requestFromConfig(cfg *config.Config, c config.Certificate, ps *pa
 		PreferredChain: c.PreferredChain, CA: rca, DryRun: dryRun,
 		DeployHook: deploy.Hook{Command: c.DeployHook},
 	}
+	if req.Deploy, err = deployPlan(c); err != nil {
+		return renew.Request{}, err
+	}
 	if c.SelfCheck && !a.noSelfCheck {
 		req.SelfCheck = a.selfCheck(ps.kinds)
 	}

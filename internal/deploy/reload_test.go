@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -166,18 +167,26 @@ func startServer(t *testing.T, dir, conf, pidFile, bin string, args ...string) {
 	if err := os.WriteFile(filepath.Join(dir, "server.conf"), []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	logFile, err := os.Create(filepath.Join(dir, "server.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
 	cmd := exec.Command(bin, args...)
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
+	// Its own process group, so that cleanup reaches the workers too; output
+	// to a file, so that no pipe outlives the master.
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	})
+	output := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if b, err := os.ReadFile(pidFile); err == nil && len(strings.TrimSpace(string(b))) > 0 {
@@ -185,11 +194,11 @@ func startServer(t *testing.T, dir, conf, pidFile, bin string, args ...string) {
 		}
 		select {
 		case err := <-done:
-			t.Fatalf("%s exited: %v\n%s", bin, err, out.String())
+			t.Fatalf("%s exited: %v\n%s", bin, err, output())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s wrote no pid file %s:\n%s", bin, pidFile, out.String())
+			t.Fatalf("%s wrote no pid file %s:\n%s", bin, pidFile, output())
 		}
 		time.Sleep(20 * time.Millisecond) // polling for the pid file: no signal exists
 	}

@@ -37,6 +37,22 @@ func AccountKeyPrefix(host, email string) string {
 	return "accounts/" + host + "/" + label
 }
 
+// accountLockName names the lock of the account stored under prefix. It
+// is upper case, which no certificate name (hence no certificate lock) is.
+func accountLockName(prefix string) string {
+	name := "ACCOUNT_" + strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, strings.TrimPrefix(prefix, "accounts/"))
+	if len(name) > 128 {
+		name = name[:128]
+	}
+	return name
+}
+
 // Account loads the account for ca from storage, or registers one (creating
 // its key) and stores it. The key is stored before registration, so a crash
 // never leaves an account at the CA whose key is lost.
@@ -48,6 +64,13 @@ func (m *Manager) Account(ctx context.Context, ca CA) (acme.Account, error) {
 // URL is known.
 func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account, error) {
 	prefix := AccountKeyPrefix(ca.Client.Host(), ca.Email)
+	// Renewals running at once (the agent) must not each create a key and
+	// register: the last key stored would not be the account's.
+	unlock, err := m.store.Lock(ctx, accountLockName(prefix))
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("locking the account: %w", err)
+	}
+	defer unlock()
 	keyPEM, err := m.store.Load(ctx, prefix+"/account.key")
 	switch {
 	case errors.Is(err, fs.ErrNotExist):

@@ -98,6 +98,9 @@ type Request struct {
 	SelfCheck func(ctx context.Context, p solve.Path, ch solve.Challenge) error
 	// DeployHook runs after the new version is live (not on a dry run).
 	DeployHook deploy.Hook
+	// Deploy writes extra outputs and reloads servers after the new
+	// version is live, then runs its hook (DeployHook when it has none).
+	Deploy deploy.Plan
 }
 
 // Result describes an obtained certificate.

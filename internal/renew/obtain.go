@@ -93,8 +93,19 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		return fail("preflight", false, err)
 	}
 	defer unlock()
-	if err := m.store.Recover(ctx, req.Name); err != nil {
-		return fail("store", false, err)
+	if err := m.sweepLocked(ctx, req); err != nil {
+		if rerr := m.store.Recover(ctx, req.Name); rerr != nil {
+			return fail("store", false, rerr)
+		}
+		m.log.WarnContext(ctx, "finishing an interrupted renewal", "certificate", req.Name, "error", err)
+	}
+	if !req.DryRun {
+		// Marks the renewal under way until it returns, so that after a
+		// crash Pending names the certificate and Sweep repairs it.
+		if err := m.store.Store(ctx, renewingKey(req.Name), []byte(m.now().UTC().Format(time.RFC3339))); err != nil {
+			return fail("store", false, fmt.Errorf("marking the renewal under way: %w", err))
+		}
+		defer func() { _ = m.store.Delete(context.WithoutCancel(ctx), renewingKey(req.Name)) }()
 	}
 
 	cands, err := m.Preflight(ctx, req)
@@ -190,13 +201,13 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	res.Elapsed = m.now().Sub(start)
 	m.log.InfoContext(ctx, "certificate stored", "certificate", req.Name, "version", version, "not_after", leaf.NotAfter, "elapsed", res.Elapsed)
-	if req.DeployHook.Command != "" {
+	if plan := req.plan(); !plan.Empty() {
 		info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: version, NotAfter: leaf.NotAfter}
-		if _, err := req.DeployHook.Run(context.WithoutCancel(ctx), info); err != nil {
+		if err := m.deployLive(ctx, req, info); err != nil {
 			res.DeployErr = err
-			m.log.ErrorContext(ctx, "deploy hook failed; the new certificate is live", "certificate", req.Name, "error", err)
+			m.log.ErrorContext(ctx, "deploy failed; the new certificate is live", "certificate", req.Name, "error", err)
 		} else {
-			m.log.InfoContext(ctx, "deploy hook ran", "certificate", req.Name, "command", req.DeployHook.Command)
+			m.log.InfoContext(ctx, "deployed", "certificate", req.Name, "command", plan.Hook.Command, "outputs", len(plan.Outputs), "reloads", len(plan.Reloads))
 		}
 	}
 	return res, nil
@@ -221,12 +232,21 @@ func joinPaths(used map[string]string) string {
 // presented is cleaned up, even when ctx is cancelled.
 func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account, order acme.Order, cands candidates, used map[string]string) error {
 	var done []presented
+	j := &journal{m: m, name: req.Name}
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
 		defer cancel()
+		failed := false
 		for _, p := range done {
 			if err := p.path.Solver.CleanUp(cctx, p.ch); err != nil {
+				failed = true
 				m.log.ErrorContext(cctx, "cleaning up challenge failed", "identifier", p.ch.Identifier.Value, "path", p.path.Name, "error", err)
+			}
+		}
+		if !failed && !req.DryRun {
+			j.entries = nil
+			if err := j.save(cctx); err != nil {
+				m.log.WarnContext(cctx, "clearing the cleanup journal", "certificate", req.Name, "error", err)
 			}
 		}
 	}()
@@ -242,7 +262,7 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 		if err != nil {
 			return err
 		}
-		p, err := m.present(ctx, req, acct.Location, url, authz, id, cands)
+		p, err := m.present(ctx, req, acct.Location, url, authz, id, cands, j)
 		if err != nil {
 			return err
 		}
@@ -283,7 +303,7 @@ func authzIdentifier(a acme.Authorization) (ident.Identifier, error) {
 
 // present picks the first candidate path for id whose challenge type the CA
 // offers and whose Present succeeds.
-func (m *Manager) present(ctx context.Context, req Request, acctURL, url string, authz acme.Authorization, id ident.Identifier, cands candidates) (presented, error) {
+func (m *Manager) present(ctx context.Context, req Request, acctURL, url string, authz acme.Authorization, id ident.Identifier, cands candidates, j *journal) (presented, error) {
 	offered := make(map[string]acme.Challenge, len(authz.Challenges))
 	var types []string
 	for _, c := range authz.Challenges {
@@ -304,11 +324,21 @@ func (m *Manager) present(ctx context.Context, req Request, acctURL, url string,
 		if typ != solve.DNSPersist01 && !solve.ValidToken(ch.Token) {
 			return presented{}, fmt.Errorf("the CA sent a malformed token %q for %s", ch.Token, id.Value)
 		}
+		// Written before Present, so that a crash leaves the challenge
+		// for Sweep to clean up.
+		entry := journalEntry{Path: p.Name, Challenge: ch}
+		if !req.DryRun {
+			if err := j.add(ctx, entry); err != nil {
+				return presented{}, err
+			}
+		}
 		if err := m.presentChecked(ctx, req, p, ch); err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", p.Name, err))
 			m.log.WarnContext(ctx, "path passed over; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
-			_ = p.Solver.CleanUp(cctx, ch)
+			if err := p.Solver.CleanUp(cctx, ch); err == nil && !req.DryRun {
+				j.drop(cctx, entry)
+			}
 			cancel()
 			continue
 		}

@@ -32,6 +32,16 @@ type Policy struct {
 // DefaultPolicy is the zero Policy with its defaults spelled out.
 var DefaultPolicy = Policy{}.withDefaults()
 
+// WithDefaults returns p with every zero field set to its default.
+func (p Policy) WithDefaults() Policy { return p.withDefaults() }
+
+// ARIRetry is how long to wait before asking again after the CA failed to
+// answer a renewal-info request: an hour, within [ARIPollMin, ARIPollMax].
+func (p Policy) ARIRetry() time.Duration {
+	p = p.withDefaults()
+	return min(max(time.Hour, p.ARIPollMin), p.ARIPollMax)
+}
+
 func (p Policy) withDefaults() Policy {
 	if p.Jitter <= 0 {
 		p.Jitter = 1.0 / 20
@@ -124,7 +134,10 @@ func WindowPassed(w *store.ARIWindow) bool {
 // places the renewal inside its window (see RenewAt); retryFrac jitters the
 // backoff after a failure (see Backoff; 1 gives the full delay). Failed
 // attempts back off exponentially from the last attempt, or until the CA's
-// Retry-After when later, unless the certificate has already expired.
+// Retry-After when later. An expired certificate is due at once after a
+// success, and after a failure as soon as the backoff, capped at
+// BackoffMin, and the CA's Retry-After allow: hammering a CA that refuses
+// only earns a longer rate limit.
 func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Decision {
 	at := p.RenewAt(r.NotBefore, r.NotAfter, r.ARI, frac)
 	reason := ReasonLifetime
@@ -135,6 +148,13 @@ func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Deci
 		}
 	}
 	if !now.Before(r.NotAfter) {
+		if r.Last != nil && !r.Last.OK && r.Last.Failures > 0 {
+			q := p.withDefaults()
+			q.BackoffMax = q.BackoffMin
+			if next := q.RetryAt(*r.Last, retryFrac); now.Before(next) {
+				return Decision{Due: false, At: next, Reason: ReasonExpired + ", " + ReasonBackoff}
+			}
+		}
 		return Decision{Due: true, At: r.NotAfter, Reason: ReasonExpired}
 	}
 	if r.Last != nil && !r.Last.OK && r.Last.Failures > 0 {

@@ -291,3 +291,22 @@ func TestPolicyYear(t *testing.T) {
 		}
 	}
 }
+
+// An expired certificate that keeps failing is retried after at most
+// BackoffMin, and never before the CA's Retry-After.
+func TestDueExpiredBacksOff(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	rec := store.Record{NotBefore: nb, NotAfter: nb.Add(time.Hour)}
+	at := rec.NotAfter.Add(time.Minute)
+	rec.Last = &store.Attempt{Time: at, Failures: 9}
+	if d := Due(rec, at.Add(30*time.Second), 0); d.Due {
+		t.Errorf("retried 30s after a failure: %+v", d)
+	}
+	if d := Due(rec, at.Add(time.Minute), 0); !d.Due || d.Reason != ReasonExpired {
+		t.Errorf("not retried after BackoffMin: %+v", d)
+	}
+	rec.Last.RetryAfter = at.Add(time.Hour)
+	if d := Due(rec, at.Add(30*time.Minute), 0); d.Due {
+		t.Errorf("Retry-After ignored for an expired certificate: %+v", d)
+	}
+}

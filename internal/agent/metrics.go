@@ -1,0 +1,149 @@
+package agent
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// Metrics are the agent's Prometheus figures. A nil *Metrics records
+// nothing, so the agent calls its methods unconditionally.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	notAfter    *prometheus.GaugeVec
+	lastSuccess *prometheus.GaugeVec
+	nextRenewal *prometheus.GaugeVec
+	failing     *prometheus.GaugeVec
+	attempts    *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	ariPolls    *prometheus.CounterVec
+	notices     *prometheus.CounterVec
+	deployFails prometheus.Counter
+	running     prometheus.Gauge
+}
+
+// NewMetrics returns metrics on a registry of their own, with the Go and
+// process collectors.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	cert := []string{"certificate"}
+	m := &Metrics{
+		reg: reg,
+		notAfter: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_expiry_timestamp_seconds",
+			Help: "NotAfter of the live certificate, as a Unix time."}, cert),
+		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_last_success_timestamp_seconds",
+			Help: "When the live certificate was obtained, as a Unix time."}, cert),
+		nextRenewal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_next_renewal_timestamp_seconds",
+			Help: "When the agent will next try to renew the certificate, as a Unix time."}, cert),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_consecutive_failures",
+			Help: "Consecutive failed renewal attempts of the certificate (0 after a success)."}, cert),
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_renewal_attempts_total",
+			Help: "Renewal attempts, by CA and by the validation paths the certificate lists."}, []string{"ca", "path"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_renewal_failures_total",
+			Help: "Failed renewal attempts, by CA and by the validation paths the certificate lists."}, []string{"ca", "path"}),
+		ariPolls: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_ari_polls_total",
+			Help: "Renewal-information requests to the CA (RFC 9773), by result."}, []string{"result"}),
+		notices: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_notifications_total",
+			Help: "Notifications about failing certificates close to expiry, by result."}, []string{"result"}),
+		deployFails: prometheus.NewCounter(prometheus.CounterOpts{Name: "detour_deploy_failures_total",
+			Help: "Renewals whose certificate went live but whose deploy step (output, reload, hook) failed."}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "detour_renewals_in_flight",
+			Help: "Renewals running now."}),
+	}
+	reg.MustRegister(m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.attempts, m.failures, m.ariPolls,
+		m.notices, m.deployFails, m.running,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// Registry returns the registry, for tests and extra collectors.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+func (m *Metrics) record(r store.Record) {
+	if m == nil {
+		return
+	}
+	m.notAfter.WithLabelValues(r.Name).Set(float64(r.NotAfter.Unix()))
+	if !r.Issued.IsZero() {
+		m.lastSuccess.WithLabelValues(r.Name).Set(float64(r.Issued.Unix()))
+	}
+	failures := 0
+	if r.Last != nil && !r.Last.OK {
+		failures = r.Last.Failures
+	}
+	m.failing.WithLabelValues(r.Name).Set(float64(failures))
+}
+
+func (m *Metrics) scheduled(s *certState) {
+	if m == nil {
+		return
+	}
+	if s.rec != nil {
+		m.record(*s.rec)
+	}
+	if s.action == actionRenew {
+		m.nextRenewal.WithLabelValues(s.cert.Name).Set(float64(s.next.Unix()))
+	}
+}
+
+func (m *Metrics) forget(name string) {
+	if m == nil {
+		return
+	}
+	for _, v := range []*prometheus.GaugeVec{m.notAfter, m.lastSuccess, m.nextRenewal, m.failing} {
+		v.DeleteLabelValues(name)
+	}
+}
+
+func (m *Metrics) attempt(ca, path string, err error) {
+	if m == nil {
+		return
+	}
+	m.attempts.WithLabelValues(ca, path).Inc()
+	if err != nil {
+		m.failures.WithLabelValues(ca, path).Inc()
+	}
+}
+
+func (m *Metrics) ariPoll(err error) {
+	if m == nil {
+		return
+	}
+	m.ariPolls.WithLabelValues(outcome(err)).Inc()
+}
+
+func (m *Metrics) notification(err error) {
+	if m == nil {
+		return
+	}
+	m.notices.WithLabelValues(outcome(err)).Inc()
+}
+
+func (m *Metrics) deployFailed() {
+	if m != nil {
+		m.deployFails.Inc()
+	}
+}
+
+func (m *Metrics) inFlight(d float64) {
+	if m != nil {
+		m.running.Add(d)
+	}
+}
+
+func outcome(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}

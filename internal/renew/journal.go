@@ -1,0 +1,203 @@
+package renew
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strings"
+
+	"github.com/detour-acme/detour/internal/deploy"
+	"github.com/detour-acme/detour/internal/solve"
+)
+
+// Work a renewal leaves to finish if the process dies is written down
+// before it starts, under pending/ in the store:
+//
+//	pending/<name>.renewing       a renewal is (or was, if it died) under way
+//	pending/<name>.cleanup.json   challenges presented and not yet cleaned up
+//	pending/<name>.deploy.json    a live version not yet deployed
+//
+// A later Obtain of the same certificate, or Sweep, finishes it: Recover of
+// an interrupted store, CleanUp of every recorded challenge on the path of
+// the same name, and the deploy plan for the live version.
+const pendingPrefix = "pending/"
+
+func cleanupKey(name string) string  { return pendingPrefix + name + ".cleanup.json" }
+func deployKey(name string) string   { return pendingPrefix + name + ".deploy.json" }
+func renewingKey(name string) string { return pendingPrefix + name + ".renewing" }
+
+// pendingSuffixes are the endings of the keys under pending/.
+var pendingSuffixes = []string{".renewing", ".cleanup.json", ".deploy.json"}
+
+// journalEntry is one challenge that may be in place.
+type journalEntry struct {
+	Path      string          `json:"path"`
+	Challenge solve.Challenge `json:"challenge"`
+}
+
+// journal records the challenges of one renewal that may need cleaning up.
+type journal struct {
+	m       *Manager
+	name    string
+	entries []journalEntry
+}
+
+// add records e before its Present runs.
+func (j *journal) add(ctx context.Context, e journalEntry) error {
+	j.entries = append(j.entries, e)
+	return j.save(ctx)
+}
+
+// drop forgets e after its CleanUp ran.
+func (j *journal) drop(ctx context.Context, e journalEntry) {
+	if i := slices.IndexFunc(j.entries, func(x journalEntry) bool { return x.Path == e.Path && x.Challenge.Token == e.Challenge.Token }); i >= 0 {
+		j.entries = slices.Delete(j.entries, i, i+1)
+	}
+	if err := j.save(ctx); err != nil {
+		j.m.log.WarnContext(ctx, "updating the cleanup journal", "certificate", j.name, "error", err)
+	}
+}
+
+func (j *journal) save(ctx context.Context) error {
+	if len(j.entries) == 0 {
+		return j.m.store.Delete(ctx, cleanupKey(j.name))
+	}
+	data, err := json.Marshal(j.entries)
+	if err != nil {
+		return fmt.Errorf("encoding the cleanup journal: %w", err)
+	}
+	if err := j.m.store.Store(ctx, cleanupKey(j.name), data); err != nil {
+		return fmt.Errorf("writing the cleanup journal: %w", err)
+	}
+	return nil
+}
+
+// pendingDeploy is what pending/<name>.deploy.json holds.
+type pendingDeploy struct {
+	Version int `json:"version"`
+}
+
+// Pending returns, sorted, the names of certificates with work left by a
+// renewal that did not finish (challenges to clean up, a version to
+// deploy). Sweep finishes it.
+func (m *Manager) Pending(ctx context.Context) ([]string, error) {
+	keys, err := m.store.List(ctx, strings.TrimSuffix(pendingPrefix, "/"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("listing unfinished renewals: %w", err)
+	}
+	var names []string
+	for _, k := range keys {
+		base := strings.TrimPrefix(k, pendingPrefix)
+		for _, suffix := range pendingSuffixes {
+			if n, ok := strings.CutSuffix(base, suffix); ok && !slices.Contains(names, n) {
+				names = append(names, n)
+			}
+		}
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Sweep finishes what an interrupted renewal of req.Name left: it rolls
+// back or completes an interrupted store (Recover), cleans up challenges
+// that may still be in place, and deploys a live version that was not
+// deployed. It takes the certificate's lock and returns an error wrapping
+// store.ErrLocked when another process holds it.
+func (m *Manager) Sweep(ctx context.Context, req Request) error {
+	unlock, err := m.store.TryLock(ctx, req.Name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return m.sweepLocked(ctx, req)
+}
+
+// sweepLocked is Sweep for a caller holding the lock.
+func (m *Manager) sweepLocked(ctx context.Context, req Request) error {
+	if err := m.store.Recover(ctx, req.Name); err != nil {
+		return err
+	}
+	var errs []error
+	if err := m.store.Delete(ctx, renewingKey(req.Name)); err != nil {
+		errs = append(errs, err)
+	}
+	if data, err := m.store.Load(ctx, cleanupKey(req.Name)); err == nil {
+		var entries []journalEntry
+		if err := json.Unmarshal(data, &entries); err != nil {
+			m.log.WarnContext(ctx, "discarding an unreadable cleanup journal", "certificate", req.Name, "error", err)
+		}
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
+		for _, e := range entries {
+			i := slices.IndexFunc(req.Paths, func(p solve.Path) bool { return p.Name == e.Path })
+			if i < 0 {
+				m.log.WarnContext(ctx, "cannot clean up a challenge of an interrupted renewal: its path is no longer configured",
+					"certificate", req.Name, "path", e.Path, "identifier", e.Challenge.Identifier.Value)
+				continue
+			}
+			if err := req.Paths[i].Solver.CleanUp(cctx, e.Challenge); err != nil {
+				errs = append(errs, fmt.Errorf("cleaning up %s on path %s: %w", e.Challenge.Identifier.Value, e.Path, err))
+				continue
+			}
+			m.log.InfoContext(ctx, "cleaned up a challenge left by an interrupted renewal", "certificate", req.Name, "path", e.Path, "identifier", e.Challenge.Identifier.Value)
+		}
+		cancel()
+		if len(errs) == 0 {
+			if err := m.store.Delete(ctx, cleanupKey(req.Name)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("reading the cleanup journal: %w", err))
+	}
+	if req.DryRun {
+		return errors.Join(errs...)
+	}
+	if data, err := m.store.Load(ctx, deployKey(req.Name)); err == nil {
+		var pd pendingDeploy
+		_ = json.Unmarshal(data, &pd)
+		if rec, err := m.store.LoadRecord(ctx, req.Name); err == nil {
+			m.log.InfoContext(ctx, "deploying a version an interrupted renewal stored", "certificate", req.Name, "version", rec.Version)
+			info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: rec.Version, NotAfter: rec.NotAfter}
+			if err := req.plan().Run(context.WithoutCancel(ctx), info, m.log); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := m.store.Delete(ctx, deployKey(req.Name)); err != nil {
+			errs = append(errs, err)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("reading the pending deploy: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// plan returns the deploy plan of req: Deploy, with DeployHook as its hook
+// when Deploy names none.
+func (req Request) plan() deploy.Plan {
+	p := req.Deploy
+	if p.Hook.Command == "" {
+		p.Hook = req.DeployHook
+	}
+	return p
+}
+
+// deployLive runs req's deploy plan for the version just stored, marking it
+// pending first so that a crash in between is caught up by Sweep.
+func (m *Manager) deployLive(ctx context.Context, req Request, info deploy.Info) error {
+	plan := req.plan()
+	if plan.Empty() {
+		return nil
+	}
+	data, _ := json.Marshal(pendingDeploy{Version: info.Version})
+	if err := m.store.Store(ctx, deployKey(req.Name), data); err != nil {
+		m.log.WarnContext(ctx, "marking the deploy pending", "certificate", req.Name, "error", err)
+	}
+	err := plan.Run(context.WithoutCancel(ctx), info, m.log)
+	if derr := m.store.Delete(context.WithoutCancel(ctx), deployKey(req.Name)); derr != nil {
+		m.log.WarnContext(ctx, "clearing the pending deploy", "certificate", req.Name, "error", derr)
+	}
+	return err
+}
