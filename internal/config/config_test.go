@@ -41,6 +41,14 @@ func TestExampleParses(t *testing.T) {
 		"nofiles": {Name: "nofiles", Kind: KindStateless, Challenge: ChallengeHTTP01},
 		"alpn":    {Name: "alpn", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
 		"door":    {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
+		"window": {Name: "window", Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80",
+			Settings: map[string]string{"firewall": "nftables", "firewall_timeout": "10m"}},
+		"bind": {Name: "bind", Kind: KindRFC2136, Challenge: ChallengeDNS01,
+			Settings: map[string]string{"tsig_algorithm": "hmac-sha256", "tsig_key": "detour-key", "tsig_secret_file": "/etc/detour/tsig.secret"}},
+		"delegated": {Name: "delegated", Kind: KindACMEDNS, Challenge: ChallengeDNS01, Settings: map[string]string{"server": "https://auth.example.net"}},
+		"cloud": {Name: "cloud", Kind: KindDNSProvider, Challenge: ChallengeDNS01,
+			Settings: map[string]string{"credentials_file": "/etc/detour/cloudflare.ini", "provider": "cloudflare"}},
+		"standing": {Name: "standing", Kind: KindPersist, Challenge: ChallengeDNSPersist01, Settings: map[string]string{"policy": "wildcard"}},
 	}
 	if !reflect.DeepEqual(cfg.Paths, wantPaths) {
 		t.Errorf("paths = %+v, want %+v", cfg.Paths, wantPaths)

@@ -22,6 +22,14 @@ key_type = "ecdsa-p256"
 # You accept the terms of service of the CAs you use.
 agree_tos = true
 
+# The agent (detour run): Prometheus metrics, off unless set.
+# metrics_listen = "127.0.0.1:9402"
+# Tell someone when a certificate is within notify_days of expiry and its
+# last renewal failed (a command, a webhook, or both).
+# notify_command = "mail -s 'detour: $DETOUR_NAME' ops@example.com"
+# notify_webhook = "https://hooks.example.com/detour"
+# notify_days = 7
+
 # A private CA, or one that needs External Account Binding.
 [ca.corp]
 directory = "https://acme.corp.example/directory"   # required, https
@@ -71,12 +79,50 @@ listen = "127.0.0.1:8403"  # see ` + "`detour snippet tls-alpn`" + `
 kind = "front-door"        # ` + "`detour router`" + ` owns :443 and passes the rest on
 router = "127.0.0.1:443"   # where the router listens
 
+# Port 80 closed by the firewall? Open it only while the CA validates; the
+# kernel closes it by itself after firewall_timeout even if Detour dies.
+[path.window]
+kind = "standalone"
+listen = ":80"
+firewall = "nftables"      # or "iptables", "iptables-nft", "ufw", "firewalld", "exec"
+firewall_timeout = "10m"
+
+# dns-01 without an inbound port.
+[path.bind]
+kind = "rfc2136"           # dynamic updates to the zone's primary
+tsig_key = "detour-key"
+tsig_algorithm = "hmac-sha256"
+tsig_secret_file = "/etc/detour/tsig.secret"   # or tsig_secret = "base64..."
+# server = "192.0.2.53:53"  # default: the zone's SOA primary
+
+[path.delegated]
+kind = "acme-dns"          # one CNAME _acme-challenge.<name> -> an acme-dns zone
+server = "https://auth.example.net"            # any acme-dns server, or ` + "`detour dns-server`" + `
+
+[path.cloud]
+kind = "dns-provider"      # through the provider's API (lego's providers)
+provider = "cloudflare"    # cloudflare, route53, digitalocean, hetzner, gandi, ovh
+credentials_file = "/etc/detour/cloudflare.ini"  # api_token = "..."
+
+[path.standing]
+kind = "persist"           # dns-persist-01: one standing TXT, no change at renewal
+policy = "wildcard"        # ` + "`detour persist-record <name> --wildcard`" + ` prints it
+
 [[certificate]]
 name = "example"                                 # default: the first domain
 domains = ["example.com", "www.example.com"]
 paths = ["forward", "docroot", "web"]            # the first that works is used
 deploy_hook = "systemctl reload nginx"           # run after each new certificate
 # self_check = false   # skip Detour's own fetch before asking the CA (NAT without hairpin)
+reload = ["nginx"]                               # built-in graceful reload (systemd, else the pid file)
+fallback_ca = ["buypass"]                        # after after_failures failures in a row on the CA
+after_failures = 3
+
+[[certificate.output]]                           # a copy for a service running as another user
+path = "/etc/haproxy/certs/example.pem"
+format = "combined"                              # cert, chain, fullchain, privkey, combined, pkcs12
+owner = "haproxy"
+mode = "0640"
 
 [[certificate]]
 # name defaults to "wildcard.example.com"
@@ -86,6 +132,13 @@ key_type = "ecdsa-p384"                          # default: key_type above
 profile = "tlsserver"                            # ACME profile, if the CA offers profiles
 preferred_chain = "ISRG Root X1"                 # issuer common name of the chain to prefer
 paths = ["dns", "web"]                           # a wildcard needs a dns-01 path
+
+# The front door: ` + "`detour router`" + ` owns :443 and passes everything but
+# the CA's acme-tls/1 connections to the web server on a local port.
+[router]
+listen = ":443"
+backend = "127.0.0.1:8443"
+proxy_protocol = false
 
 [[certificate]]
 name = "lb-address"
