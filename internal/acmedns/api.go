@@ -251,7 +251,10 @@ func (s *Server) authenticate(ctx context.Context, user, key string) (*account, 
 // admit applies the per-source rate limit, answering 429 when it is
 // exceeded.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request) bool {
-	if s.limit == nil || s.limit.allow(remoteAddr(r)) {
+	if s.limit == nil {
+		return true
+	}
+	if ok, _ := s.limit.Allow(remoteAddr(r)); ok {
 		return true
 	}
 	w.Header().Set("Retry-After", "1")

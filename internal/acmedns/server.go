@@ -65,6 +65,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/detour-acme/detour/internal/dnsserver"
+	"github.com/detour-acme/detour/internal/ratelimit"
 	"github.com/detour-acme/detour/internal/store"
 )
 
@@ -75,6 +76,15 @@ const (
 	DefaultRateLimit    = 5  // requests per second per source, /register and /update together
 	DefaultRateBurst    = 20 // requests in a burst per source
 	DefaultMaxBodyBytes = 16 << 10
+)
+
+// Rate limiter parameters.
+const (
+	// maxSources bounds the limiter's memory; sources seen once the table
+	// is full share one overflow bucket.
+	maxSources = 1 << 14
+	// sweepInterval is how often buckets that have refilled are forgotten.
+	sweepInterval = time.Minute
 )
 
 // HTTP server timeouts.
@@ -136,7 +146,7 @@ type Server struct {
 	maxBody  int64
 	cost     int
 	now      func() time.Time
-	limit    *limiter // nil when disabled
+	limit    *ratelimit.Limiter // nil when disabled
 	hashSem  chan struct{}
 	mux      *http.ServeMux
 
@@ -196,7 +206,13 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 		if burst <= 0 {
 			burst = max(DefaultRateBurst, int(rate))
 		}
-		s.limit = newLimiter(rate, burst, s.now)
+		s.limit = ratelimit.New(ratelimit.Options{
+			Rate:       rate,
+			Burst:      burst,
+			MaxSources: maxSources,
+			SweepEvery: sweepInterval,
+			Now:        s.now,
+		})
 	}
 	accts, err := loadAccounts(ctx, s.st)
 	if err != nil {

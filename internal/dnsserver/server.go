@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/detour-acme/detour/internal/ratelimit"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -97,7 +99,7 @@ type Server struct {
 	txtTTL  uint32
 	udpSize int
 	now     func() time.Time
-	limit   *limiter // nil when disabled
+	limit   *ratelimit.Limiter // nil when disabled
 	dropped atomic.Uint64
 
 	mu         sync.Mutex
@@ -178,7 +180,13 @@ func New(opts Options) *Server {
 		if burst <= 0 {
 			burst = max(DefaultRateBurst, int(2*rate))
 		}
-		s.limit = newLimiter(rate, burst, s.now)
+		s.limit = ratelimit.New(ratelimit.Options{
+			Rate:       rate,
+			Burst:      burst,
+			MaxSources: maxSources,
+			SweepEvery: sweepInterval,
+			Now:        s.now,
+		})
 	}
 	s.serial = uint32(s.now().Unix())
 	return s
