@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"os"
@@ -16,8 +17,6 @@ import (
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/sandbox"
 	"github.com/detour-acme/detour/internal/solve"
-	"github.com/detour-acme/detour/internal/solve/dnsembed"
-	"github.com/detour-acme/detour/internal/solve/standalone"
 	"github.com/detour-acme/detour/internal/store"
 )
 
@@ -41,9 +40,14 @@ func (a *app) sandboxCommand() *cobra.Command {
 		Use:   "sandbox",
 		Short: "Rehearse offline: a local ACME CA and DNS, and real certificates through every path",
 		Long: `Start a local ACME CA (Pebble, in-process) and Detour's DNS responder on
-loopback, then obtain real certificates from it through every validation path:
-standalone http-01, standalone tls-alpn-01 and dns-01 through the embedded DNS
-responder (including a wildcard), and renew one of them. Prints what was issued.
+loopback, then obtain real certificates from it through every validation path
+that can run on this machine alone: http-01 through standalone, webroot, side
+port and stateless (behind a local web server that dispatches by name, as
+yours would), tls-alpn-01 through standalone, the front door (a Detour router
+passing other TLS to a local HTTPS backend) and alpn-forward (a TLS proxy
+forwarding one name to Detour's port), dns-01 through the embedded DNS
+responder and dns-persist-01 through a standing record (both with a
+wildcard), and renew one of them. Prints what was issued.
 
 Nothing leaves this machine. Certificates go to a temporary state directory
 unless --state-dir is given.
@@ -71,6 +75,9 @@ type demo struct {
 	path  string
 	ids   []string
 	renew bool
+	// before, if set, runs just before the demo, e.g. to hand a validation
+	// port from one path to the next.
+	before func(context.Context) error
 }
 
 func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
@@ -106,40 +113,6 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 	}
 	defer env.Close()
 
-	demos := []demo{
-		{name: "http-demo", path: "standalone-http", ids: []string{"http.detour.test", "127.0.0.1"}, renew: true},
-		{name: "alpn-demo", path: "standalone-tls-alpn", ids: []string{"alpn.detour.test"}},
-		{name: "dns-demo", path: "dns-embedded", ids: []string{"dns.detour.test", "*.dns.detour.test"}},
-	}
-	for _, d := range demos {
-		for _, n := range d.ids {
-			if !strings.HasPrefix(n, "*.") && strings.HasSuffix(n, ".test") {
-				env.AddName(n)
-			}
-		}
-	}
-	httpS, err := standalone.NewHTTP01(standalone.Options{Logger: a.log, Listener: env.HTTPListener})
-	if err != nil {
-		return err
-	}
-	defer httpS.Close()
-	tlsS, err := standalone.NewTLSALPN01(standalone.Options{Logger: a.log, Listener: env.TLSListener})
-	if err != nil {
-		return err
-	}
-	defer tlsS.Close()
-	dnsS, err := dnsembed.New(dnsembed.Options{Logger: a.log, Server: env.DNS, QueryAddr: env.DNSAddr})
-	if err != nil {
-		return err
-	}
-	paths := map[string]struct {
-		s   solve.Solver
-		ref store.PathRef
-	}{
-		"standalone-http":     {httpS, store.PathRef{Name: "standalone-http", Kind: "standalone", Settings: map[string]string{"challenge": solve.HTTP01, "listen": env.HTTPListener.Addr().String()}}},
-		"standalone-tls-alpn": {tlsS, store.PathRef{Name: "standalone-tls-alpn", Kind: "standalone", Settings: map[string]string{"challenge": solve.TLSALPN01, "listen": env.TLSListener.Addr().String()}}},
-		"dns-embedded":        {dnsS, store.PathRef{Name: "dns-embedded", Kind: "dns-embedded", Settings: map[string]string{"challenge": solve.DNS01, "listen": env.DNSAddr}}},
-	}
 	client, err := acme.New(acme.Options{Directory: env.CA.DirectoryURL(), RootsPEM: env.CA.TLSRootsPEM(), Logger: a.log})
 	if err != nil {
 		return err
@@ -154,6 +127,23 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 		return err
 	}
 	ca := renew.CA{Client: client, Name: "sandbox", Email: "sandbox@detour.test", AgreeTOS: true, RootBundle: rootsFile}
+	acct, err := m.Account(ctx, ca)
+	if err != nil {
+		return err
+	}
+	sp, err := a.sandboxPaths(ctx, env, st, ca, acct)
+	defer sp.close()
+	if err != nil {
+		return err
+	}
+	demos := sp.demos
+	for _, d := range demos {
+		for _, n := range d.ids {
+			if !strings.HasPrefix(n, "*.") && strings.HasSuffix(n, ".test") {
+				env.AddName(n)
+			}
+		}
+	}
 	// Self-check each answer as the sandbox CA will fetch it: through the
 	// sandbox DNS, on the ports its validation authority uses.
 	a.resolver = env.DNSAddr
@@ -168,7 +158,12 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 		if err != nil {
 			return err
 		}
-		p := paths[d.path]
+		if d.before != nil {
+			if err := d.before(ctx); err != nil {
+				return fmt.Errorf("sandbox: %s: %w", d.path, err)
+			}
+		}
+		p := sp.paths[d.path]
 		req := renew.Request{
 			Name: d.name, Identifiers: ids, Profile: env.CA.DefaultProfile(), CA: ca,
 			Paths: []solve.Path{{Name: d.path, Solver: p.s}}, Refs: []store.PathRef{p.ref},
@@ -202,8 +197,9 @@ func (a *app) sandbox(cmd *cobra.Command, f sandboxFlags) error {
 		return nil
 	}
 	// Free the validation ports for the user's own detour process.
-	httpS.Close()
-	tlsS.Close()
+	if err := sp.close(); err != nil {
+		return err
+	}
 	for _, n := range f.names {
 		env.AddName(n)
 	}

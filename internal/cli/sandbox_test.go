@@ -8,7 +8,9 @@ import (
 )
 
 // TestSandbox runs the offline rehearsal in-process and checks its table:
-// one row per validation path plus the renewal, each with a version.
+// one row per validation path plus the renewal, each with a version. Every
+// row is a certificate the local CA issued after validating through that
+// path (and Detour's self-check of it), so a broken path fails the run.
 func TestSandbox(t *testing.T) {
 	t.Parallel()
 	state := t.TempDir()
@@ -27,8 +29,14 @@ func TestSandbox(t *testing.T) {
 	want := []struct{ path, challenge, version string }{
 		{"standalone-http", "http-01", "1"},
 		{"standalone-http (renewal)", "http-01", "2"},
+		{"webroot", "http-01", "1"},
+		{"side-port", "http-01", "1"},
+		{"stateless", "http-01", "1"},
 		{"standalone-tls-alpn", "tls-alpn-01", "1"},
+		{"front-door", "tls-alpn-01", "1"},
+		{"alpn-forward", "tls-alpn-01", "1"},
 		{"dns-embedded", "dns-01", "1"},
+		{"persist", "dns-persist-01", "1"},
 	}
 	if len(rows) != len(want) {
 		t.Fatalf("table has %d rows, want %d:\n%s", len(rows), len(want), r.stdout)
@@ -45,11 +53,11 @@ func TestSandbox(t *testing.T) {
 		}
 	}
 	wantIn(t, "sandbox output", r.stdout, "All certificates issued", state)
-	for _, name := range []string{"http-demo", "alpn-demo", "dns-demo"} {
+	for _, name := range []string{"http-demo", "webroot-demo", "side-demo", "stateless-demo", "alpn-demo", "door-demo", "forward-demo"} {
 		checkLive(t, state, name)
 	}
-	leaf := checkLive(t, state, "dns-demo")
-	checkCovers(t, leaf, "dns.detour.test", "any.dns.detour.test")
+	checkCovers(t, checkLive(t, state, "dns-demo"), "dns.detour.test", "any.dns.detour.test")
+	checkCovers(t, checkLive(t, state, "persist-demo"), "persist.detour.test", "any.persist.detour.test")
 	if got := archiveCerts(t, state, "http-demo"); !slices.Equal(got, []string{"cert1.pem", "cert2.pem"}) {
 		t.Errorf("http-demo archive holds %v, want cert1.pem and cert2.pem", got)
 	}
