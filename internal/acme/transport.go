@@ -3,6 +3,7 @@ package acme
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,7 +46,51 @@ func (e *RetryAfterError) Error() string {
 	return fmt.Sprintf("the CA at %s asked to wait until %s (Retry-After) before the next request", e.Host, e.Until.UTC().Format(time.RFC3339))
 }
 
+// maxRetries bounds how often one request is sent again after a 429 or 503
+// whose Retry-After fits within maxWait.
+const maxRetries = 2
+
 func (g *gate) RoundTrip(req *http.Request) (*http.Response, error) {
+	for attempt := 0; ; attempt++ {
+		resp, err := g.roundTrip(req)
+		if err != nil || attempt == maxRetries || !retryable(resp) {
+			return resp, err
+		}
+		// The CA is busy or limiting and said when to come back: do so,
+		// rather than fail the whole renewal. Replaying a signed request is
+		// safe: a consumed nonce comes back as badNonce, which the ACME
+		// layer re-signs.
+		if req.Body != nil && req.GetBody == nil {
+			return resp, nil
+		}
+		next := req.Clone(req.Context())
+		if req.GetBody != nil {
+			body, berr := req.GetBody()
+			if berr != nil {
+				return resp, nil
+			}
+			next.Body = body
+		}
+		until := g.blockedUntil(req.URL.Host)
+		if until.Sub(g.now()) > g.maxWait {
+			return resp, nil
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		req = next
+	}
+}
+
+// retryable reports a 429 or 503 answer carrying Retry-After.
+func retryable(resp *http.Response) bool {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return false
+	}
+	return resp.Header.Get("Retry-After") != ""
+}
+
+// roundTrip sends req once, after any wait the CA asked for.
+func (g *gate) roundTrip(req *http.Request) (*http.Response, error) {
 	host := req.URL.Host
 	g.mu.Lock()
 	until := g.notUntil[host]

@@ -2,6 +2,7 @@ package acme
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -99,24 +100,60 @@ func TestGateWaitsForRetryAfter(t *testing.T) {
 	srv := newRateServer(t, scripted{http.StatusServiceUnavailable, "1"}, scripted{http.StatusOK, ""})
 	g := newGate(srv.Client().Transport, time.Minute)
 	hc := &http.Client{Transport: g}
+	// The request is sent again once the CA's Retry-After has passed.
 	resp, err := get(t, hc, srv.URL+"/a")
-	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
-		t.Fatalf("first request: %v, %v; want 503", resp, err)
-	}
-	if g.blockedUntil(srv.Listener.Addr().String()).IsZero() {
-		t.Fatal("the gate does not record the 503's Retry-After")
-	}
-	// Another path on the same host is held too.
-	resp, err = get(t, hc, srv.URL+"/b")
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("second request: %v, %v; want 200", resp, err)
+		t.Fatalf("request: %v, %v; want 200 after one retry", resp, err)
 	}
 	at := srv.arrivals()
 	if len(at) != 2 {
 		t.Fatalf("server saw %d requests, want 2", len(at))
 	}
 	if gap := at[1].Sub(at[0]); gap < 900*time.Millisecond || gap > 3*time.Second {
-		t.Errorf("second request arrived %v after the first; want about 1s (Retry-After: 1)", gap)
+		t.Errorf("retry arrived %v after the first; want about 1s (Retry-After: 1)", gap)
+	}
+	// The wait is over: another path on the same host goes at once.
+	start := time.Now()
+	if resp, err = get(t, hc, srv.URL+"/b"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("second request: %v, %v; want 200", resp, err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("second request held %v after the Retry-After had passed", d)
+	}
+}
+
+func TestGateReplaysBodyAndGivesUp(t *testing.T) {
+	t.Parallel()
+	var bodies []string
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies = append(bodies, string(b))
+		mu.Unlock()
+		w.Header().Set("Retry-After", "0")
+		w.WriteHeader(http.StatusTooManyRequests)
+	}))
+	t.Cleanup(srv.Close)
+	hc := &http.Client{Transport: newGate(srv.Client().Transport, time.Minute)}
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL, strings.NewReader("signed-jws"))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("status = %d, want the CA's 429 once retries are used up", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(bodies) != 1+maxRetries {
+		t.Fatalf("server saw %d requests, want %d", len(bodies), 1+maxRetries)
+	}
+	for i, b := range bodies {
+		if b != "signed-jws" {
+			t.Errorf("request %d body = %q, want the original body replayed", i, b)
+		}
 	}
 }
 
@@ -202,9 +239,6 @@ func TestGateWaitHonoursContext(t *testing.T) {
 	srv := newRateServer(t, scripted{http.StatusServiceUnavailable, "5"}, scripted{http.StatusOK, ""})
 	g := newGate(srv.Client().Transport, time.Minute)
 	hc := &http.Client{Transport: g, Timeout: 100 * time.Millisecond}
-	if _, err := get(t, hc, srv.URL); err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
 	_, err := get(t, hc, srv.URL)
 	if err == nil {
