@@ -58,9 +58,10 @@ func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error
 func notApplicableReason(typ string, id ident.Identifier) string {
 	switch {
 	case id.IsWildcard():
-		return "a wildcard can only be validated with dns-01"
+		return "a wildcard can only be validated with dns-01 (or dns-persist-01); list a DNS path too: " +
+			"dns-embedded, or a path of kind rfc2136, acme-dns, dns-provider or persist"
 	case id.Type == ident.TypeIP:
-		return "an IP address cannot be validated with dns-01 (RFC 8738)"
+		return "an IP address cannot be validated through DNS (RFC 8738); list an http-01 or tls-alpn-01 path too"
 	}
 	return "not applicable"
 }
