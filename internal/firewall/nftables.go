@@ -183,6 +183,23 @@ type nftState struct {
 }
 
 // read reads Detour's table and analyses the user's ruleset.
+// current connects and reads the ruleset. With safe set, a ruleset Detour
+// cannot change safely is an error (ErrUnsafe) explaining why.
+func (b *nftBackend) current(safe bool) (*nftables.Conn, *nftState, error) {
+	c, err := b.conn()
+	if err != nil {
+		return nil, nil, err
+	}
+	st, err := b.read(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	if safe && len(st.problems) > 0 {
+		return nil, nil, unsafeError(st.problems)
+	}
+	return c, st, nil
+}
+
 func (b *nftBackend) read(c *nftables.Conn) (*nftState, error) {
 	tables, err := c.ListTables()
 	if err != nil {
@@ -322,16 +339,9 @@ func (b *nftBackend) Check(ctx context.Context, w Window) error {
 	if err := w.validate(); err != nil {
 		return err
 	}
-	c, err := b.conn()
+	_, st, err := b.current(true)
 	if err != nil {
 		return err
-	}
-	st, err := b.read(c)
-	if err != nil {
-		return err
-	}
-	if len(st.problems) > 0 {
-		return unsafeError(st.problems)
 	}
 	for _, ch := range st.targets {
 		b.log.InfoContext(ctx, "your nftables ruleset can drop the validation port; while the window is open Detour adds the set "+
@@ -400,16 +410,9 @@ func (b *nftBackend) Open(ctx context.Context, w Window) error {
 	}
 	nftMu.Lock()
 	defer nftMu.Unlock()
-	c, err := b.conn()
+	c, st, err := b.current(true)
 	if err != nil {
 		return err
-	}
-	st, err := b.read(c)
-	if err != nil {
-		return err
-	}
-	if len(st.problems) > 0 {
-		return unsafeError(st.problems)
 	}
 	want := b.desired(st)
 	for _, f := range w.Family.Split() {
@@ -474,11 +477,7 @@ func ptr[T any](v T) *T { return &v }
 func (b *nftBackend) Close(ctx context.Context, w Window) error {
 	nftMu.Lock()
 	defer nftMu.Unlock()
-	c, err := b.conn()
-	if err != nil {
-		return err
-	}
-	st, err := b.read(c)
+	c, st, err := b.current(false)
 	if err != nil {
 		return err
 	}
@@ -540,11 +539,7 @@ func (b *nftBackend) removeAll(c *nftables.Conn, st *nftState) {
 
 // Status implements Backend.
 func (b *nftBackend) Status(ctx context.Context) ([]Hole, error) {
-	c, err := b.conn()
-	if err != nil {
-		return nil, err
-	}
-	st, err := b.read(c)
+	_, st, err := b.current(false)
 	if err != nil {
 		return nil, err
 	}
@@ -573,11 +568,7 @@ func (b *nftBackend) Status(ctx context.Context) ([]Hole, error) {
 func (b *nftBackend) Sweep(ctx context.Context, all bool) error {
 	nftMu.Lock()
 	defer nftMu.Unlock()
-	c, err := b.conn()
-	if err != nil {
-		return err
-	}
-	st, err := b.read(c)
+	c, st, err := b.current(false)
 	if err != nil {
 		return err
 	}
