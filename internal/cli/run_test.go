@@ -204,7 +204,7 @@ func TestRunSIGKILL(t *testing.T) {
 	stopProcess(t, p)
 	leaf := checkLive(t, state, name)
 	if got := leaf.SerialNumber.Text(16); got != loadRecord(t, state, name).Serial && rec.Version == loadRecord(t, state, name).Version {
-		t.Errorf("live serial %s does not match the record", got)
+		t.Errorf("live serial %s does not match the record's %s", got, loadRecord(t, state, name).Serial)
 	}
 	if m, _ := filepath.Glob(filepath.Join(state, "pending", "*")); len(m) > 0 {
 		t.Errorf("unfinished work left after a clean stop: %v", m)

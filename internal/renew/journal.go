@@ -9,8 +9,10 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // Work a renewal leaves to finish if the process dies is written down
@@ -121,6 +123,9 @@ func (m *Manager) sweepLocked(ctx context.Context, req Request) error {
 		return err
 	}
 	var errs []error
+	if err := m.reconcileRecord(ctx, req.Name); err != nil {
+		errs = append(errs, err)
+	}
 	if err := m.store.Delete(ctx, renewingKey(req.Name)); err != nil {
 		errs = append(errs, err)
 	}
@@ -200,4 +205,45 @@ func (m *Manager) deployLive(ctx context.Context, req Request, info deploy.Info)
 		m.log.WarnContext(ctx, "clearing the pending deploy", "certificate", req.Name, "error", derr)
 	}
 	return err
+}
+
+// reconcileRecord makes the record of name describe the version live/
+// points at, when a crash came between the switch of live/ and the save of
+// the record. Without it the schedule, `detour list` and the ARI
+// identifier would describe the previous certificate. The renewal window
+// fetched for the previous certificate is dropped; the next ARI poll
+// fetches the live one's.
+func (m *Manager) reconcileRecord(ctx context.Context, name string) error {
+	rec, err := m.store.LoadRecord(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading the record: %w", err)
+	}
+	b, version, err := m.store.LoadCertificate(ctx, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if version == rec.Version {
+		return nil
+	}
+	leaf, err := parseLeaf(b.CertPEM)
+	if err != nil {
+		return fmt.Errorf("reading live version %d: %w", version, err)
+	}
+	m.log.WarnContext(ctx, "the record lagged behind live/ after an interrupted renewal; updating it from the live certificate",
+		"certificate", name, "record_version", rec.Version, "live_version", version)
+	rec.Version = version
+	rec.Serial = leaf.SerialNumber.Text(16)
+	rec.ARIID, _ = acme.ARIID(leaf)
+	rec.NotBefore, rec.NotAfter = leaf.NotBefore, leaf.NotAfter
+	rec.Issued = leaf.NotBefore
+	rec.ARI = nil
+	rec.Last = &store.Attempt{Time: m.now(), OK: true}
+	if err := m.store.SaveRecord(ctx, rec); err != nil {
+		return fmt.Errorf("updating the record to live version %d: %w", version, err)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/detour-acme/detour/internal/deploy"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/store"
 	"github.com/detour-acme/detour/internal/testenv"
 )
 
@@ -124,4 +125,84 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// cancelOnPut is a Backend that cancels the renewal's context as the
+// certificate is stored: what SIGTERM does when it lands just after the CA
+// issued.
+type cancelOnPut struct {
+	renew.Backend
+	cancel context.CancelFunc
+}
+
+func (c cancelOnPut) PutCertificate(ctx context.Context, name string, b store.Bundle) (int, error) {
+	c.cancel()
+	return c.Backend.PutCertificate(ctx, name, b)
+}
+
+// A cancellation that lands once the CA has issued neither throws the
+// certificate away nor leaves live/ ahead of the record; a crash in that
+// gap (the record saved late) is repaired by Sweep from the live
+// certificate.
+func TestStoreAfterIssuanceSurvivesCancelAndCrash(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	const name = "lag.detour.test"
+	env.AddName(name)
+	req := renew.Request{Name: name, Identifiers: ids(t, name), CA: env.RenewCA(t),
+		Paths: []solve.Path{{Name: "web", Solver: env.HTTPPath.Solver}}}
+
+	cctx, cancel := context.WithCancel(ctx(t))
+	m, err := renew.New(renew.Options{Store: cancelOnPut{Backend: env.Store, cancel: cancel}, Logger: env.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := m.Obtain(cctx, req)
+	if err != nil {
+		t.Fatalf("Obtain cancelled after issuance: %v", err)
+	}
+	if cctx.Err() == nil {
+		t.Fatal("the test did not cancel the renewal")
+	}
+	first, err := env.Store.LoadRecord(ctx(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Version != res.Version || first.Serial != res.Serial {
+		t.Fatalf("record %d/%s after a cancelled store, live %d/%s", first.Version, first.Serial, res.Version, res.Serial)
+	}
+
+	// A crash between the switch of live/ and the save of the record:
+	// renew, then put the older record back and the marker the renewal
+	// leaves while under way.
+	plain := env.Manager(t)
+	second, err := plain.Obtain(ctx(t), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store.SaveRecord(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Store.Store(ctx(t), "pending/"+name+".renewing", []byte("crashed")); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := plain.Pending(ctx(t)); err != nil || len(names) != 1 {
+		t.Fatalf("Pending = %v, %v; want the crashed renewal", names, err)
+	}
+	if err := plain.Sweep(ctx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	got, err := env.Store.LoadRecord(ctx(t), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != second.Version || got.Serial != second.Serial || !got.NotAfter.Equal(second.NotAfter) {
+		t.Errorf("after Sweep the record says version %d serial %s not_after %v; live is %d %s %v",
+			got.Version, got.Serial, got.NotAfter, second.Version, second.Serial, second.NotAfter)
+	}
+	if got.ARIID == "" || got.ARIID == first.ARIID {
+		t.Errorf("ARI identifier %q not rebuilt from the live certificate (was %q)", got.ARIID, first.ARIID)
+	}
+	if names, _ := plain.Pending(ctx(t)); len(names) != 0 {
+		t.Errorf("Pending after Sweep = %v", names)
+	}
 }

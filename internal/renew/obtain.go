@@ -80,6 +80,7 @@ type presented struct {
 func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	start := m.now()
 	res := Result{Name: req.Name, PathUsed: map[string]string{}}
+	keepMarker := false // the store is left for Sweep to finish
 	fail := func(stage string, asked bool, err error) (Result, error) {
 		return res, &Error{Name: req.Name, Stage: stage, AskedCA: asked, Err: err}
 	}
@@ -106,7 +107,11 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		if err := m.store.Store(ctx, renewingKey(req.Name), []byte(m.now().UTC().Format(time.RFC3339))); err != nil {
 			return fail("store", false, fmt.Errorf("marking the renewal under way: %w", err))
 		}
-		defer func() { _ = m.store.Delete(context.WithoutCancel(ctx), renewingKey(req.Name)) }()
+		defer func() {
+			if !keepMarker {
+				_ = m.store.Delete(context.WithoutCancel(ctx), renewingKey(req.Name))
+			}
+		}()
 	}
 
 	cands, err := m.Preflight(ctx, req)
@@ -182,7 +187,13 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		return res, nil
 	}
 
-	version, err := m.store.PutCertificate(ctx, req.Name, store.Bundle{CertPEM: leafPEM, ChainPEM: chainPEM, KeyPEM: keyPEM})
+	// The CA has issued: from here on a cancellation (SIGTERM, a reload)
+	// must not stop between the switch of live/ and the save of the record,
+	// nor throw away a certificate that counted against the rate limits.
+	// The steps are local and short; they get their own deadline.
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer scancel()
+	version, err := m.store.PutCertificate(sctx, req.Name, store.Bundle{CertPEM: leafPEM, ChainPEM: chainPEM, KeyPEM: keyPEM})
 	if err != nil {
 		return fail("store", true, err)
 	}
@@ -197,7 +208,8 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Issued: m.now(), ARI: res.ARI,
 		Last: &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(res.PathUsed)},
 	}
-	if err := m.store.SaveRecord(ctx, rec); err != nil {
+	if err := m.store.SaveRecord(sctx, rec); err != nil {
+		keepMarker = true // Sweep rebuilds the record from live/
 		return fail("store", true, fmt.Errorf("the certificate is live (version %d) but its record could not be saved: %w", version, err))
 	}
 	res.Elapsed = m.now().Sub(start)
@@ -416,6 +428,10 @@ func ariWindow(ri acme.RenewalInfo, now time.Time) *store.ARIWindow {
 	}
 	return w
 }
+
+// storeTimeout bounds the local steps that store an issued certificate;
+// they run even when the renewal's context is cancelled.
+const storeTimeout = time.Minute
 
 func parseLeaf(p []byte) (*x509.Certificate, error) {
 	b, _ := pem.Decode(p)
