@@ -25,13 +25,14 @@ func (l hidingListener) Accept() (net.Conn, error) {
 	return hiddenConn{c}, nil
 }
 
-// Every size passes intact both ways, on the descriptor path (small
-// messages with read/write, then splice once a read fills the buffer) and
-// on the io.Copy path of a connection whose type the router does not know.
+// Every size passes intact both ways: through the event loop (Linux), on
+// the goroutine path (small messages with read/write, then splice once a
+// read fills the buffer; the only path off Linux), and on the io.Copy path
+// of a connection whose type the router does not know.
 func TestCopyBothWays(t *testing.T) {
 	hello := captureHello(t, helloCfg("app.example.com"))
 	b := startBackend(t, tagEcho("B"))
-	for _, listener := range []string{"tcp", "wrapped"} {
+	for _, listener := range []string{"tcp", "goroutines", "wrapped"} {
 		tab, err := NewTable([]Route{{Backend: b.addr}})
 		if err != nil {
 			t.Fatal(err)
@@ -40,6 +41,7 @@ func TestCopyBothWays(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		r.noLoops = listener == "goroutines"
 		var ln net.Listener
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			t.Fatal(err)

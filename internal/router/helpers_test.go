@@ -101,11 +101,21 @@ type backend struct {
 
 func startBackend(t testing.TB, handle func(net.Conn)) *backend {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return startBackendOn(t, "tcp", "127.0.0.1:0", handle)
+}
+
+// startBackendOn is startBackend on any listening address; addr is the
+// address to route to ("unix:" and the path for a Unix socket).
+func startBackendOn(t testing.TB, network, address string, handle func(net.Conn)) *backend {
+	t.Helper()
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &backend{addr: ln.Addr().String()}
+	if network == "unix" {
+		b.addr = "unix:" + address
+	}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {

@@ -12,24 +12,26 @@
 //     comes from Options.ACME, and the connection is closed after the
 //     handshake (RFC 8737 §3).
 //   - otherwise the SNI picks a Route (exact name, longest wildcard,
-//     default); the router dials its backend, writes an optional PROXY
-//     protocol v2 header and the peeked bytes, and copies both ways. Small
-//     messages are copied with read and write through a pooled buffer
-//     taken only while bytes are in flight; a direction that carries bulk
-//     (a read fills the buffer) switches to io.Copy between the raw
-//     connections, which the kernel does with splice(2) on Linux. A
-//     half-close (FIN) in one direction is passed on with CloseWrite.
+//     default); the router connects to its backend, writes an optional
+//     PROXY protocol v2 header and the peeked bytes, and copies both ways.
+//     A half-close (FIN) in one direction is passed on as one.
 //   - anything that is not a TLS ClientHello (plain HTTP, a PROXY header
 //     sent by the client, garbage, a hello that is too large or too slow) is
 //     logged at debug level and closed. It is never forwarded: a default
 //     backend that trusts PROXY headers must not receive one forged by a
 //     client, and a backend that speaks only TLS gains nothing from junk.
 //
-// Per connection the router runs one goroutine for each copy direction
-// (the goroutine that routed it becomes one of them) and nothing else: no
-// timer once the backend is connected, no buffer and no pipe while the
-// connection is idle. Reload swaps the routing table atomically;
-// connections in flight keep the backend they were given.
+// On Linux, connections accepted from a TCP or Unix listener are served by
+// event loops of the router's own (one per four CPUs; see loop_linux.go):
+// the loop reads the ClientHello, connects to a local backend and copies
+// both ways, so that an idle connection costs no goroutine, no timer and
+// no buffer, and a busy one costs one read and one write per message.
+// Answering acme-tls/1 and dialing a backend that is remote or named by a
+// host name run on a goroutine, and the connection then returns to a loop.
+// Elsewhere, and for listeners or connections of other types, each
+// connection has a goroutine per copy direction (copy.go). Reload swaps
+// the routing table atomically; connections in flight keep the backend
+// they were given.
 //
 // The choices above were measured against HAProxy and nginx stream with the
 // harness in bench/router (CPU per new connection, per keep-alive request,
@@ -118,6 +120,8 @@ type Router struct {
 	table       atomic.Pointer[Table]
 	bufs        sync.Pool // *[]byte of maxProxyHeader+MaxHello bytes
 
+	noLoops bool // serve with goroutines only, as off Linux (tests)
+
 	accepted, routed, acme, rejected, noRoute, failed atomic.Uint64
 	active                                            atomic.Int64
 }
@@ -203,6 +207,16 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	s := &session{conns: make(map[*conn]struct{})}
 	connCtx, cancelConns := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelConns()
+	if !r.noLoops {
+		ls, err := newLoops(connCtx, r, s)
+		switch {
+		case err != nil:
+			r.log.Warn("serving connections with goroutines instead of event loops", "error", err)
+		case ls != nil:
+			s.loops = ls
+			defer ls.close() // after the drain below: every connection is gone
+		}
+	}
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	r.log.Info("router listening", "addr", ln.Addr().String())
@@ -235,6 +249,9 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 			_ = c.Close()
 			break
 		}
+		if s.loops != nil && s.loops.accept(cn) {
+			continue
+		}
 		go r.handle(connCtx, s, cn)
 	}
 	_ = ln.Close()
@@ -263,6 +280,7 @@ type session struct {
 	conns  map[*conn]struct{}
 	closed bool // closeAll ran: close whatever registers later
 	wg     sync.WaitGroup
+	loops  *loops // nil: a goroutine per direction
 }
 
 // conn is one client connection and, once dialled, its backend.
@@ -304,6 +322,20 @@ func (s *session) setBackend(c *conn, b net.Conn) bool {
 	return true
 }
 
+// setClient makes nc c's client connection (a loop hands the connection to
+// a goroutine); it reports false (and closes nc) when the session is being
+// torn down.
+func (s *session) setClient(c *conn, nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = nc.Close()
+		return false
+	}
+	c.client = nc
+	return true
+}
+
 func (s *session) count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -321,15 +353,29 @@ func (s *session) closeAll() {
 			_ = c.backend.Close()
 		}
 	}
+	if s.loops != nil {
+		s.loops.shutdownAll()
+	}
 }
 
 // handle peeks the ClientHello of one connection and routes it.
 func (r *Router) handle(ctx context.Context, s *session, cn *conn) {
 	r.active.Add(1)
 	growStack(0)
-	if !r.route(ctx, s, cn) {
+	r.finish(s, cn, r.route(ctx, s, cn))
+}
+
+// finish takes a connection on from what route or dispatch did with it.
+func (r *Router) finish(s *session, cn *conn, res routeResult) {
+	switch res {
+	case routeFailed:
 		r.release(s, cn)
 		return
+	case routeAdopted:
+		return
+	}
+	if s.loops != nil && s.loops.adopt(cn) {
+		return // the loop releases it
 	}
 	// Two directions, one of them on this goroutine; the one that ends
 	// last releases the connection.
@@ -385,37 +431,90 @@ func (r *Router) pump(s *session, cn *conn, h *halfPipe) {
 	_ = cn.backend.Close()
 }
 
+// routeResult is what route did with a connection.
+type routeResult int
+
+const (
+	routeFailed  routeResult = iota // answered locally, or failed: release it
+	routeCopy                       // connected to its backend: copy both ways
+	routeAdopted                    // connected by an event loop, which copies and releases it
+)
+
 // route peeks the ClientHello of cn and answers it or connects it to its
-// backend. It reports true when the connection is ready to be copied both
-// ways; when it reports false, cn is to be released.
-func (r *Router) route(ctx context.Context, s *session, cn *conn) bool {
+// backend.
+func (r *Router) route(ctx context.Context, s *session, cn *conn) routeResult {
 	c := cn.client
 	bp := r.bufs.Get().(*[]byte)
 	defer r.bufs.Put(bp)
-	buf := *bp
-	peek := buf[maxProxyHeader:]
 	_ = c.SetReadDeadline(time.Now().Add(r.opts.PeekTimeout))
-	n, hello, err := readHello(c, peek)
+	n, hello, err := readHello(c, (*bp)[maxProxyHeader:])
 	if err != nil {
 		r.rejected.Add(1)
 		r.log.Debug("closing connection: no valid client hello", "remote_addr", c.RemoteAddr().String(), "bytes", n, "error", err)
-		return false
-	}
-
-	if r.acmeCfg != nil && hello.hasProto(acmeTLS1) {
-		r.answerACME(ctx, c, peek[:n], hello)
-		return false
-	}
-
-	var nameBuf [255]byte
-	name := routingName(&nameBuf, hello.sni)
-	rt := r.table.Load().lookup(name)
-	if rt == nil {
-		r.noRoute.Add(1)
-		r.log.Debug("closing connection: no route", "remote_addr", c.RemoteAddr().String(), "sni", string(name))
-		return false
+		return routeFailed
 	}
 	_ = c.SetReadDeadline(time.Time{})
+	return r.dispatch(ctx, s, cn, *bp, n, hello)
+}
+
+// decide returns what to do with a ClientHello: answer it locally (acme),
+// or pass it to rt, or close it (neither; counted and logged here). name is
+// the routing name, in nameBuf.
+func (r *Router) decide(hello clientHello, nameBuf *[255]byte, remote net.Addr) (rt *route, name []byte, acme bool) {
+	if r.acmeCfg != nil && hello.hasProto(acmeTLS1) {
+		return nil, nil, true
+	}
+	name = routingName(nameBuf, hello.sni)
+	rt = r.table.Load().lookup(name)
+	if rt == nil {
+		r.noRoute.Add(1)
+		r.log.Debug("closing connection: no route", "remote_addr", remote.String(), "sni", string(name))
+	}
+	return rt, name, false
+}
+
+// firstBytes puts the PROXY header of rt, if it wants one, in the headroom
+// of buf before the n peeked bytes, and returns what goes to the backend
+// first: the header and the ClientHello, for one write.
+func firstBytes(buf []byte, n int, rt *route, remote, local net.Addr) []byte {
+	start := maxProxyHeader
+	if rt.ProxyProtocol {
+		var hdr [maxProxyHeader]byte
+		h := appendProxyV2(hdr[:0], remote, local)
+		start -= len(h)
+		copy(buf[start:], h)
+	}
+	return buf[start : maxProxyHeader+n]
+}
+
+// dispatch answers or routes cn, whose ClientHello has been read: n bytes
+// at buf[maxProxyHeader:], parsed as hello.
+func (r *Router) dispatch(ctx context.Context, s *session, cn *conn, buf []byte, n int, hello clientHello) routeResult {
+	c := cn.client
+	var nameBuf [255]byte
+	rt, name, acme := r.decide(hello, &nameBuf, c.RemoteAddr())
+	if acme {
+		r.answerACME(ctx, c, buf[maxProxyHeader:maxProxyHeader+n], hello)
+		return routeFailed
+	}
+	if rt == nil {
+		return routeFailed
+	}
+	first := firstBytes(buf, n, rt, c.RemoteAddr(), c.LocalAddr())
+
+	if s.loops != nil && rt.local {
+		if handled, err := s.loops.connect(cn, rt, first, name); handled {
+			if err != nil {
+				r.failed.Add(1)
+				rt.failLog.log(r.log, "connecting to backend", "backend", rt.Backend, "sni", string(name), "error", err)
+				return routeFailed
+			}
+			if r.log.Enabled(ctx, slog.LevelDebug) {
+				r.log.Debug("routing connection", "remote_addr", c.RemoteAddr().String(), "sni", string(name), "backend", rt.Backend)
+			}
+			return routeAdopted
+		}
+	}
 
 	// Not ctx: a dial is bounded by DialTimeout, and a context that
 	// descends from the session's would cost every connection a
@@ -429,31 +528,21 @@ func (r *Router) route(ctx context.Context, s *session, cn *conn) bool {
 	if err != nil {
 		r.failed.Add(1)
 		rt.failLog.log(r.log, "connecting to backend", "backend", rt.Backend, "sni", string(name), "error", err)
-		return false
+		return routeFailed
 	}
 	if !s.setBackend(cn, bc) {
-		return false
+		return routeFailed
 	}
-
-	// One write: PROXY header (in the headroom before the peeked bytes)
-	// and the ClientHello.
-	start := maxProxyHeader
-	if rt.ProxyProtocol {
-		var hdr [maxProxyHeader]byte
-		h := appendProxyV2(hdr[:0], c.RemoteAddr(), c.LocalAddr())
-		start -= len(h)
-		copy(buf[start:], h)
-	}
-	if _, err = bc.Write(buf[start : maxProxyHeader+n]); err != nil {
+	if _, err = bc.Write(first); err != nil {
 		r.failed.Add(1)
 		rt.failLog.log(r.log, "writing to backend", "backend", rt.Backend, "sni", string(name), "error", err)
-		return false
+		return routeFailed
 	}
 	r.routed.Add(1)
 	if r.log.Enabled(ctx, slog.LevelDebug) {
 		r.log.Debug("routing connection", "remote_addr", c.RemoteAddr().String(), "sni", string(name), "backend", rt.Backend)
 	}
-	return true
+	return routeCopy
 }
 
 // readHello reads from c into buf until buf holds a complete ClientHello,

@@ -42,7 +42,8 @@ type Table struct {
 type route struct {
 	Route
 	network, addr string
-	local         bool // a loopback address or a Unix socket
+	local         bool           // a loopback address or a Unix socket
+	ip            netip.AddrPort // addr, when it is a literal address
 	failLog       logLimiter
 }
 
@@ -64,6 +65,9 @@ func NewTable(routes []Route) (*Table, error) {
 		var err error
 		if rt.network, rt.addr, err = parseBackend(r.Backend); err != nil {
 			return nil, fmt.Errorf("%s: %w", where, err)
+		}
+		if rt.network == "tcp" {
+			rt.ip, _ = netip.ParseAddrPort(rt.addr)
 		}
 		rt.local = isLocal(rt.network, rt.addr)
 		name := strings.TrimSuffix(strings.ToLower(strings.TrimSpace(r.SNI)), ".")

@@ -1,0 +1,138 @@
+package router
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every kind of backend address carries data both ways, with half-closes
+// and the PROXY header: a literal loopback address and a Unix socket (on
+// Linux the event loop connects those itself), a name that needs the
+// resolver (connected by the net package, then handed to the loop), and
+// IPv6 loopback where the machine has it.
+func TestBackendKinds(t *testing.T) {
+	hello := captureHello(t, helloCfg("app.example.com"))
+	kinds := map[string]func(t *testing.T) *backend{
+		"ipv4": func(t *testing.T) *backend { return startBackendOn(t, "tcp", "127.0.0.1:0", sumBackend) },
+		"name": func(t *testing.T) *backend {
+			b := startBackendOn(t, "tcp", "127.0.0.1:0", sumBackend)
+			b.addr = "localhost:" + b.addr[strings.LastIndex(b.addr, ":")+1:]
+			return b
+		},
+		"unix": func(t *testing.T) *backend {
+			return startBackendOn(t, "unix", filepath.Join(t.TempDir(), "https.sock"), sumBackend)
+		},
+		"ipv6": func(t *testing.T) *backend {
+			ln, err := net.Listen("tcp", "[::1]:0")
+			if err != nil {
+				t.Skipf("no IPv6 loopback: %v", err)
+			}
+			ln.Close()
+			return startBackendOn(t, "tcp", "[::1]:0", sumBackend)
+		},
+	}
+	for name, start := range kinds {
+		t.Run(name, func(t *testing.T) {
+			b := start(t)
+			for _, proxy := range []bool{false, true} {
+				r, addr := startRouter(t, Options{}, Route{Backend: b.addr, ProxyProtocol: proxy})
+				for _, size := range []int{0, 1000, 3 << 20} {
+					body := make([]byte, size)
+					_, _ = rand.Read(body)
+					c := dial(t, addr, hello)
+					go func() {
+						_, _ = c.Write(body)
+						_ = c.CloseWrite()
+					}()
+					_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+					got, err := io.ReadAll(c)
+					if err != nil {
+						t.Fatal(err)
+					}
+					// The backend hashes what it read: with the PROXY
+					// header first, the hash differs; its presence is
+					// checked by TestProxyProtocolV2.
+					sent := append(append([]byte(nil), hello...), body...)
+					sum := sha256.Sum256(sent)
+					if !proxy && string(got) != hex.EncodeToString(sum[:]) {
+						t.Fatalf("size %d: backend read something else than the %d bytes sent", size, len(sent))
+					}
+					if proxy && (len(got) != 64 || string(got) == hex.EncodeToString(sum[:])) {
+						t.Fatalf("size %d, PROXY header on: backend answered %q", size, got)
+					}
+				}
+				if st := r.Stats(); st.Routed != 3 || st.Failed != 0 {
+					t.Errorf("stats %+v, want 3 routed", st)
+				}
+			}
+		})
+	}
+}
+
+// A backend that is not there fails the connection at once and is counted,
+// whether the address is a port nobody listens on or a missing socket.
+func TestBackendRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().String()
+	ln.Close()
+	hello := captureHello(t, helloCfg("app.example.com"))
+	for name, backend := range map[string]string{
+		"tcp":  closedPort,
+		"unix": "unix:" + filepath.Join(t.TempDir(), "missing.sock"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, addr := startRouter(t, Options{}, Route{Backend: backend})
+			c := dial(t, addr, hello)
+			waitClosed(t, c, 5*time.Second)
+			deadline := time.Now().Add(5 * time.Second)
+			for r.Stats().Failed != 1 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond) // the count lands just after the close
+			}
+			if st := r.Stats(); st.Failed != 1 || st.Routed != 0 {
+				t.Errorf("stats %+v, want 1 failed, none routed", st)
+			}
+		})
+	}
+}
+
+// A backend that stops reading fills the socket buffers on the way: the
+// router keeps what it could not write and stops reading the client until
+// the backend reads again, and every byte arrives in order.
+func TestSlowBackend(t *testing.T) {
+	hello := captureHello(t, helloCfg("app.example.com"))
+	const size = 24 << 20 // more than loopback's socket buffers hold
+	got := make(chan []byte, 1)
+	b := startBackend(t, func(c net.Conn) {
+		time.Sleep(300 * time.Millisecond) // the buffers fill meanwhile
+		all, _ := io.ReadAll(c)
+		got <- all
+		_, _ = c.Write([]byte("done"))
+	})
+	_, addr := startRouter(t, Options{}, Route{Backend: b.addr})
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	c := dial(t, addr, hello)
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write(body); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	if reply, err := io.ReadAll(c); err != nil || string(reply) != "done" {
+		t.Fatalf("reply %q, %v", reply, err)
+	}
+	all := <-got
+	if !bytes.Equal(all, append(append([]byte(nil), hello...), body...)) {
+		t.Fatalf("backend read %d bytes, want the %d sent, in order", len(all), len(hello)+size)
+	}
+}
