@@ -157,7 +157,20 @@ frontend tls
 `, dir, addr)
 	// -W: master-worker mode, which reloads on SIGUSR2 (as packaged).
 	startServer(t, dir, conf, pid, bin, "-W", "-db", "-f", filepath.Join(dir, "server.conf"), "-p", pid)
-	return pid
+	// The worker serves before the master has heard it is ready; a
+	// SIGUSR2 in between can be lost (seen once in CI). The master
+	// says "Loading success." once it has.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if b, _ := os.ReadFile(filepath.Join(dir, "server.out")); strings.Contains(string(b), "Loading success.") {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(dir, "server.out"))
+			t.Fatalf("haproxy's master never reported its worker ready:\n%s", b)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the master's log: no signal exists
+	}
 }
 
 // startServer writes conf, starts the server in the foreground and waits

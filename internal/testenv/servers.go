@@ -189,6 +189,15 @@ func StartHAProxy(t testing.TB, dir, conf string, data map[string]any, wait ...s
 	writeConf(t, s.Conf, render(t, conf, data))
 	s.start(t, bin, "-W", "-db", "-f", s.Conf)
 	s.waitFor(t, wait...)
+	// The worker serves before the master has heard it is ready, and a
+	// SIGUSR2 in between can be lost: wait for the master's word.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(s.output.String(), "Loading success.") {
+		if time.Now().After(deadline) {
+			t.Fatalf("haproxy's master never reported its worker ready\n%s", s.Output())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the master's output: no signal exists
+	}
 	return s
 }
 
