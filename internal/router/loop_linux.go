@@ -64,6 +64,10 @@ const loopEvents = 128
 // 10-20 % less CPU per keep-alive request than two (bench/router).
 const cpusPerLoop = 4
 
+// genMask bounds pair generations to the 31 bits left in an event's data
+// beside the side.
+const genMask = 1<<31 - 1
+
 // pendingBufs holds the buffers of writes that did not complete.
 var pendingBufs = sync.Pool{New: func() any {
 	b := make([]byte, loopBufSize)
@@ -262,7 +266,8 @@ func backendAddr(rt *route) net.Addr {
 }
 
 // dupConn duplicates c's descriptor (close-on-exec, and non-blocking like
-// the original: the flag belongs to the shared file description).
+// the original: the flag belongs to the shared file description) when c is
+// the net package's own socket type.
 func dupConn(c net.Conn) (int, bool) {
 	var sc syscall.Conn
 	switch c := c.(type) {
@@ -302,8 +307,9 @@ type loop struct {
 	mu      sync.Mutex
 	slots   []*pair
 	free    []int32
-	closing bool // shutdownAll ran
-	stopped bool // the loop ended on an error: add nothing more
+	closing bool   // shutdownAll ran
+	gen     uint32 // of the last pair added
+	stopped bool   // the loop ended on an error: add nothing more
 	// Connections reading their ClientHello, in the order of their
 	// deadlines (all are accept time plus PeekTimeout): hellos[helloHead:].
 	hellos    []*pair
@@ -327,6 +333,7 @@ type pair struct {
 	cn   *conn
 	fd   [2]int
 	slot int32
+	gen  uint32 // tells this pair's events from those of the slot's earlier ones
 	dir  [2]direction
 
 	// While the ClientHello is read: the buffer (r.bufs; the hello goes
@@ -334,7 +341,6 @@ type pair struct {
 	hello         *[]byte
 	helloN        int
 	deadline      time.Time
-	expired       bool
 	remote, local net.Addr
 
 	// While the backend's socket connects (loop.connected).
@@ -397,6 +403,8 @@ func (l *loop) add(p *pair, hello bool) error {
 	if l.stopped {
 		return errors.New("the event loop has stopped")
 	}
+	l.gen = (l.gen + 1) & genMask
+	p.gen = l.gen
 	if n := len(l.free); n > 0 {
 		p.slot = l.free[n-1]
 		l.free = l.free[:n-1]
@@ -437,7 +445,7 @@ func (l *loop) add(p *pair, hello bool) error {
 
 // register adds side of p to the epoll set.
 func (l *loop) register(p *pair, side int) error {
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: p.slot, Pad: int32(side)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: p.slot, Pad: int32(p.gen<<1) | int32(side)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, p.fd[side], &ev); err != nil {
 		return fmt.Errorf("adding to epoll set: %w", os.NewSyscallError("epoll_ctl", err))
 	}
@@ -467,11 +475,19 @@ func (l *loop) shutdownPair(p *pair) {
 }
 
 // expire is the peek timer: connections whose ClientHello is not complete
-// by their deadline are shut down, and the loop, reading their EOF,
-// rejects them.
+// by their deadline are rejected.
 func (l *loop) expire() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	l.expireLocked()
+	dead := l.dead
+	l.dead = nil
+	l.mu.Unlock()
+	for _, p := range dead {
+		l.r.release(l.ls.s, p.cn)
+	}
+}
+
+func (l *loop) expireLocked() {
 	now := time.Now()
 	for l.helloHead < len(l.hellos) {
 		p := l.hellos[l.helloHead]
@@ -485,8 +501,7 @@ func (l *loop) expire() {
 				}
 				return
 			}
-			p.expired = true
-			_ = unix.Shutdown(p.fd[0], unix.SHUT_RDWR)
+			l.reject(p, errHelloTimeout)
 		}
 		l.hellos[l.helloHead] = nil
 		l.helloHead++
@@ -538,10 +553,12 @@ func (l *loop) round() {
 	l.mu.Lock()
 	for _, ev := range l.events[:l.n] {
 		p := l.slots[ev.Fd]
-		if p == nil {
-			continue // closed earlier in this round
+		if p == nil || uint32(ev.Pad)>>1 != p.gen {
+			// Closed since the wait (earlier in this round, or by the
+			// peek timer), and the slot perhaps taken by another.
+			continue
 		}
-		side := int(ev.Pad)
+		side := int(ev.Pad & 1)
 		if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 			d := &p.dir[side]
 			d.readable = true
@@ -567,11 +584,10 @@ func (l *loop) round() {
 	// A full batch may have left events behind: ask again at once.
 	l.skip = l.n < len(l.events)
 	dead := l.dead
-	l.dead = l.dead[:0]
+	l.dead = nil // not [:0]: the peek timer may append while dead is released
 	l.mu.Unlock()
-	for i, p := range dead {
+	for _, p := range dead {
 		l.r.release(l.ls.s, p.cn)
-		dead[i] = nil
 	}
 }
 
@@ -597,9 +613,6 @@ func (l *loop) readHello(p *pair) {
 			return
 		case err != nil:
 			l.reject(p, fmt.Errorf("reading client hello: %w", os.NewSyscallError("read", err)))
-			return
-		case n == 0 && p.expired:
-			l.reject(p, errHelloTimeout)
 			return
 		case n == 0:
 			l.reject(p, fmt.Errorf("reading client hello: %w", io.EOF))
@@ -634,12 +647,13 @@ func (l *loop) reject(p *pair, err error) {
 func (l *loop) routeHello(p *pair, h clientHello) {
 	r := l.r
 	var nameBuf [255]byte
-	rt, name, acme := r.decide(h, &nameBuf, p.remote)
+	rt, name, acme := r.decide(h, &nameBuf)
 	switch {
 	case acme:
 		l.handOff(p, h)
 		return
 	case rt == nil:
+		r.logNoRoute(func() net.Addr { return p.remote }, name)
 		l.closePair(p)
 		return
 	case !canDialLocal(rt):

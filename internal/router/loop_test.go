@@ -2,9 +2,11 @@ package router
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -134,5 +136,93 @@ func TestSlowBackend(t *testing.T) {
 	all := <-got
 	if !bytes.Equal(all, append(append([]byte(nil), hello...), body...)) {
 		t.Fatalf("backend read %d bytes, want the %d sent, in order", len(all), len(hello)+size)
+	}
+}
+
+// Many connections at once, of every size, interleave on the event loop:
+// each gets its own bytes back, whole and in order, and nothing stays
+// open.
+func TestManyConcurrentConnections(t *testing.T) {
+	hello := captureHello(t, helloCfg("app.example.com"))
+	b := startBackend(t, tagEcho("B"))
+	r, addr := startRouter(t, Options{}, Route{Backend: b.addr})
+	const clients = 64
+	errs := make(chan error, clients)
+	for i := range clients {
+		go func() {
+			size := []int{0, 1, 300, 17 << 10, 200 << 10, 2 << 20}[i%6]
+			body := make([]byte, size)
+			_, _ = rand.Read(body)
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			go func() {
+				_, _ = c.Write(append(append([]byte(nil), hello...), body...))
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+			got, err := io.ReadAll(c)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if want := append(append([]byte("B"), hello...), body...); !bytes.Equal(got, want) {
+				errs <- fmt.Errorf("client %d (%d bytes) read %d bytes back, not its own", i, size, len(got))
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range clients {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().Active != 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // the release follows the client's EOF
+	}
+	if st := r.Stats(); st.Active != 0 || st.Routed != clients {
+		t.Errorf("stats %+v, want %d routed and none active", st, clients)
+	}
+}
+
+// A connection still sending its ClientHello when the drain runs out is
+// closed with the others, and Serve returns.
+func TestShutdownDuringHello(t *testing.T) {
+	b := startBackend(t, tagEcho("B"))
+	tab, _ := NewTable([]Route{{Backend: b.addr}})
+	r, err := New(Options{DrainTimeout: 200 * time.Millisecond, PeekTimeout: time.Minute}, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Serve(ctx, ln) }()
+	hello := captureHello(t, helloCfg("app.example.com"))
+	c := dial(t, ln.Addr().String(), hello[:len(hello)/2])
+	deadline := time.Now().Add(5 * time.Second)
+	for r.Stats().Active != 1 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // until the router has it
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve = %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return with a connection reading its hello")
+	}
+	waitClosed(t, c, 2*time.Second)
+	if st := r.Stats(); st.Active != 0 || st.Rejected != 1 {
+		t.Errorf("stats %+v, want the half hello rejected and none active", st)
 	}
 }

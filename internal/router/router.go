@@ -221,39 +221,7 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	r.log.Info("router listening", "addr", ln.Addr().String())
 
-	var serveErr error
-	var backoff time.Duration
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			if errors.Is(err, net.ErrClosed) {
-				serveErr = fmt.Errorf("accepting connections on %s: %w", ln.Addr(), err)
-				break
-			}
-			// Transient, such as EMFILE: back off as net/http does.
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			r.log.Warn("accepting connection", "error", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		backoff = 0
-		r.accepted.Add(1)
-		cn := &conn{client: c}
-		if !s.track(cn) {
-			_ = c.Close()
-			break
-		}
-		if s.loops != nil && s.loops.accept(cn) {
-			continue
-		}
-		go r.handle(connCtx, s, cn)
-	}
+	serveErr := r.acceptLoop(ctx, connCtx, s, ln)
 	_ = ln.Close()
 
 	r.log.Info("router stopping", "addr", ln.Addr().String(), "active", s.count(), "drain_timeout", r.opts.DrainTimeout)
@@ -272,6 +240,41 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 		<-drained
 	}
 	return serveErr
+}
+
+// acceptLoop accepts connections from ln, each served by a goroutine or
+// handed to a loop, until ctx is cancelled (nil) or ln fails.
+func (r *Router) acceptLoop(ctx, connCtx context.Context, s *session, ln net.Listener) error {
+	for backoff := time.Duration(0); ; {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accepting connections on %s: %w", ln.Addr(), err)
+			}
+			// Transient, such as EMFILE: back off as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			r.log.Warn("accepting connection", "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		backoff = 0
+		r.accepted.Add(1)
+		cn := &conn{client: c}
+		if !s.track(cn) {
+			_ = c.Close()
+			return nil
+		}
+		if s.loops != nil && s.loops.accept(cn) {
+			continue
+		}
+		go r.handle(connCtx, s, cn)
+	}
 }
 
 // session tracks the connections of one Serve call.
@@ -345,7 +348,6 @@ func (s *session) count() int {
 // closeAll closes every connection, client and backend.
 func (s *session) closeAll() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed = true
 	for c := range s.conns {
 		_ = c.client.Close()
@@ -353,6 +355,8 @@ func (s *session) closeAll() {
 			_ = c.backend.Close()
 		}
 	}
+	s.mu.Unlock()
+	// Outside s.mu: a loop takes s.mu (track, release) under its own.
 	if s.loops != nil {
 		s.loops.shutdownAll()
 	}
@@ -458,9 +462,9 @@ func (r *Router) route(ctx context.Context, s *session, cn *conn) routeResult {
 }
 
 // decide returns what to do with a ClientHello: answer it locally (acme),
-// or pass it to rt, or close it (neither; counted and logged here). name is
-// the routing name, in nameBuf.
-func (r *Router) decide(hello clientHello, nameBuf *[255]byte, remote net.Addr) (rt *route, name []byte, acme bool) {
+// or pass it to rt, or close it (neither; counted here). name is the
+// routing name, in nameBuf.
+func (r *Router) decide(hello clientHello, nameBuf *[255]byte) (rt *route, name []byte, acme bool) {
 	if r.acmeCfg != nil && hello.hasProto(acmeTLS1) {
 		return nil, nil, true
 	}
@@ -468,9 +472,15 @@ func (r *Router) decide(hello clientHello, nameBuf *[255]byte, remote net.Addr) 
 	rt = r.table.Load().lookup(name)
 	if rt == nil {
 		r.noRoute.Add(1)
-		r.log.Debug("closing connection: no route", "remote_addr", remote.String(), "sni", string(name))
 	}
 	return rt, name, false
+}
+
+// logNoRoute logs, at debug level, a connection closed for want of a route.
+func (r *Router) logNoRoute(remote func() net.Addr, name []byte) {
+	if r.log.Enabled(context.Background(), slog.LevelDebug) {
+		r.log.Debug("closing connection: no route", "remote_addr", remote().String(), "sni", string(name))
+	}
 }
 
 // firstBytes puts the PROXY header of rt, if it wants one, in the headroom
@@ -492,12 +502,13 @@ func firstBytes(buf []byte, n int, rt *route, remote, local net.Addr) []byte {
 func (r *Router) dispatch(ctx context.Context, s *session, cn *conn, buf []byte, n int, hello clientHello) routeResult {
 	c := cn.client
 	var nameBuf [255]byte
-	rt, name, acme := r.decide(hello, &nameBuf, c.RemoteAddr())
+	rt, name, acme := r.decide(hello, &nameBuf)
 	if acme {
 		r.answerACME(ctx, c, buf[maxProxyHeader:maxProxyHeader+n], hello)
 		return routeFailed
 	}
 	if rt == nil {
+		r.logNoRoute(c.RemoteAddr, name)
 		return routeFailed
 	}
 	first := firstBytes(buf, n, rt, c.RemoteAddr(), c.LocalAddr())
