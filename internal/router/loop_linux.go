@@ -53,6 +53,11 @@ import (
 
 // loopBufSize is the loop's one copy buffer. Messages are copied one at a
 // time, so a loop needs one buffer, not one per connection.
+//
+// Bulk is copied through it too, not spliced: splice(2) through a pipe per
+// direction, switched on once a read filled the buffer, cost more CPU per
+// GiB (0.91 of HAProxy's against 0.81) and a worse p99 (1.07 of HAProxy's
+// against 0.93) in bench/router on loopback.
 const loopBufSize = 64 << 10
 
 // loopEvents is how many events one wait returns at most.
