@@ -24,10 +24,17 @@ const (
 	frontNginxStream = "nginx-stream"
 	frontNaiveGo     = "naive-go"
 	frontDetour      = "detour"
+	// frontDetourB is a second detour command (--detour-b-cmd), such as
+	// another build, measured in the same run as the first: an A/B of a
+	// change against the same HAProxy reps. Only when asked for.
+	frontDetourB = "detour-b"
 )
 
-// allFronts lists the known fronts in their default order.
+// allFronts lists the fronts measured by default, in their order.
 var allFronts = []string{frontDirect, frontHAProxy, frontNginxStream, frontNaiveGo, frontDetour}
+
+// knownFronts is every front --fronts accepts.
+var knownFronts = append(append([]string(nil), allFronts...), frontDetourB)
 
 // readyTimeout bounds how long a server may take to start listening.
 const readyTimeout = 10 * time.Second
@@ -327,12 +334,12 @@ func (b *bench) startFront(ctx context.Context, name, detourCmd string) (*front,
 			return nil, fmt.Errorf("starting naive-go: %w", err)
 		}
 		f.proc = p
-	case frontDetour:
+	case frontDetour, frontDetourB:
 		// detour answers acme-tls/1 itself unless told to send it to the stub.
 		f.routes = strings.Contains(detourCmd, "{{stub}}")
 		b.startDetour(ctx, f, detourCmd)
 	default:
-		return nil, fmt.Errorf("unknown front %q: use one of %s", name, strings.Join(allFronts, ", "))
+		return nil, fmt.Errorf("unknown front %q: use one of %s", name, strings.Join(knownFronts, ", "))
 	}
 	return f, nil
 }

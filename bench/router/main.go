@@ -42,6 +42,7 @@ const (
 	flagConnsBulk    = "conns-bulk"
 	flagPause        = "pause"
 	flagDetourCmd    = "detour-cmd"
+	flagDetourBCmd   = "detour-b-cmd"
 	flagOutDir       = "out-dir"
 	flagNginx        = "nginx"
 	flagHAProxy      = "haproxy"
@@ -87,6 +88,7 @@ type options struct {
 	reps, threads              int
 	connsNew, connsKeep, bulkC int
 	detourCmd, outDir          string
+	detourBCmd                 string
 	nginx, haproxy, wrk        string
 	streamModule               string
 	frontWorkers               int
@@ -107,6 +109,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.bulkC, flagConnsBulk, 8, "wrk connections for the 1 MiB bulk workload")
 	fs.DurationVar(&o.pause, flagPause, 500*time.Millisecond, "idle time between runs")
 	fs.StringVar(&o.detourCmd, flagDetourCmd, defaultDetourCmd, "command of the detour front; placeholders {{front}}, {{backend}}, {{stub}}, {{detour}}; a first word \"detour\" is the binary built from ./cmd/detour")
+	fs.StringVar(&o.detourBCmd, flagDetourBCmd, "", "command of the detour-b front (as --detour-cmd), to compare two builds or settings in the same run; add detour-b to --fronts")
 	fs.StringVar(&o.outDir, flagOutDir, "", "directory for the JSON results (default <repo>/bench/results)")
 	fs.StringVar(&o.nginx, flagNginx, "nginx", "nginx binary")
 	fs.StringVar(&o.haproxy, flagHAProxy, "haproxy", "haproxy binary")
@@ -128,8 +131,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	o.fronts = splitList(*fronts)
 	o.workloads = splitList(*works)
 	for _, f := range o.fronts {
-		if !slices.Contains(allFronts, f) {
-			return o, fmt.Errorf("--%s: unknown front %q: use some of %s", flagFronts, f, strings.Join(allFronts, ", "))
+		if !slices.Contains(knownFronts, f) {
+			return o, fmt.Errorf("--%s: unknown front %q: use some of %s", flagFronts, f, strings.Join(knownFronts, ", "))
+		}
+		if f == frontDetourB && o.detourBCmd == "" {
+			return o, fmt.Errorf("--%s: front %s needs --%s, the command to compare", flagFronts, frontDetourB, flagDetourBCmd)
 		}
 	}
 	for _, w := range o.workloads {
@@ -259,7 +265,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 	for _, name := range o.fronts {
-		f, err := b.startFront(ctx, name, o.detourCmd)
+		cmd := o.detourCmd
+		if name == frontDetourB {
+			cmd = o.detourBCmd
+		}
+		f, err := b.startFront(ctx, name, cmd)
 		if err != nil {
 			return err
 		}
@@ -283,7 +293,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		CPUs: runtime.NumCPU(), Kernel: kernelRelease(), ClockTicks: ticks,
 		NginxVersion: version(b.nginx, "-v"), WrkVersion: version(wrk, "-v"),
 		Duration: o.duration.String(), Reps: o.reps, Threads: o.threads, Quick: o.quick,
-		Fronts: o.fronts, Workloads: works, DetourCmd: o.detourCmd, FrontWorkers: o.frontWorkers,
+		Fronts: o.fronts, Workloads: works, DetourCmd: o.detourCmd, DetourBCmd: o.detourBCmd, FrontWorkers: o.frontWorkers,
 	}
 	if b.haproxy != "" {
 		m.HAProxyVersion = version(b.haproxy, "-v")

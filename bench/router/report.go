@@ -286,6 +286,7 @@ type meta struct {
 	Fronts         []string   `json:"fronts"`
 	Workloads      []workload `json:"workloads"`
 	DetourCmd      string     `json:"detour_cmd"`
+	DetourBCmd     string     `json:"detour_b_cmd,omitempty"`
 	FrontWorkers   int        `json:"front_workers"` // 0: each front's default
 	Unavailable    []string   `json:"unavailable,omitempty"`
 	Notes          []string   `json:"notes,omitempty"`

@@ -2,13 +2,17 @@
 
 package router
 
-import "context"
+import (
+	"context"
+	"net"
+)
 
 // loops is empty off Linux: every connection is served by goroutines.
 type loops struct{}
 
 func newLoops(context.Context, *Router, *session) (*loops, error) { return nil, nil }
 func (*loops) accept(*conn) bool                                  { return false }
+func (*loops) listen(context.Context, net.Listener) (bool, error) { return false, nil }
 func (*loops) adopt(*conn) bool                                   { return false }
 func (*loops) connect(*conn, *route, []byte, []byte) (bool, error) {
 	return false, nil

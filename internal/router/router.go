@@ -21,11 +21,11 @@
 //     backend that trusts PROXY headers must not receive one forged by a
 //     client, and a backend that speaks only TLS gains nothing from junk.
 //
-// On Linux, connections accepted from a TCP or Unix listener are served by
-// event loops of the router's own (one per four CPUs; see loop_linux.go):
-// the loop reads the ClientHello, connects to a local backend and copies
-// both ways, so that an idle connection costs no goroutine, no timer and
-// no buffer, and a busy one costs one read and one write per message.
+// On Linux, connections are served by event loops of the router's own (one
+// per four CPUs; see loop_linux.go): a loop accepts from a TCP listener,
+// reads the ClientHello, connects to a local backend and copies both ways,
+// so that an idle connection costs no goroutine, no timer and no buffer,
+// and a busy one costs one read and one write per message.
 // Answering acme-tls/1 and dialing a backend that is remote or named by a
 // host name run on a goroutine, and the connection then returns to a loop.
 // Elsewhere, and for listeners or connections of other types, each
@@ -221,7 +221,14 @@ func (r *Router) Serve(ctx context.Context, ln net.Listener) error {
 	defer stop()
 	r.log.Info("router listening", "addr", ln.Addr().String())
 
-	serveErr := r.acceptLoop(ctx, connCtx, s, ln)
+	var serveErr error
+	handled := false
+	if s.loops != nil {
+		handled, serveErr = s.loops.listen(ctx, ln)
+	}
+	if !handled {
+		serveErr = r.acceptLoop(ctx, connCtx, s, ln)
+	}
 	_ = ln.Close()
 
 	r.log.Info("router stopping", "addr", ln.Addr().String(), "active", s.count(), "drain_timeout", r.opts.DrainTimeout)
@@ -350,7 +357,9 @@ func (s *session) closeAll() {
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {
-		_ = c.client.Close()
+		if c.client != nil {
+			_ = c.client.Close()
+		}
 		if c.backend != nil {
 			_ = c.backend.Close()
 		}
@@ -406,7 +415,9 @@ func growStack(i int) byte {
 
 // release closes both sides of cn and forgets it.
 func (r *Router) release(s *session, cn *conn) {
-	_ = cn.client.Close()
+	if cn.client != nil { // nil: accepted by an event loop, which closed it
+		_ = cn.client.Close()
+	}
 	if cn.backend != nil {
 		_ = cn.backend.Close()
 	}
