@@ -3,9 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 	"time"
@@ -56,19 +54,8 @@ func TestCopyBothWays(t *testing.T) {
 
 		for _, size := range []int{1, 1000, copyBufSize - len(hello), copyBufSize + 1, 3 << 20} {
 			t.Run(fmt.Sprintf("%s/%d", listener, size), func(t *testing.T) {
-				body := make([]byte, size)
-				_, _ = rand.Read(body)
-				c := dial(t, addr, hello)
-				go func() {
-					_, _ = c.Write(body)
-					_ = c.CloseWrite()
-				}()
-				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				got, err := io.ReadAll(c)
-				if err != nil {
-					t.Fatal(err)
-				}
-				want := append(append([]byte("B"), hello...), body...)
+				sent, got := exchange(t, addr, hello, size)
+				want := append([]byte("B"), sent...)
 				if !bytes.Equal(got, want) {
 					t.Fatalf("client read %d bytes back, want the %d sent plus the tag, intact", len(got), len(want)-1)
 				}

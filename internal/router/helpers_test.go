@@ -133,6 +133,38 @@ func startBackendOn(t testing.TB, network, address string, handle func(net.Conn)
 	return b
 }
 
+// exchange opens a connection to the router at addr with hello, sends size
+// random bytes after it and closes its side, and returns the bytes sent
+// (hello and body) and everything read back until the router closes.
+func exchange(t testing.TB, addr string, hello []byte, size int) (sent, got []byte) {
+	t.Helper()
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	c := dial(t, addr, hello)
+	go func() {
+		_, _ = c.Write(body)
+		_ = c.CloseWrite()
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(append([]byte(nil), hello...), body...), got
+}
+
+// unusedAddr returns a loopback address nothing listens on.
+func unusedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
 // tagEcho writes tag, then echoes everything it reads.
 func tagEcho(tag string) func(net.Conn) {
 	return func(c net.Conn) {
@@ -147,15 +179,28 @@ func tagEcho(tag string) func(net.Conn) {
 // checks that Serve returns nil.
 func startRouter(t testing.TB, opts Options, routes ...Route) (*Router, string) {
 	t.Helper()
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 100 * time.Millisecond
+	}
+	r, addr, stop, done := serveRouter(t, opts, routes...)
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return r, addr
+}
+
+// serveRouter serves a router on 127.0.0.1:0 until stop is called; done
+// receives what Serve returned.
+func serveRouter(t testing.TB, opts Options, routes ...Route) (r *Router, addr string, stop context.CancelFunc, done <-chan error) {
+	t.Helper()
 	tab, err := NewTable(routes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if opts.DrainTimeout == 0 {
-		opts.DrainTimeout = 100 * time.Millisecond
-	}
-	r, err := New(opts, tab)
-	if err != nil {
+	if r, err = New(opts, tab); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -163,15 +208,9 @@ func startRouter(t testing.TB, opts Options, routes ...Route) (*Router, string) 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return r, ln.Addr().String()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Serve(ctx, ln) }()
+	return r, ln.Addr().String(), cancel, errc
 }
 
 // dial connects to the router and sends data.

@@ -224,12 +224,7 @@ func (l *loop) retryAccept(p *pair) {
 	if l.slots[p.slot] == p {
 		l.acceptAll(p)
 	}
-	dead := l.dead
-	l.dead = nil
-	l.mu.Unlock()
-	for _, d := range dead {
-		l.r.release(l.ls.s, d.cn)
-	}
+	l.unlockAndRelease()
 }
 
 // closeListener stops accepting on p. Called with l.mu held.
@@ -678,12 +673,7 @@ func (l *loop) shutdownPair(p *pair) {
 func (l *loop) expire() {
 	l.mu.Lock()
 	l.expireLocked()
-	dead := l.dead
-	l.dead = nil
-	l.mu.Unlock()
-	for _, p := range dead {
-		l.r.release(l.ls.s, p.cn)
-	}
+	l.unlockAndRelease()
 }
 
 func (l *loop) expireLocked() {
@@ -786,12 +776,7 @@ func (l *loop) round() {
 	}
 	// A full batch may have left events behind: ask again at once.
 	l.skip = l.n < len(l.events)
-	dead := l.dead
-	l.dead = nil // not [:0]: the peek timer may append while dead is released
-	l.mu.Unlock()
-	for _, p := range dead {
-		l.r.release(l.ls.s, p.cn)
-	}
+	l.unlockAndRelease()
 }
 
 // readHello reads p's ClientHello as far as the client has sent it, and
@@ -1061,6 +1046,18 @@ func (l *loop) closePair(p *pair) {
 	l.dead = append(l.dead, p)
 }
 
+// unlockAndRelease unlocks l.mu and then releases the connections closed
+// while it was held (release takes the session's lock and closes
+// net.Conns: no need to hold up the loop's lock for that).
+func (l *loop) unlockAndRelease() {
+	dead := l.dead
+	l.dead = nil // not [:0]: another goroutine may append once unlocked
+	l.mu.Unlock()
+	for _, p := range dead {
+		l.r.release(l.ls.s, p.cn)
+	}
+}
+
 // closeAll closes every pair; the loop is stopping on an error.
 func (l *loop) closeAll() {
 	l.mu.Lock()
@@ -1078,12 +1075,7 @@ func (l *loop) closeAll() {
 			l.closePair(p)
 		}
 	}
-	dead := l.dead
-	l.dead = nil
-	l.mu.Unlock()
-	for _, p := range dead {
-		l.r.release(l.ls.s, p.cn)
-	}
+	l.unlockAndRelease()
 }
 
 // The loop's system calls never block (the sockets and the wait are

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -47,22 +46,10 @@ func TestBackendKinds(t *testing.T) {
 			for _, proxy := range []bool{false, true} {
 				r, addr := startRouter(t, Options{}, Route{Backend: b.addr, ProxyProtocol: proxy})
 				for _, size := range []int{0, 1000, 3 << 20} {
-					body := make([]byte, size)
-					_, _ = rand.Read(body)
-					c := dial(t, addr, hello)
-					go func() {
-						_, _ = c.Write(body)
-						_ = c.CloseWrite()
-					}()
-					_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-					got, err := io.ReadAll(c)
-					if err != nil {
-						t.Fatal(err)
-					}
+					sent, got := exchange(t, addr, hello, size)
 					// The backend hashes what it read: with the PROXY
 					// header first, the hash differs; its presence is
 					// checked by TestProxyProtocolV2.
-					sent := append(append([]byte(nil), hello...), body...)
 					sum := sha256.Sum256(sent)
 					if !proxy && string(got) != hex.EncodeToString(sum[:]) {
 						t.Fatalf("size %d: backend read something else than the %d bytes sent", size, len(sent))
@@ -82,15 +69,9 @@ func TestBackendKinds(t *testing.T) {
 // A backend that is not there fails the connection at once and is counted,
 // whether the address is a port nobody listens on or a missing socket.
 func TestBackendRefused(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedPort := ln.Addr().String()
-	ln.Close()
 	hello := captureHello(t, helloCfg("app.example.com"))
 	for name, backend := range map[string]string{
-		"tcp":  closedPort,
+		"tcp":  unusedAddr(t),
 		"unix": "unix:" + filepath.Join(t.TempDir(), "missing.sock"),
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -194,20 +175,9 @@ func TestManyConcurrentConnections(t *testing.T) {
 // closed with the others, and Serve returns.
 func TestShutdownDuringHello(t *testing.T) {
 	b := startBackend(t, tagEcho("B"))
-	tab, _ := NewTable([]Route{{Backend: b.addr}})
-	r, err := New(Options{DrainTimeout: 200 * time.Millisecond, PeekTimeout: time.Minute}, tab)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, ln) }()
+	r, addr, cancel, done := serveRouter(t, Options{DrainTimeout: 200 * time.Millisecond, PeekTimeout: time.Minute}, Route{Backend: b.addr})
 	hello := captureHello(t, helloCfg("app.example.com"))
-	c := dial(t, ln.Addr().String(), hello[:len(hello)/2])
+	c := dial(t, addr, hello[:len(hello)/2])
 	deadline := time.Now().Add(5 * time.Second)
 	for r.Stats().Active != 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond) // until the router has it

@@ -3,8 +3,6 @@ package router
 import (
 	"bufio"
 	"bytes"
-	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -225,12 +223,7 @@ func TestReload(t *testing.T) {
 }
 
 func TestBackendDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	down := ln.Addr().String()
-	ln.Close()
+	down := unusedAddr(t)
 	up := startBackend(t, tagEcho("U"))
 	r, addr := startRouter(t, Options{},
 		Route{SNI: "down.example.com", Backend: down},
@@ -344,19 +337,8 @@ func TestHalfCloseAndBody(t *testing.T) {
 	hello := captureHello(t, helloCfg("app.example.com"))
 	for _, size := range []int{0, 5, 1 << 20} {
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
-			body := make([]byte, size)
-			_, _ = rand.Read(body)
-			c := dial(t, addr, hello)
-			go func() {
-				_, _ = c.Write(body)
-				_ = c.CloseWrite()
-			}()
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			got, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(append(append([]byte(nil), hello...), body...))
+			sent, got := exchange(t, addr, hello, size)
+			sum := sha256.Sum256(sent)
 			if string(got) != hex.EncodeToString(sum[:]) {
 				t.Fatalf("backend read %q, want the hash of the %d bytes sent", got, len(hello)+size)
 			}
@@ -392,21 +374,10 @@ func TestHalfCloseFromBackend(t *testing.T) {
 
 func TestShutdownDrains(t *testing.T) {
 	b := startBackend(t, tagEcho("B"))
-	tab, _ := NewTable([]Route{{Backend: b.addr}})
-	r, err := New(Options{DrainTimeout: 300 * time.Millisecond}, tab)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, ln) }()
+	r, addr, cancel, done := serveRouter(t, Options{DrainTimeout: 300 * time.Millisecond}, Route{Backend: b.addr})
 
 	hello := captureHello(t, helloCfg("app.example.com"))
-	c := dial(t, ln.Addr().String(), hello)
+	c := dial(t, addr, hello)
 	readN(t, c, 1+len(hello))
 	start := time.Now()
 	cancel()
@@ -424,7 +395,7 @@ func TestShutdownDrains(t *testing.T) {
 		t.Errorf("Serve returned after %s, want the 300ms drain", took)
 	}
 	waitClosed(t, c, 2*time.Second)
-	if nc, err := net.DialTimeout("tcp", ln.Addr().String(), time.Second); err == nil {
+	if nc, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		nc.Close()
 		t.Error("listener still accepts after Serve returned")
 	}
