@@ -195,10 +195,11 @@ func (l *loop) acceptAll(p *pair) {
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			// Transient: back off as net/http does. The connections
 			// wait in the listen queue; the retry takes them.
-			ln := p.lsn
-			ln.backoff = min(max(2*ln.backoff, 5*time.Millisecond), time.Second)
-			l.r.log.Warn("accepting connection", "error", os.NewSyscallError("accept4", err), "retry_in", ln.backoff)
-			if !ln.retrying {
+			// Logged once per retry, not per connection that arrives
+			// meanwhile.
+			if ln := p.lsn; !ln.retrying {
+				ln.backoff = min(max(2*ln.backoff, 5*time.Millisecond), time.Second)
+				l.r.log.Warn("accepting connection", "error", os.NewSyscallError("accept4", err), "retry_in", ln.backoff)
 				ln.retrying = true
 				time.AfterFunc(ln.backoff, func() { l.retryAccept(p) })
 			}

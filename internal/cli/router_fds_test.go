@@ -1,0 +1,144 @@
+package cli_test
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// `detour router` out of file descriptors: with clients holding every
+// descriptor its limit allows, accepting fails (EMFILE); it says so, backs
+// off, and once those clients are gone serves the one that waited in the
+// listen queue meanwhile. Run in a process of its own, with a low
+// `ulimit -n`.
+func TestRouterOutOfDescriptors(t *testing.T) {
+	t.Parallel()
+	bin := buildDetour(t)
+	hello := clientHello(t)
+
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { backend.Close() })
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, err := io.ReadFull(c, make([]byte, len(hello))); err == nil {
+					_, _ = io.WriteString(c, "routed")
+				}
+			}()
+		}
+	}()
+	listen := unusedAddr(t)
+
+	var stderr lockedBuffer
+	cmd := exec.CommandContext(t.Context(), "sh", "-c", `ulimit -n 48 && exec "$0" "$@"`,
+		bin, "router", "--listen", listen, "--backend", backend.Addr().String())
+	cmd.Env = append(os.Environ(), "DETOUR_STATE_DIR="+filepath.Join(t.TempDir(), "state"))
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", listen)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("detour router never listened: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling for the listener of another process
+	}
+
+	// Clients that send half a hello and wait hold a descriptor each in
+	// the router: more of them than its limit.
+	var idle []net.Conn
+	t.Cleanup(func() {
+		for _, c := range idle {
+			c.Close()
+		}
+	})
+	for range 80 {
+		c, err := net.Dial("tcp", listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(hello[:len(hello)/2]); err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "too many open files") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the router never reported running out of descriptors\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond) // polling the log of another process
+	}
+	// A client that comes now waits in the listen queue. Once the idle
+	// ones are gone, nothing new arrives to wake the listener: the
+	// router's own retry must take it.
+	c, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range idle {
+		c.Close()
+	}
+	idle = nil
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "routed" {
+		t.Fatalf("after the descriptors came back: read %q, %v\n%s", got, err, stderr.String())
+	}
+}
+
+// clientHello returns the first flight of a TLS client: a ClientHello for
+// app.example.com.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	defer b.Close()
+	go func() {
+		defer a.Close()
+		_ = tls.Client(a, &tls.Config{ServerName: "app.example.com", InsecureSkipVerify: true}).Handshake()
+	}()
+	_ = b.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 16<<10)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf[:n]
+}
+
+// unusedAddr returns a loopback address nothing listens on.
+func unusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
