@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
 // `detour router` out of file descriptors: with clients holding every
@@ -41,7 +44,7 @@ func TestRouterOutOfDescriptors(t *testing.T) {
 			}()
 		}
 	}()
-	listen := unusedAddr(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 
 	var stderr lockedBuffer
 	cmd := exec.CommandContext(t.Context(), "sh", "-c", `ulimit -n 48 && exec "$0" "$@"`,
@@ -129,16 +132,4 @@ func clientHello(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return buf[:n]
-}
-
-// unusedAddr returns a loopback address nothing listens on.
-func unusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }
