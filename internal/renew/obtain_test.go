@@ -179,8 +179,13 @@ func TestFailedRenewalKeepsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := checkLive(t, env, "keep", "keep.detour.test")
-	// The name stops resolving: the CA's validation fails.
-	env.DNS.SetAddrs("keep.detour.test")
+	// The renewal adds a name that does not resolve: the CA's validation
+	// fails. (A new name, not the old one made unresolvable: Pebble
+	// sometimes reuses the old name's valid authorization, and then
+	// nothing is validated.)
+	env.AddName("gone.detour.test")
+	env.DNS.SetAddrs("gone.detour.test")
+	req.Identifiers = ids(t, "keep.detour.test", "gone.detour.test")
 	_, err := m.Obtain(ctx(t), req)
 	var rerr *renew.Error
 	if !errors.As(err, &rerr) || rerr.Stage != "validation" {
