@@ -324,36 +324,6 @@ func (ls *loops) adopt(cn *conn) bool {
 	return true
 }
 
-// connect connects cn, whose ClientHello a goroutine read, to rt's backend
-// with a socket of a loop's own (see dialLocal), and moves cn to that loop
-// with first queued for the backend. It reports handled false (nothing
-// done) when dialLocal cannot take rt or cn's socket is not the net
-// package's own; with handled true, err is the reason cn is to be released.
-func (ls *loops) connect(cn *conn, rt *route, first, sni []byte) (handled bool, err error) {
-	if !canDialLocal(rt) {
-		return false, nil
-	}
-	cfd, ok := dupConn(cn.client)
-	if !ok {
-		return false, nil
-	}
-	bfd, err := dialLocal(rt)
-	if err != nil {
-		_ = unix.Close(cfd)
-		return true, err
-	}
-	p := &pair{cn: cn, fd: [2]int{cfd, bfd}}
-	p.connectTo(rt, first, sni)
-	_ = cn.client.Close()
-	if err := ls.pick().add(p, false); err != nil {
-		pendingBufs.Put(p.dir[0].pending)
-		_ = unix.Close(cfd)
-		_ = unix.Close(bfd)
-		return true, err
-	}
-	return true, nil
-}
-
 // canDialLocal reports whether dialLocal can connect to rt: a local
 // backend at a literal address or a Unix socket.
 func canDialLocal(rt *route) bool {

@@ -14,8 +14,5 @@ func newLoops(context.Context, *Router, *session) (*loops, error) { return nil, 
 func (*loops) accept(*conn) bool                                  { return false }
 func (*loops) listen(context.Context, net.Listener) (bool, error) { return false, nil }
 func (*loops) adopt(*conn) bool                                   { return false }
-func (*loops) connect(*conn, *route, []byte, []byte) (bool, error) {
-	return false, nil
-}
-func (*loops) close()       {}
-func (*loops) shutdownAll() {}
+func (*loops) close()                                             {}
+func (*loops) shutdownAll()                                       {}

@@ -380,11 +380,8 @@ func (r *Router) handle(ctx context.Context, s *session, cn *conn) {
 
 // finish takes a connection on from what route or dispatch did with it.
 func (r *Router) finish(s *session, cn *conn, res routeResult) {
-	switch res {
-	case routeFailed:
+	if res == routeFailed {
 		r.release(s, cn)
-		return
-	case routeAdopted:
 		return
 	}
 	if s.loops != nil && s.loops.adopt(cn) {
@@ -450,9 +447,8 @@ func (r *Router) pump(s *session, cn *conn, h *halfPipe) {
 type routeResult int
 
 const (
-	routeFailed  routeResult = iota // answered locally, or failed: release it
-	routeCopy                       // connected to its backend: copy both ways
-	routeAdopted                    // connected by an event loop, which copies and releases it
+	routeFailed routeResult = iota // answered locally, or failed: release it
+	routeCopy                      // connected to its backend: copy both ways
 )
 
 // route peeks the ClientHello of cn and answers it or connects it to its
@@ -523,20 +519,6 @@ func (r *Router) dispatch(ctx context.Context, s *session, cn *conn, buf []byte,
 		return routeFailed
 	}
 	first := firstBytes(buf, n, rt, c.RemoteAddr(), c.LocalAddr())
-
-	if s.loops != nil && rt.local {
-		if handled, err := s.loops.connect(cn, rt, first, name); handled {
-			if err != nil {
-				r.failed.Add(1)
-				rt.failLog.log(r.log, "connecting to backend", "backend", rt.Backend, "sni", string(name), "error", err)
-				return routeFailed
-			}
-			if r.log.Enabled(ctx, slog.LevelDebug) {
-				r.log.Debug("routing connection", "remote_addr", c.RemoteAddr().String(), "sni", string(name), "backend", rt.Backend)
-			}
-			return routeAdopted
-		}
-	}
 
 	// Not ctx: a dial is bounded by DialTimeout, and a context that
 	// descends from the session's would cost every connection a
