@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"fmt"
 	"maps"
 	"net/url"
@@ -115,7 +117,7 @@ func ResolveCA(cfg *Config, nameOrURL string) (CA, error) {
 	names := slices.Sorted(maps.Keys(configured))
 	all := append(Shortcuts(), names...)
 	return CA{}, fmt.Errorf("unknown CA %q%s; use a shortcut (%s), a [ca.NAME] table (configured: %s) or an ACME directory URL (https://...)",
-		nameOrURL, didYouMean(nameOrURL, all), strings.Join(Shortcuts(), ", "), listOrNone(names))
+		nameOrURL, suggest.DidYouMean(nameOrURL, all), strings.Join(Shortcuts(), ", "), listOrNone(names))
 }
 
 // listOrNone joins names with commas, or returns "none".

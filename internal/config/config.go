@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"errors"
 	"fmt"
 	"io/fs"
@@ -263,5 +265,5 @@ func (c *Config) Certificate(name string) (Certificate, error) {
 		names = append(names, cert.Name)
 	}
 	return Certificate{}, fmt.Errorf("no certificate named %q in %s%s; configured: %s",
-		name, c.File, didYouMean(name, names), quoteList(names))
+		name, c.File, suggest.DidYouMean(name, names), suggest.QuoteList(names))
 }

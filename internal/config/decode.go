@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"fmt"
 	"maps"
 	"slices"
@@ -178,11 +180,11 @@ func (l *errList) table(path string, m map[string]any, fields []field) map[strin
 
 // unknownKey reports a key no table accepts.
 func (l *errList) unknownKey(path, key string, known []string) {
-	if s := suggest(key, known); s != "" {
+	if s := suggest.Closest(key, known); s != "" {
 		l.add(path, "unknown key %q; did you mean %q?", key, s)
 		return
 	}
-	l.add(path, "unknown key %q; known keys here: %s", key, quoteList(known))
+	l.add(path, "unknown key %q; known keys here: %s", key, suggest.QuoteList(known))
 }
 
 // decode turns the generic TOML tree into a file, reporting unknown keys

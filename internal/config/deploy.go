@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -150,7 +152,7 @@ func decodeReloads(l *errList, d *Deploy, path string, v any) {
 		case map[string]any:
 			has := l.table(key, e, []field{str(keyServer, &r.Server), str(keyUnit, &r.Unit), str(keyPIDFile, &r.PIDFile)})
 			if !has[keyServer] {
-				l.add(key, "server is missing; add server = \"nginx\" (one of %s)", quoteList(ReloadServers))
+				l.add(key, "server is missing; add server = \"nginx\" (one of %s)", suggest.QuoteList(ReloadServers))
 				continue
 			}
 		default:
@@ -158,7 +160,7 @@ func decodeReloads(l *errList, d *Deploy, path string, v any) {
 			continue
 		}
 		if !slices.Contains(ReloadServers, r.Server) {
-			l.add(key, "unknown server %q%s; Detour reloads %s (for anything else use deploy_hook)", r.Server, didYouMean(r.Server, ReloadServers), quoteList(ReloadServers))
+			l.add(key, "unknown server %q%s; Detour reloads %s (for anything else use deploy_hook)", r.Server, suggest.DidYouMean(r.Server, ReloadServers), suggest.QuoteList(ReloadServers))
 			continue
 		}
 		if r.PIDFile != "" && !filepath.IsAbs(r.PIDFile) {
@@ -201,9 +203,9 @@ func decodeOutputs(l *errList, d *Deploy, path string, v any) {
 		}
 		switch {
 		case !has[keyFormat]:
-			l.add(key, "format is missing; add format = %q (one of %s)", FormatFullchain, quoteList(OutputFormats))
+			l.add(key, "format is missing; add format = %q (one of %s)", FormatFullchain, suggest.QuoteList(OutputFormats))
 		case !slices.Contains(OutputFormats, o.Format):
-			l.add(k(keyFormat), "unknown format %q%s; use one of %s", o.Format, didYouMean(o.Format, OutputFormats), quoteList(OutputFormats))
+			l.add(k(keyFormat), "unknown format %q%s; use one of %s", o.Format, suggest.DidYouMean(o.Format, OutputFormats), suggest.QuoteList(OutputFormats))
 		}
 		if mode != "" {
 			n, err := strconv.ParseUint(strings.TrimPrefix(mode, "0o"), 8, 32)

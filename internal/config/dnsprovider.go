@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -42,7 +44,7 @@ func checkDNSProvider(p Path) []SettingProblem {
 	var probs []SettingProblem
 	if v := p.Setting(KeyDNSProvider); v != "" && !slices.Contains(dnsProviders, v) {
 		probs = append(probs, SettingProblem{Key: KeyDNSProvider,
-			Msg: fmt.Sprintf("%q is not a supported DNS provider%s; use one of %s", v, didYouMean(v, dnsProviders), quoteList(dnsProviders))})
+			Msg: fmt.Sprintf("%q is not a supported DNS provider%s; use one of %s", v, suggest.DidYouMean(v, dnsProviders), suggest.QuoteList(dnsProviders))})
 	}
 	switch f := p.Setting(KeyDNSProviderCredentials); {
 	case f == "":

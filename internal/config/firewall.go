@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"fmt"
 	"net"
 	"net/netip"
@@ -123,13 +125,13 @@ func checkFirewall(p Path) []SettingProblem {
 	if backend == "" {
 		for _, k := range []string{SettingFirewallTimeout, SettingFirewallPort, SettingFirewallOpen, SettingFirewallClose} {
 			if p.Setting(k) != "" {
-				add(k, "%s has no effect without firewall; set firewall = %s, or remove %s", k, quoteList(FirewallBackends), k)
+				add(k, "%s has no effect without firewall; set firewall = %s, or remove %s", k, suggest.QuoteList(FirewallBackends), k)
 			}
 		}
 		return probs
 	}
 	if !slices.Contains(FirewallBackends, backend) {
-		add(SettingFirewall, "%q is not a firewall Detour drives; use one of %s", backend, quoteList(FirewallBackends))
+		add(SettingFirewall, "%q is not a firewall Detour drives; use one of %s", backend, suggest.QuoteList(FirewallBackends))
 	}
 	if s := p.Setting(SettingFirewallTimeout); s != "" {
 		d, err := time.ParseDuration(s)

@@ -55,36 +55,3 @@ dotted.key = 3               # 18
 		})
 	}
 }
-
-func TestEditDistance(t *testing.T) {
-	tests := []struct {
-		a, b string
-		want int
-	}{
-		{"", "", 0},
-		{"email", "email", 0},
-		{"emial", "email", 1}, // transposition
-		{"domain", "domains", 1},
-		{"keytype", "key_type", 1},
-		{"directroy", "directory", 1},
-		{"", "abc", 3},
-		{"kitten", "sitting", 3},
-		{"ключ", "клюс", 1}, // runes, not bytes
-	}
-	for _, tt := range tests {
-		t.Run(tt.a+"/"+tt.b, func(t *testing.T) {
-			if got := editDistance(tt.a, tt.b); got != tt.want {
-				t.Errorf("editDistance(%q, %q) = %d, want %d", tt.a, tt.b, got, tt.want)
-			}
-			if got := editDistance(tt.b, tt.a); got != tt.want {
-				t.Errorf("editDistance(%q, %q) = %d, want %d", tt.b, tt.a, got, tt.want)
-			}
-		})
-	}
-	if got := suggest("LetsEncrypt", Shortcuts()); got != "letsencrypt" {
-		t.Errorf("suggest(LetsEncrypt) = %q", got)
-	}
-	if got := suggest("abc", []string{"xyzw"}); got != "" {
-		t.Errorf("suggest(abc) = %q, want none", got)
-	}
-}

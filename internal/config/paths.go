@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"fmt"
 	"maps"
 	"net"
@@ -319,5 +321,5 @@ func (c *Config) Path(name string) (Path, error) {
 	}
 	names := c.pathNames()
 	return Path{}, fmt.Errorf("unknown path %q%s; known paths: %s (add a [path.%s] table to define it)",
-		name, didYouMean(name, names), quoteList(names), name)
+		name, suggest.DidYouMean(name, names), suggest.QuoteList(names), name)
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/detour-acme/detour/internal/suggest"
+
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -226,22 +228,22 @@ func validatePath(l *errList, t *pathTable) bool {
 	name := t.path.Name
 	if _, ok := builtinPaths[name]; ok {
 		l.add(t.key, "%q is the name of a built-in path; choose another name (built-ins: %s)",
-			name, quoteList(slices.Collect(maps.Keys(builtinPaths))))
+			name, suggest.QuoteList(slices.Collect(maps.Keys(builtinPaths))))
 	} else if !validName.MatchString(name) {
 		l.add(t.key, "%q is not a valid path name; %s", name, nameRule)
 	}
 	if !t.has[keyKind] {
-		l.add(t.key, "kind is missing; add kind = %q (kinds: %s)", KindStandalone, quoteList(Kinds()))
+		l.add(t.key, "kind is missing; add kind = %q (kinds: %s)", KindStandalone, suggest.QuoteList(Kinds()))
 		return false
 	}
 	spec, ok := kinds[t.path.Kind]
 	if !ok {
-		l.add(k(keyKind), "unknown kind %q%s; kinds: %s", t.path.Kind, didYouMean(t.path.Kind, Kinds()), quoteList(Kinds()))
+		l.add(k(keyKind), "unknown kind %q%s; kinds: %s", t.path.Kind, suggest.DidYouMean(t.path.Kind, Kinds()), suggest.QuoteList(Kinds()))
 		return false
 	}
 	for _, key := range slices.Sorted(maps.Keys(t.has)) {
 		if key != keyKind && !slices.Contains(spec.settings, key) {
-			l.add(k(key), "%s does not apply to kind %q; remove it (settings of this kind: %s)", key, t.path.Kind, quoteList(spec.settings))
+			l.add(k(key), "%s does not apply to kind %q; remove it (settings of this kind: %s)", key, t.path.Kind, suggest.QuoteList(spec.settings))
 		}
 	}
 	ok = slices.Contains(spec.challenges, t.path.Challenge)

@@ -1,12 +1,12 @@
-// Package dnsembed answers dns-01 challenges (RFC 8555 §8.4) from Detour's
-// embedded authoritative DNS responder (package dnsserver).
+// Package dnsembed answers TXT challenges (dns-01, RFC 8555 §8.4, and the
+// other types of solve.TXTChallenges) from Detour's embedded authoritative
+// DNS responder (package dnsserver).
 //
 // It suits a zone delegated to the host Detour runs on (an NS record for
 // _acme-challenge.example.com, or for a whole challenge zone, pointing at
 // it) and the local sandbox, where the test CA uses the responder as its
-// resolver. Present adds the TXT value "base64url(SHA-256(key
-// authorization))" at _acme-challenge.<name>; CleanUp removes exactly that
-// value. A wildcard and its base name share one owner name, so values are
+// resolver. Present adds the TXT value at the name solve.TXTName gives (for
+// dns-01, _acme-challenge.<name>); CleanUp removes exactly that value. A wildcard and its base name share one owner name, so values are
 // reference counted per (name, value) and the optional listener stays up
 // until the last challenge is cleaned up.
 //
@@ -30,7 +30,6 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/detour-acme/detour/internal/dnsserver"
-	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
 )
 
@@ -61,10 +60,24 @@ type Options struct {
 	// TTL bounds how long each TXT value is served, so that a crash never
 	// leaves one behind for long. 0 means DefaultTTL.
 	TTL time.Duration
+	// Challenge is the challenge type answered, one of
+	// solve.TXTChallenges(); default dns-01.
+	Challenge string
+	// AccountURL returns the ACME account URL, for challenge types whose
+	// record is named after the account (see solve.NeedsAccount).
+	AccountURL func(ctx context.Context) (string, error)
 }
 
-// Solver is a solve.Solver for dns-01 backed by a dnsserver.Server.
+// Solver is a solve.Solver for the TXT challenges, backed by a
+// dnsserver.Server.
 type Solver struct {
+	*solve.TXT
+	r *records
+}
+
+// records is the solve.Records backend: the responder's table, and the
+// listener it may start.
+type records struct {
 	log       *slog.Logger
 	srv       *dnsserver.Server
 	listen    string
@@ -81,8 +94,9 @@ type Solver struct {
 type record struct{ name, value string }
 
 var (
-	_ solve.Solver = (*Solver)(nil)
-	_ solve.Waiter = (*Solver)(nil)
+	_ solve.Solver  = (*Solver)(nil)
+	_ solve.Waiter  = (*Solver)(nil)
+	_ solve.Records = (*records)(nil)
 )
 
 // New returns a Solver configured by opts.
@@ -101,7 +115,7 @@ func New(opts Options) (*Solver, error) {
 			return nil, fmt.Errorf("creating dns-01 solver: address %q is not host:port (e.g. \":53\"): %w", a, err)
 		}
 	}
-	s := &Solver{
+	s := &records{
 		log:       opts.Logger,
 		srv:       opts.Server,
 		listen:    opts.Listen,
@@ -115,20 +129,18 @@ func New(opts Options) (*Solver, error) {
 	if s.ttl == 0 {
 		s.ttl = DefaultTTL
 	}
-	return s, nil
+	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: opts.Challenge, Records: s, AccountURL: opts.AccountURL})
+	if err != nil {
+		return nil, fmt.Errorf("creating dns-01 solver: %w", err)
+	}
+	return &Solver{TXT: txt, r: s}, nil
 }
 
-// Type returns solve.DNS01.
-func (s *Solver) Type() string { return solve.DNS01 }
-
-// Check reports whether a dns-01 challenge for id can be answered: id must be
-// a DNS name inside the responder's zones and, when Options.Listen is set,
-// the address must be free to bind right now.
-func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
-	if id.Type != ident.TypeDNS {
-		return fmt.Errorf("%w: dns-01 cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, id)
-	}
-	name := challengeName(id)
+// CheckTXT reports whether the record r names can be answered: it must be
+// inside the responder's zones and, when Options.Listen is set, the
+// address must be free to bind right now.
+func (s *records) CheckTXT(ctx context.Context, r solve.TXTRecord) error {
+	name := r.Name
 	if !s.srv.InZone(name) {
 		return fmt.Errorf("%w: %s is outside every zone the embedded DNS server answers; add its zone to the server's zones, or delegate it to this server", solve.ErrNotApplicable, name)
 	}
@@ -149,10 +161,6 @@ func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
 	return nil
 }
 
-func challengeName(id ident.Identifier) string {
-	return solve.Challenge{Identifier: id}.DNS01Name()
-}
-
 // explainBind turns a bind error into one that says what to change.
 func explainBind(err error) error {
 	switch {
@@ -166,13 +174,11 @@ func explainBind(err error) error {
 	return fmt.Errorf("starting the dns-01 listener: %w", err)
 }
 
-// Present adds the challenge's TXT value, starting the listener first if
-// Options.Listen is set and none is running.
-func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
-	if ch.Identifier.Type != ident.TypeDNS {
-		return fmt.Errorf("presenting dns-01 for %s: %w: not a DNS name", ch.Identifier, solve.ErrNotApplicable)
-	}
-	rec := record{name: ch.DNS01Name(), value: ch.DNS01Value()}
+// SetTXT adds the value, starting the listener first if Options.Listen is
+// set and none is running.
+func (s *records) SetTXT(ctx context.Context, r solve.TXTRecord) error {
+	ch := r.Challenge
+	rec := record{name: r.Name, value: r.Value}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.listen != "" && s.stop == nil {
@@ -184,12 +190,12 @@ func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
 	s.refs[rec]++
 	expires := s.srv.Now().Add(s.ttl)
 	s.srv.AddTXT(rec.name, rec.value, expires)
-	s.log.Info("dns-01 TXT record presented", "identifier", ch.Identifier.Value, "name", rec.name, "expires", expires)
+	s.log.Info("TXT record presented", "identifier", ch.Identifier.Value, "challenge", ch.Type, "name", rec.name, "expires", expires)
 	return nil
 }
 
 // startLocked binds Options.Listen and serves the responder on it.
-func (s *Solver) startLocked(ctx context.Context) error {
+func (s *records) startLocked(ctx context.Context) error {
 	pc, ln, err := dnsserver.Listen(s.listen)
 	if err != nil {
 		return explainBind(err)
@@ -226,7 +232,9 @@ func queryable(a *net.UDPAddr, listen string) string {
 
 // Addr returns the address Wait queries: Options.QueryAddr, or the address
 // of the running listener; "" when there is neither.
-func (s *Solver) Addr() string {
+func (s *Solver) Addr() string { return s.r.addr() }
+
+func (s *records) addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.queryAddr != "" {
@@ -235,11 +243,11 @@ func (s *Solver) Addr() string {
 	return s.boundAddr
 }
 
-// CleanUp removes the TXT value Present added for ch, and stops the listener
-// after the last challenge. Cleaning up a challenge that was not presented
-// does nothing.
-func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
-	rec := record{name: ch.DNS01Name(), value: ch.DNS01Value()}
+// DeleteTXT removes the value SetTXT added, and stops the listener after
+// the last challenge. Removing a value that was not added does nothing.
+func (s *records) DeleteTXT(ctx context.Context, r solve.TXTRecord) error {
+	ch := r.Challenge
+	rec := record{name: r.Name, value: r.Value}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.refs[rec] == 0 {
@@ -249,7 +257,7 @@ func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	if s.refs[rec] == 0 {
 		delete(s.refs, rec)
 		s.srv.RemoveTXT(rec.name, rec.value)
-		s.log.Info("dns-01 TXT record removed", "identifier", ch.Identifier.Value, "name", rec.name)
+		s.log.Info("TXT record removed", "identifier", ch.Identifier.Value, "name", rec.name)
 	}
 	s.active--
 	if s.active > 0 || s.stop == nil {
@@ -264,11 +272,12 @@ func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	return nil
 }
 
-// Wait blocks until the responder answers the TXT value of ch over the
-// network (DNS over TCP to Addr), polling at growing intervals (5ms up to 200ms) until ctx ends.
-func (s *Solver) Wait(ctx context.Context, ch solve.Challenge) error {
-	name, value := ch.DNS01Name(), ch.DNS01Value()
-	addr := s.Addr()
+// WaitTXT blocks until the responder answers the value over the network
+// (DNS over TCP to Addr), polling at growing intervals (5ms up to 200ms)
+// until ctx ends.
+func (s *records) WaitTXT(ctx context.Context, r solve.TXTRecord) error {
+	name, value := r.Name, r.Value
+	addr := s.addr()
 	if addr == "" {
 		if slices.Contains(s.srv.TXT(name), value) {
 			return nil

@@ -1,4 +1,6 @@
-package config
+// Package suggest finds the known name closest to a mistyped one, for "did
+// you mean" hints in error messages.
+package suggest
 
 import (
 	"fmt"
@@ -10,33 +12,33 @@ import (
 // offered as a "did you mean" suggestion.
 const maxSuggestDistance = 2
 
-// suggest returns the known name closest to s (case-insensitively) when it is
+// Closest returns the known name closest to s (case-insensitively) when it is
 // within maxSuggestDistance edits, or "" when none is. Ties go to the name
 // that sorts first, so the suggestion is deterministic.
-func suggest(s string, known []string) string {
+func Closest(s string, known []string) string {
 	best, bestDist := "", maxSuggestDistance+1
 	sorted := slices.Clone(known)
 	slices.Sort(sorted)
 	for _, k := range sorted {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(k)); d < bestDist {
+		if d := Distance(strings.ToLower(s), strings.ToLower(k)); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
 	return best
 }
 
-// didYouMean returns ` (did you mean "x"?)` for the closest known name, or
+// DidYouMean returns ` (did you mean "x"?)` for the closest known name, or
 // "" when nothing is close.
-func didYouMean(s string, known []string) string {
-	if k := suggest(s, known); k != "" {
+func DidYouMean(s string, known []string) string {
+	if k := Closest(s, known); k != "" {
 		return fmt.Sprintf(" (did you mean %q?)", k)
 	}
 	return ""
 }
 
-// quoteList renders names as a sorted, comma-separated list of quoted
+// QuoteList renders names as a sorted, comma-separated list of quoted
 // strings, or "none" when the list is empty.
-func quoteList(names []string) string {
+func QuoteList(names []string) string {
 	if len(names) == 0 {
 		return "none"
 	}
@@ -49,10 +51,10 @@ func quoteList(names []string) string {
 	return strings.Join(q, ", ")
 }
 
-// editDistance is the optimal string alignment distance between a and b:
+// Distance is the optimal string alignment distance between a and b:
 // insertions, deletions, substitutions and transpositions of adjacent runes
 // each cost one.
-func editDistance(a, b string) int {
+func Distance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
 	// Three rolling rows: two back (for transpositions), previous, current.
 	prev2 := make([]int, len(rb)+1)
