@@ -1,14 +1,16 @@
-// Package rfc2136 answers dns-01 challenges (RFC 8555 §8.4) by changing the
-// zone with RFC 2136 dynamic updates signed with a TSIG key (RFC 8945), the
-// way BIND, Knot, PowerDNS and Windows DNS accept them.
+// Package rfc2136 answers TXT challenges (dns-01, RFC 8555 §8.4, and the
+// other types of solve.TXTChallenges) by changing the zone with RFC 2136
+// dynamic updates signed with a TSIG key (RFC 8945), the way BIND, Knot,
+// PowerDNS and Windows DNS accept them.
 //
-// Present adds the TXT value base64url(SHA-256(key authorization)) at
-// _acme-challenge.<name> (or at the end of that name's CNAME chain, which
-// the CA follows too), with a short TTL. CleanUp removes exactly that value:
-// a wildcard and its base name share one owner name, and both values must
-// coexist while both are validated. Wait returns when every authoritative
-// server of the zone answers the value, asked directly, instead of
-// sleeping a fixed time.
+// The generic solve.TXT solver names the record (for dns-01,
+// _acme-challenge.<name>) and computes its value; this package's backend
+// adds the value at that owner name (or at the end of its CNAME chain,
+// which the CA follows too), with a short TTL. CleanUp removes exactly that
+// value: a wildcard and its base name share one owner name, and both
+// values must coexist while both are validated. Wait returns when every
+// authoritative server of the zone answers the value, asked directly,
+// instead of sleeping a fixed time.
 //
 // Check finds the zone and sends a harmless signed update (a prerequisite
 // only, RFC 2136 §2.4.1) to the server, so that a wrong key, secret or
@@ -69,10 +71,25 @@ type Options struct {
 	PropagationTimeout time.Duration
 	// TTL of the TXT records. Default DefaultTTL.
 	TTL uint32
+	// Challenge is the challenge type answered, one of
+	// solve.TXTChallenges(); default dns-01.
+	Challenge string
+	// AccountURL returns the ACME account URL, for challenge types whose
+	// record is named after the account (see solve.NeedsAccount).
+	AccountURL func(ctx context.Context) (string, error)
 }
 
-// Solver is a solve.Solver and solve.Waiter for dns-01 through RFC 2136.
+// Solver is a solve.Solver and solve.Waiter for the TXT challenges
+// through RFC 2136: the generic solve.TXT names the record and computes its
+// value, the records backend updates the zone.
 type Solver struct {
+	*solve.TXT
+	r *records
+}
+
+// records is the solve.Records backend: signed updates to the zone that
+// holds each owner name (or the end of its CNAME chain).
+type records struct {
 	log     *slog.Logger
 	server  string
 	zone    string
@@ -82,12 +99,13 @@ type Solver struct {
 	updater *dns.Updater
 
 	mu     sync.Mutex
-	placed map[placeKey]placement // where Present put each value
+	placed map[placeKey]placement // where SetTXT put each value
 }
 
 var (
-	_ solve.Solver = (*Solver)(nil)
-	_ solve.Waiter = (*Solver)(nil)
+	_ solve.Solver  = (*Solver)(nil)
+	_ solve.Waiter  = (*Solver)(nil)
+	_ solve.Records = (*records)(nil)
 )
 
 type placeKey struct{ name, value string }
@@ -99,7 +117,7 @@ type placement struct {
 
 // New validates opts and returns a Solver.
 func New(opts Options) (*Solver, error) {
-	s := &Solver{log: opts.Logger, server: opts.Server, timeout: opts.PropagationTimeout, ttl: opts.TTL,
+	s := &records{log: opts.Logger, server: opts.Server, timeout: opts.PropagationTimeout, ttl: opts.TTL,
 		placed: map[placeKey]placement{}}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -132,113 +150,120 @@ func New(opts Options) (*Solver, error) {
 	if s.client, err = dns.New(dns.Options{Logger: s.log, Resolver: opts.Resolver, Port: opts.Port, Nameservers: opts.Nameservers}); err != nil {
 		return nil, err
 	}
-	return s, nil
+	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: opts.Challenge, Records: s, AccountURL: opts.AccountURL})
+	if err != nil {
+		return nil, err
+	}
+	return &Solver{TXT: txt, r: s}, nil
 }
 
-// Type returns solve.DNS01.
-func (s *Solver) Type() string { return solve.DNS01 }
-
-// Check finds the zone of id's challenge record and proves, with an update
-// that changes nothing, that the server accepts the key for it. It refuses
-// IP identifiers, which dns-01 cannot validate (RFC 8738 §7).
+// Check refuses IP identifiers, which no DNS challenge can validate
+// (RFC 8738 §7), saying which paths can; then solve.TXT.Check names the
+// record and CheckTXT proves the update credentials for it.
 func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
 	if id.Type == ident.TypeIP {
-		return fmt.Errorf("%w: %s is an IP address, which dns-01 cannot validate (RFC 8738); use an http-01 or tls-alpn-01 path for it",
-			solve.ErrNotApplicable, id.Value)
+		return fmt.Errorf("%w: %s is an IP address, which %s cannot validate (RFC 8738); use an http-01 or tls-alpn-01 path for it",
+			solve.ErrNotApplicable, id.Value, s.Type())
 	}
-	p, err := s.locate(ctx, id)
+	return s.TXT.Check(ctx, id)
+}
+
+// CheckTXT finds the zone of r.Name and proves, with an update that
+// changes nothing, that the server accepts the key for it.
+func (s *records) CheckTXT(ctx context.Context, r solve.TXTRecord) error {
+	p, err := s.locate(ctx, r)
 	if err != nil {
 		return err
 	}
 	if err := s.updater.Probe(ctx, p.server, p.zone); err != nil {
 		return err
 	}
-	s.log.DebugContext(ctx, "update credentials accepted", "identifier", id.Value, "zone", p.zone, "server", p.server)
+	s.log.DebugContext(ctx, "update credentials accepted", "identifier", r.Challenge.Identifier.Value, "name", r.Name,
+		"zone", p.zone, "server", p.server)
 	return nil
 }
 
-// Present adds the challenge's TXT value, keeping the other values at the
-// same name.
-func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
-	p, err := s.locate(ctx, ch.Identifier)
+// SetTXT adds r.Value at r.Name (or the end of its CNAME chain), keeping
+// the other values at the same name.
+func (s *records) SetTXT(ctx context.Context, r solve.TXTRecord) error {
+	p, err := s.locate(ctx, r)
 	if err != nil {
 		return err
 	}
-	value := ch.DNS01Value()
-	if err := s.updater.AddTXT(ctx, p.server, dns.TXT{Zone: p.zone, Name: p.target, Value: value, TTL: s.ttl}); err != nil {
+	if err := s.updater.AddTXT(ctx, p.server, dns.TXT{Zone: p.zone, Name: p.target, Value: r.Value, TTL: s.ttl}); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.placed[placeKey{ch.DNS01Name(), value}] = p
+	s.placed[placeKey{r.Name, r.Value}] = p
 	s.mu.Unlock()
-	s.log.InfoContext(ctx, "dns-01 record presented", "identifier", ch.Identifier.Value, "challenge", solve.DNS01,
+	s.log.InfoContext(ctx, "TXT record presented", "identifier", r.Challenge.Identifier.Value, "challenge", r.Challenge.Type,
 		"name", p.target, "zone", p.zone, "server", p.server)
 	return nil
 }
 
-// Wait returns when every authoritative server of the zone answers the
-// challenge's value, or fails after the propagation timeout naming the
-// servers that do not.
-func (s *Solver) Wait(ctx context.Context, ch solve.Challenge) error {
-	p, err := s.placement(ctx, ch)
+// WaitTXT returns when every authoritative server of the zone answers
+// r.Value, or fails after the propagation timeout naming the servers that
+// do not.
+func (s *records) WaitTXT(ctx context.Context, r solve.TXTRecord) error {
+	p, err := s.placement(ctx, r)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	if err := s.client.Wait(ctx, p.target, ch.DNS01Value(), dns.WaitOptions{Zone: p.zone, Timeout: s.timeout}); err != nil {
-		return fmt.Errorf("waiting for the dns-01 record of %s: %w", ch.Identifier.Value, err)
+	if err := s.client.Wait(ctx, p.target, r.Value, dns.WaitOptions{Zone: p.zone, Timeout: s.timeout}); err != nil {
+		return fmt.Errorf("waiting for the %s record of %s: %w", challengeType(r), subject(r), err)
 	}
-	s.log.InfoContext(ctx, "dns-01 record visible on every authoritative server", "identifier", ch.Identifier.Value,
-		"name", p.target, "elapsed", time.Since(start))
+	s.log.InfoContext(ctx, "TXT record visible on every authoritative server", "identifier", r.Challenge.Identifier.Value,
+		"challenge", r.Challenge.Type, "name", p.target, "elapsed", time.Since(start))
 	return nil
 }
 
-// CleanUp removes exactly the challenge's value.
-func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
-	p, err := s.placement(ctx, ch)
+// DeleteTXT removes exactly r.Value.
+func (s *records) DeleteTXT(ctx context.Context, r solve.TXTRecord) error {
+	p, err := s.placement(ctx, r)
 	if err != nil {
 		return err
 	}
-	if err := s.updater.RemoveTXT(ctx, p.server, dns.TXT{Zone: p.zone, Name: p.target, Value: ch.DNS01Value()}); err != nil {
+	if err := s.updater.RemoveTXT(ctx, p.server, dns.TXT{Zone: p.zone, Name: p.target, Value: r.Value}); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	delete(s.placed, placeKey{ch.DNS01Name(), ch.DNS01Value()})
+	delete(s.placed, placeKey{r.Name, r.Value})
 	s.mu.Unlock()
 	return nil
 }
 
-// placement returns where Present put ch's value, or finds it again.
-func (s *Solver) placement(ctx context.Context, ch solve.Challenge) (placement, error) {
+// placement returns where SetTXT put r's value, or finds it again.
+func (s *records) placement(ctx context.Context, r solve.TXTRecord) (placement, error) {
 	s.mu.Lock()
-	p, ok := s.placed[placeKey{ch.DNS01Name(), ch.DNS01Value()}]
+	p, ok := s.placed[placeKey{r.Name, r.Value}]
 	s.mu.Unlock()
 	if ok {
 		return p, nil
 	}
-	return s.locate(ctx, ch.Identifier)
+	return s.locate(ctx, r)
 }
 
-// locate finds the zone, owner name and server for id's challenge record.
-func (s *Solver) locate(ctx context.Context, id ident.Identifier) (placement, error) {
-	base := id.Base()
-	name := "_acme-challenge." + base + "."
+// locate finds the zone, the owner name at the end of r.Name's CNAME chain
+// and the update server for r's record.
+func (s *records) locate(ctx context.Context, r solve.TXTRecord) (placement, error) {
+	name, subj := r.Name, subject(r)
 	var p placement
 	var primary string
 	if s.zone == "" {
 		z, err := s.client.FindZone(ctx, name)
 		if err != nil {
-			return p, zoneError(base, s.client.Resolver(), err)
+			return p, zoneError(subj, s.client.Resolver(), err)
 		}
 		p.zone, p.target, primary = z.Name, z.Target, z.Primary
 	} else {
 		target, chain, err := s.client.FollowCNAMEs(ctx, name)
 		if err != nil {
-			return p, zoneError(base, s.client.Resolver(), err)
+			return p, zoneError(subj, s.client.Resolver(), err)
 		}
 		if !mdns.IsSubDomain(s.zone, target) {
-			return p, fmt.Errorf("the dns-01 record of %s lives at %s, outside zone %s (CNAME chain %s); set zone to the zone of %s, or leave it unset",
-				base, target, s.zone, strings.Join(chain, " -> "), target)
+			return p, fmt.Errorf("the %s record of %s lives at %s, outside zone %s (CNAME chain %s); set zone to the zone of %s, or leave it unset",
+				challengeType(r), subj, target, s.zone, strings.Join(chain, " -> "), target)
 		}
 		p.zone, p.target = s.zone, target
 	}
@@ -249,7 +274,7 @@ func (s *Solver) locate(ctx context.Context, id ident.Identifier) (placement, er
 	if primary == "" {
 		_, mname, err := s.client.ZoneOf(ctx, p.zone)
 		if err != nil {
-			return p, zoneError(base, s.client.Resolver(), err)
+			return p, zoneError(subj, s.client.Resolver(), err)
 		}
 		primary = mname
 	}
@@ -259,6 +284,23 @@ func (s *Solver) locate(ctx context.Context, id ident.Identifier) (placement, er
 	}
 	p.server = addr
 	return p, nil
+}
+
+// subject names what r's record validates, for messages: the identifier
+// without "*.", or the owner name when r carries no identifier.
+func subject(r solve.TXTRecord) string {
+	if r.Challenge.Identifier.Value != "" {
+		return r.Challenge.Identifier.Base()
+	}
+	return strings.TrimSuffix(r.Name, ".")
+}
+
+// challengeType names r's challenge type for messages.
+func challengeType(r solve.TXTRecord) string {
+	if r.Challenge.Type != "" {
+		return r.Challenge.Type
+	}
+	return "TXT"
 }
 
 // zoneError says what to do about a failed zone search for base.
