@@ -31,7 +31,7 @@ func (e *APIError) Error() string {
 }
 
 // register creates an account on the server.
-func (s *Solver) register(ctx context.Context) (Account, error) {
+func (s *records) register(ctx context.Context) (Account, error) {
 	var body any
 	if len(s.allowFrom) > 0 {
 		body = map[string][]string{"allowfrom": s.allowFrom}
@@ -51,7 +51,7 @@ func (s *Solver) register(ctx context.Context) (Account, error) {
 }
 
 // update sets value as a TXT value of the account's name.
-func (s *Solver) update(ctx context.Context, a Account, value string) error {
+func (s *records) update(ctx context.Context, a Account, value string) error {
 	hdr := map[string]string{"X-Api-User": a.Username, "X-Api-Key": a.Password}
 	body := map[string]string{"subdomain": a.Subdomain, "txt": value}
 	return s.post(ctx, "update", hdr, body, nil)
@@ -59,7 +59,7 @@ func (s *Solver) update(ctx context.Context, a Account, value string) error {
 
 // post sends a JSON request to the API endpoint op and decodes a 2xx JSON
 // answer into out (when non-nil).
-func (s *Solver) post(ctx context.Context, op string, hdr map[string]string, body, out any) error {
+func (s *records) post(ctx context.Context, op string, hdr map[string]string, body, out any) error {
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -107,7 +107,7 @@ func (s *Solver) post(ctx context.Context, op string, hdr map[string]string, bod
 	return nil
 }
 
-func (s *Solver) endpoint(op string) string { return strings.TrimSuffix(s.server, "/") + "/" + op }
+func (s *records) endpoint(op string) string { return strings.TrimSuffix(s.server, "/") + "/" + op }
 
 func shorten(s string) string {
 	s = strings.TrimSpace(s)
@@ -119,7 +119,7 @@ func shorten(s string) string {
 
 // explainUpdate turns an update failure into a message saying what to
 // change.
-func (s *Solver) explainUpdate(domain string, err error) error {
+func (s *records) explainUpdate(domain string, err error) error {
 	var ae *APIError
 	if !errors.As(err, &ae) {
 		return fmt.Errorf("updating the TXT record of %s through %s: %w", domain, s.server, err)

@@ -28,10 +28,17 @@ type Account struct {
 	ServerURL  string   `json:"server_url,omitempty"`
 }
 
-// CNAMERecord returns the record the owner of domain must create once, in
-// zone-file form: "_acme-challenge.<domain>. CNAME <fulldomain>.".
+// CNAMERecord returns the record the owner of domain must create once for
+// dns-01, in zone-file form: "_acme-challenge.<domain>. CNAME <fulldomain>.".
 func (a Account) CNAMERecord(domain string) string {
-	return challengeName(domain) + " CNAME " + fqdn(a.Fulldomain)
+	return a.CNAMERecordAt(challengeName(domain))
+}
+
+// CNAMERecordAt returns the record that points the owner name name (e.g.
+// solve.TXTName's for another challenge type) at the account, in zone-file
+// form: "<name>. CNAME <fulldomain>.".
+func (a Account) CNAMERecordAt(name string) string {
+	return fqdn(name) + " CNAME " + fqdn(a.Fulldomain)
 }
 
 func (a Account) complete() error {

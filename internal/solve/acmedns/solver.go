@@ -1,7 +1,9 @@
-// Package acmedns answers dns-01 challenges (RFC 8555 §8.4) through an
-// acme-dns server (github.com/joohoi/acme-dns, or `detour dns-server`).
+// Package acmedns answers TXT challenges (dns-01, RFC 8555 §8.4, and the
+// other types of solve.TXTChallenges) through an acme-dns server
+// (github.com/joohoi/acme-dns, or `detour dns-server`).
 //
-// The owner of example.com creates one record, once:
+// The owner of example.com creates one record, once, at the name the
+// challenge type gives (solve.TXTName; for dns-01 _acme-challenge.<name>):
 //
 //	_acme-challenge.example.com. CNAME <subdomain>.auth.example.net.
 //
@@ -10,15 +12,18 @@
 // API. No credentials for example.com's DNS are needed, and the acme-dns
 // credentials can change nothing but that one TXT record.
 //
-// The first time a domain is seen the solver registers an account on the
-// server and stores its credentials (per server and domain, in the state
-// store as a secret key, or in a lego/certbot compatible credentials file),
-// then Check fails with a *CNAMEError naming the exact record to create,
-// until the record resolves. A wildcard and its base name share one
-// _acme-challenge name and so one account. Present posts the value; Wait
-// polls the acme-dns zone's authoritative servers until they serve it;
-// CleanUp does nothing, since acme-dns servers keep only recent values
-// (Detour's expires each after an hour; acme-dns keeps the last two).
+// The package is a solve.Records backend driven by the generic solve.TXT
+// solver, which names the record and computes its value. The first time a
+// domain is seen the backend registers an account on the server and stores
+// its credentials (per server and domain, in the state store as a secret
+// key, or in a lego/certbot compatible credentials file), then Check fails
+// with a *CNAMEError naming the exact record to create, until the record
+// resolves. Accounts are keyed by the identifier's base domain, whatever
+// the record's name, so a wildcard and its base name share one account, and
+// so do the challenge types. Present posts the value; Wait polls the
+// acme-dns zone's authoritative servers until they serve it; CleanUp does
+// nothing, since acme-dns servers keep only recent values (Detour's expires
+// each after an hour; acme-dns keeps the last two).
 package acmedns
 
 import (
@@ -72,10 +77,24 @@ type Options struct {
 	// HTTPClient sends the API requests. Default: a client with 30s
 	// timeouts and the system roots.
 	HTTPClient *http.Client
+	// Challenge is the challenge type answered, one of
+	// solve.TXTChallenges(); default dns-01.
+	Challenge string
+	// AccountURL returns the ACME account URL, for challenge types whose
+	// record is named after the account (see solve.NeedsAccount).
+	AccountURL func(ctx context.Context) (string, error)
 }
 
-// Solver is a solve.Solver for dns-01 through an acme-dns server.
+// Solver is a solve.Solver for the TXT challenges through an acme-dns
+// server: the generic solve.TXT over an acme-dns backend.
 type Solver struct {
+	*solve.TXT
+	r *records
+}
+
+// records is the solve.Records backend: the acme-dns API client and the
+// accounts it uses, one per domain.
+type records struct {
 	log       *slog.Logger
 	server    string
 	allowFrom []string
@@ -89,8 +108,9 @@ type Solver struct {
 }
 
 var (
-	_ solve.Solver = (*Solver)(nil)
-	_ solve.Waiter = (*Solver)(nil)
+	_ solve.Solver  = (*Solver)(nil)
+	_ solve.Waiter  = (*Solver)(nil)
+	_ solve.Records = (*records)(nil)
 )
 
 // New returns a Solver configured by opts.
@@ -113,7 +133,7 @@ func New(opts Options) (*Solver, error) {
 			return nil, fmt.Errorf("creating the acme-dns solver: %w", err)
 		}
 	}
-	s := &Solver{
+	r := &records{
 		log:       opts.Logger,
 		server:    strings.TrimSuffix(u.String(), "/"),
 		allowFrom: opts.AllowFrom,
@@ -123,16 +143,20 @@ func New(opts Options) (*Solver, error) {
 		creds:     &credStore{st: opts.Storage, file: opts.CredentialsFile, server: serverKey(u)},
 		accounts:  make(map[string]Account),
 	}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
 	}
-	if s.timeout <= 0 {
-		s.timeout = DefaultPropagationTimeout
+	if r.timeout <= 0 {
+		r.timeout = DefaultPropagationTimeout
 	}
-	if s.http == nil {
-		s.http = &http.Client{Timeout: 30 * time.Second}
+	if r.http == nil {
+		r.http = &http.Client{Timeout: 30 * time.Second}
 	}
-	return s, nil
+	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: opts.Challenge, Records: r, AccountURL: opts.AccountURL})
+	if err != nil {
+		return nil, fmt.Errorf("creating the acme-dns solver: %w", err)
+	}
+	return &Solver{TXT: txt, r: r}, nil
 }
 
 // CheckServerURL parses an acme-dns API URL: https://, or http:// for a
@@ -159,14 +183,14 @@ func CheckServerURL(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// Type returns solve.DNS01.
-func (s *Solver) Type() string { return solve.DNS01 }
-
 // CNAMEError says that the one-time CNAME of a domain is missing or points
 // elsewhere. Its message is the exact record to create.
 type CNAMEError struct {
 	Domain string // e.g. "example.com"
-	Record string // "_acme-challenge.example.com. CNAME <fulldomain>."
+	// Name is the owner name that must be the CNAME, e.g.
+	// "_acme-challenge.example.com."; "" means dns-01's.
+	Name   string
+	Record string // "<Name> CNAME <fulldomain>.", e.g. "_acme-challenge.example.com. CNAME <fulldomain>."
 	Found  string // the current target, "" when there is none
 	Err    error  // the lookup failure, if the CNAME could not be checked
 }
@@ -176,7 +200,11 @@ func (e *CNAMEError) Error() string {
 	case e.Err != nil:
 		return fmt.Sprintf("checking the acme-dns CNAME of %s: %v; the record must be: %s", e.Domain, e.Err, e.Record)
 	case e.Found != "":
-		return fmt.Sprintf("_acme-challenge.%s points to %s, not to the acme-dns account; change the record to: %s", e.Domain, e.Found, e.Record)
+		name := e.Name
+		if name == "" {
+			name = challengeName(e.Domain)
+		}
+		return fmt.Sprintf("%s points to %s, not to the acme-dns account; change the record to: %s", strings.TrimSuffix(name, "."), e.Found, e.Record)
 	}
 	return fmt.Sprintf("the acme-dns CNAME of %s does not exist yet; create this record in the zone of %s, then try again: %s", e.Domain, e.Domain, e.Record)
 }
@@ -188,7 +216,17 @@ func (e *CNAMEError) Unwrap() error { return e.Err }
 // is used), registering one on the server the first time; created reports
 // whether it was registered now.
 func (s *Solver) Account(ctx context.Context, domain string) (a Account, created bool, err error) {
-	domain = strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(domain, "*.")), ".")
+	return s.r.account(ctx, domain)
+}
+
+// domainOf returns the key of a domain's account: lower case, without a
+// wildcard label or a trailing dot.
+func domainOf(domain string) string {
+	return strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(domain, "*.")), ".")
+}
+
+func (s *records) account(ctx context.Context, domain string) (a Account, created bool, err error) {
+	domain = domainOf(domain)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if a, ok := s.accounts[domain]; ok {
@@ -214,21 +252,27 @@ func (s *Solver) Account(ctx context.Context, domain string) (a Account, created
 	return a, true, nil
 }
 
-// Check registers an account for id on first use and verifies that
-// _acme-challenge.<id> is a CNAME (possibly through further CNAMEs) of the
-// account's name; until it is, it returns a *CNAMEError with the exact
-// record to create.
-func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
+// cnameError returns the error saying that r.Name must be a CNAME of a's
+// name.
+func cnameError(r solve.TXTRecord, a Account) *CNAMEError {
+	return &CNAMEError{Domain: r.Challenge.Identifier.Base(), Name: fqdn(r.Name), Record: a.CNAMERecordAt(r.Name)}
+}
+
+// CheckTXT registers an account for r's domain on first use and verifies
+// that r.Name (for dns-01, _acme-challenge.<domain>) is a CNAME, possibly
+// through further CNAMEs, of the account's name; until it is, it returns a
+// *CNAMEError with the exact record to create.
+func (s *records) CheckTXT(ctx context.Context, r solve.TXTRecord) error {
+	id := r.Challenge.Identifier
 	if id.Type != ident.TypeDNS {
-		return fmt.Errorf("%w: dns-01 cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, id)
+		return fmt.Errorf("%w: %s cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, r.Challenge.Type, id)
 	}
-	domain := id.Base()
-	a, _, err := s.Account(ctx, domain)
+	a, _, err := s.account(ctx, id.Base())
 	if err != nil {
 		return err
 	}
-	cerr := &CNAMEError{Domain: domain, Record: a.CNAMERecord(domain)}
-	end, chain, err := s.dns.FollowCNAMEs(ctx, challengeName(domain))
+	cerr := cnameError(r, a)
+	end, chain, err := s.dns.FollowCNAMEs(ctx, r.Name)
 	if err == nil && slices.Contains(chain[1:], fqdn(a.Fulldomain)) {
 		return nil
 	}
@@ -238,46 +282,51 @@ func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
 	case len(chain) > 1:
 		cerr.Found = end
 	}
-	s.log.Warn("acme-dns CNAME missing", "identifier", domain, "record", cerr.Record, "found", cerr.Found, "resolver", s.dns.Resolver())
+	s.log.Warn("acme-dns CNAME missing", "identifier", cerr.Domain, "record", cerr.Record, "found", cerr.Found, "resolver", s.dns.Resolver())
 	return cerr
 }
 
-// Present sets the challenge's TXT value through the API.
-func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
-	if ch.Identifier.Type != ident.TypeDNS {
-		return fmt.Errorf("presenting dns-01 for %s: %w: not a DNS name", ch.Identifier, solve.ErrNotApplicable)
+// SetTXT sets r.Value through the API, as the TXT value of the account's
+// name. A domain seen for the first time gets an account, whose CNAME
+// cannot exist yet: that is a *CNAMEError.
+func (s *records) SetTXT(ctx context.Context, r solve.TXTRecord) error {
+	id := r.Challenge.Identifier
+	if id.Type != ident.TypeDNS {
+		return fmt.Errorf("presenting %s for %s: %w: not a DNS name", r.Challenge.Type, id, solve.ErrNotApplicable)
 	}
-	domain := ch.Identifier.Base()
-	a, created, err := s.Account(ctx, domain)
+	domain := id.Base()
+	a, created, err := s.account(ctx, domain)
 	if err != nil {
 		return err
 	}
 	if created {
-		return &CNAMEError{Domain: domain, Record: a.CNAMERecord(domain)}
+		return cnameError(r, a)
 	}
-	if err := s.update(ctx, a, ch.DNS01Value()); err != nil {
+	if err := s.update(ctx, a, r.Value); err != nil {
 		return s.explainUpdate(domain, err)
 	}
-	s.log.Info("dns-01 TXT value set through acme-dns", "identifier", ch.Identifier.Value, "name", fqdn(a.Fulldomain))
+	s.log.Info("TXT value set through acme-dns", "identifier", id.Value, "challenge", r.Challenge.Type,
+		"name", fqdn(r.Name), "target", fqdn(a.Fulldomain))
 	return nil
 }
 
-// CleanUp does nothing: acme-dns offers no removal, and the server drops
+// DeleteTXT does nothing: acme-dns offers no removal, and the server drops
 // old values by itself (Detour's after an hour, acme-dns beyond two).
-func (s *Solver) CleanUp(context.Context, solve.Challenge) error { return nil }
+func (s *records) DeleteTXT(context.Context, solve.TXTRecord) error { return nil }
 
-// Wait returns when every authoritative server of the acme-dns zone serves
-// the challenge's TXT value at the account's name (asked directly, with
-// recursion off), or fails after the propagation timeout.
-func (s *Solver) Wait(ctx context.Context, ch solve.Challenge) error {
-	a, _, err := s.Account(ctx, ch.Identifier.Base())
+// WaitTXT returns when every authoritative server of the acme-dns zone
+// serves r.Value at the account's name (asked directly, with recursion
+// off), or fails after the propagation timeout.
+func (s *records) WaitTXT(ctx context.Context, r solve.TXTRecord) error {
+	id := r.Challenge.Identifier
+	a, _, err := s.account(ctx, id.Base())
 	if err != nil {
 		return err
 	}
 	name := fqdn(a.Fulldomain)
-	if err := s.dns.Wait(ctx, name, ch.DNS01Value(), ddns.WaitOptions{Timeout: s.timeout}); err != nil {
-		return fmt.Errorf("waiting for the acme-dns server to serve the value of %s: %w", ch.Identifier.Value, err)
+	if err := s.dns.Wait(ctx, name, r.Value, ddns.WaitOptions{Timeout: s.timeout}); err != nil {
+		return fmt.Errorf("waiting for the acme-dns server to serve the value of %s: %w", id.Value, err)
 	}
-	s.log.Debug("dns-01 TXT value visible", "identifier", ch.Identifier.Value, "name", name)
+	s.log.Debug("TXT value visible", "identifier", id.Value, "challenge", r.Challenge.Type, "name", name)
 	return nil
 }
