@@ -3,16 +3,22 @@
 // (github.com/go-acme/lego/v5/providers/dns/<name>), each imported on its
 // own: lego's aggregate package would pull in every provider's SDK.
 //
-// A Solver adapts Detour's contract to lego's challenge.Provider: Present
-// and CleanUp call the provider's Present and CleanUp with the identifier's
-// base name (a wildcard "*.example.com" and "example.com" both use
+// A Solver is the generic solve.TXT over a solve.Records backend that
+// adapts lego's challenge.Provider: SetTXT and DeleteTXT call the
+// provider's Present and CleanUp with the identifier's base name (a
+// wildcard "*.example.com" and "example.com" both use
 // _acme-challenge.example.com, each with its own token and value, so the
-// two TXT values coexist), and Wait runs Detour's own propagation check
+// two TXT values coexist), and WaitTXT runs Detour's own propagation check
 // (internal/dns: follow the name's CNAMEs as the CA does, then ask every
 // authoritative server of the zone directly) instead of lego's, whose
 // Timeout method only supplies the default deadline. Calls for one name are
 // serialised, since some providers (Route 53, Gandi) update a name's TXT set
 // by read-modify-write.
+//
+// A lego provider computes the record's name itself
+// (_acme-challenge.<domain>, lego's dns01.GetChallengeInfo) and cannot
+// write another, so this kind answers dns-01 only; the backend refuses
+// records of any other challenge type.
 //
 // Credentials come only from the file a path names in credentials_file
 // (see readCredentials for the format), never from the process environment:
@@ -22,7 +28,7 @@
 // # Adding a provider
 //
 // Import lego's package for it and add one entry to the providers map in
-// registry.go, plus its name in internal/config/dnsprovider.go:
+// registry.go (Spec offers every name of Names() in provider):
 //
 //	"example": {
 //		Keys: []string{"api_token"},
@@ -101,8 +107,18 @@ type Options struct {
 }
 
 // Solver is a solve.Solver and solve.Waiter for dns-01 over a lego DNS
-// provider.
+// provider: the generic TXT solver (package solve names the record and
+// computes its value) driving the provider through a solve.Records
+// backend.
 type Solver struct {
+	*solve.TXT
+}
+
+// records is the solve.Records backend over one lego provider. lego's
+// challenge.Provider names the record itself (_acme-challenge.<domain>,
+// see lego's dns01.GetChallengeInfo) and cannot write any other name, so
+// it answers dns-01 only.
+type records struct {
 	log      *slog.Logger
 	name     string
 	provider challenge.Provider
@@ -120,8 +136,9 @@ type nameLock struct {
 }
 
 var (
-	_ solve.Solver = (*Solver)(nil)
-	_ solve.Waiter = (*Solver)(nil)
+	_ solve.Solver  = (*Solver)(nil)
+	_ solve.Waiter  = (*Solver)(nil)
+	_ solve.Records = (*records)(nil)
 )
 
 // New builds the provider named in opts from its credentials file.
@@ -152,7 +169,7 @@ func New(opts Options) (*Solver, error) {
 			return nil, fmt.Errorf("setting up the propagation check: %w", err)
 		}
 	}
-	s := &Solver{
+	r := &records{
 		log:       opts.Logger,
 		name:      opts.Provider,
 		provider:  p,
@@ -163,10 +180,14 @@ func New(opts Options) (*Solver, error) {
 	}
 	if pt, ok := p.(challenge.ProviderTimeout); ok {
 		if t, _ := pt.Timeout(); t > 0 {
-			s.timeout = t
+			r.timeout = t
 		}
 	}
-	return s, nil
+	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: solve.DNS01, Records: r})
+	if err != nil {
+		return nil, fmt.Errorf("creating the dns-01 solver of DNS provider %s: %w", opts.Provider, err)
+	}
+	return &Solver{TXT: txt}, nil
 }
 
 // build checks the credential keys and runs the provider's factory.
@@ -193,25 +214,45 @@ func build(name string, f Factory, c *Credentials, timeout time.Duration, rt htt
 	return p, nil
 }
 
-// Type returns solve.DNS01.
-func (s *Solver) Type() string { return solve.DNS01 }
-
-// Check reports whether id can be validated through the provider: any DNS
-// name (the provider's API tells at Present whether it manages the zone),
-// no IP address.
-func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
-	if id.Type != ident.TypeDNS {
+// writable reports whether the provider can write r: lego's providers
+// write _acme-challenge.<name> and nothing else, so r must be a dns-01
+// record at that name.
+func (s *records) writable(r solve.TXTRecord) error {
+	typ := r.Challenge.Type
+	if typ == "" {
+		typ = "a challenge without a type"
+	}
+	if typ != solve.DNS01 {
+		return fmt.Errorf("DNS provider %s cannot answer %s (record %s): lego's DNS providers can only write _acme-challenge.<name>; "+
+			"use an rfc2136, acme-dns or dns-embedded path for %s", s.name, typ, r.Name, typ)
+	}
+	if id := r.Challenge.Identifier; id.Type != ident.TypeDNS {
 		return fmt.Errorf("%w: dns-01 cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, id)
+	}
+	if want := r.Challenge.DNS01Name(); r.Name != want {
+		return fmt.Errorf("DNS provider %s cannot write the TXT record %s: lego's DNS providers can only write _acme-challenge.<name> (here %s)", s.name, r.Name, want)
+	}
+	return nil
+}
+
+// CheckTXT refuses a record the provider cannot write; any dns-01 record
+// of a DNS name is fine (the provider's API tells at SetTXT whether it
+// manages the zone).
+func (s *records) CheckTXT(ctx context.Context, r solve.TXTRecord) error {
+	if err := s.writable(r); err != nil {
+		return err
 	}
 	return ctx.Err()
 }
 
-// Present creates the challenge's TXT record through the provider's API.
-// An API error keeps the provider's own message.
-func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
-	if ch.Identifier.Type != ident.TypeDNS {
-		return fmt.Errorf("presenting dns-01 for %s: %w: not a DNS name", ch.Identifier, solve.ErrNotApplicable)
+// SetTXT creates the record through the provider's API, which computes
+// the name and value itself from the challenge's identifier and key
+// authorization. An API error keeps the provider's own message.
+func (s *records) SetTXT(ctx context.Context, r solve.TXTRecord) error {
+	if err := s.writable(r); err != nil {
+		return err
 	}
+	ch := r.Challenge
 	domain := ch.Identifier.Base()
 	unlock := s.lock(domain)
 	defer unlock()
@@ -220,16 +261,17 @@ func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
 	s.presented[ch.Token] = err == nil
 	s.mu.Unlock()
 	if err != nil {
-		return fmt.Errorf("creating the TXT record %s through %s: %w", ch.DNS01Name(), s.name, err)
+		return fmt.Errorf("creating the TXT record %s through %s: %w", r.Name, s.name, err)
 	}
-	s.log.InfoContext(ctx, "dns-01 TXT record created", "identifier", ch.Identifier.Value, "name", ch.DNS01Name(), "provider", s.name)
+	s.log.InfoContext(ctx, "dns-01 TXT record created", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
 	return nil
 }
 
-// CleanUp removes the TXT record Present created. After a failed Present
+// DeleteTXT removes the TXT record SetTXT created. After a failed SetTXT
 // it tries once, quietly, in case the provider created the record before
-// failing; without a Present it does nothing.
-func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
+// failing; without a SetTXT it does nothing.
+func (s *records) DeleteTXT(ctx context.Context, r solve.TXTRecord) error {
+	ch := r.Challenge
 	s.mu.Lock()
 	ok, seen := s.presented[ch.Token]
 	delete(s.presented, ch.Token)
@@ -243,31 +285,31 @@ func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	err := s.provider.CleanUp(ctx, domain, ch.Token, ch.KeyAuthorization)
 	switch {
 	case err != nil && ok:
-		return fmt.Errorf("removing the TXT record %s through %s: %w", ch.DNS01Name(), s.name, err)
+		return fmt.Errorf("removing the TXT record %s through %s: %w", r.Name, s.name, err)
 	case err != nil:
 		s.log.DebugContext(ctx, "no TXT record to remove after a failed Present", "identifier", ch.Identifier.Value, "provider", s.name, "error", err)
 	default:
-		s.log.InfoContext(ctx, "dns-01 TXT record removed", "identifier", ch.Identifier.Value, "name", ch.DNS01Name(), "provider", s.name)
+		s.log.InfoContext(ctx, "dns-01 TXT record removed", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
 	}
 	return nil
 }
 
-// Wait blocks until every authoritative server answers the challenge's
-// TXT value, starting from _acme-challenge.<name> and following its CNAMEs
-// as the CA does, for at most the propagation timeout.
-func (s *Solver) Wait(ctx context.Context, ch solve.Challenge) error {
+// WaitTXT blocks until every authoritative server answers r.Value,
+// starting from r.Name and following its CNAMEs as the CA does, for at
+// most the propagation timeout.
+func (s *records) WaitTXT(ctx context.Context, r solve.TXTRecord) error {
 	start := time.Now()
-	err := s.dns.Wait(ctx, ch.DNS01Name(), ch.DNS01Value(), dns.WaitOptions{Timeout: s.timeout})
+	err := s.dns.Wait(ctx, r.Name, r.Value, dns.WaitOptions{Timeout: s.timeout})
 	if err != nil {
 		return fmt.Errorf("waiting for the TXT record set through %s: %w", s.name, err)
 	}
-	s.log.InfoContext(ctx, "dns-01 TXT record visible on every authoritative server", "identifier", ch.Identifier.Value,
-		"name", ch.DNS01Name(), "elapsed", time.Since(start).Round(time.Millisecond))
+	s.log.InfoContext(ctx, "dns-01 TXT record visible on every authoritative server", "identifier", r.Challenge.Identifier.Value,
+		"name", r.Name, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
 // lock serialises provider calls for one base name and returns the unlock.
-func (s *Solver) lock(name string) func() {
+func (s *records) lock(name string) func() {
 	s.mu.Lock()
 	l := s.names[name]
 	if l == nil {

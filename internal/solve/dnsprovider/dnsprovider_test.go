@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/detour-acme/detour/internal/config"
 	detourdns "github.com/detour-acme/detour/internal/dns"
 	"github.com/detour-acme/detour/internal/dnsserver"
 	"github.com/detour-acme/detour/internal/ident"
@@ -372,11 +371,16 @@ func TestCheckRefusesIPs(t *testing.T) {
 	}
 }
 
-// TestConfigKnowsEveryProvider keeps the configuration's list of provider
-// names (it cannot import this package) in step with the registry.
-func TestConfigKnowsEveryProvider(t *testing.T) {
-	if got, want := config.DNSProviders(), Names(); !slices.Equal(got, want) {
-		t.Errorf("config.DNSProviders() = %q, registry has %q; update internal/config/dnsprovider.go", got, want)
+// TestSpecKnowsEveryProvider: the provider setting of Spec, which the
+// configuration validates with, accepts exactly the registered providers,
+// and each is complete.
+func TestSpecKnowsEveryProvider(t *testing.T) {
+	st, ok := Spec.Setting("provider")
+	if !ok {
+		t.Fatal("Spec has no provider setting")
+	}
+	if got, want := st.Values, Names(); !slices.Equal(got, want) {
+		t.Errorf("Spec's provider Values = %q, registry has %q", got, want)
 	}
 	for _, n := range Names() {
 		if f := providers[n]; len(f.Keys) == 0 || f.Help == "" || f.New == nil {

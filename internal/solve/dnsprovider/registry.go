@@ -53,8 +53,8 @@ func (e Env) HTTPClient() *http.Client {
 const httpTimeout = 30 * time.Second
 
 // providers is the registry of DNS provider APIs, by the name a
-// [path.NAME] table gives in provider = "...". Keep the list of names in
-// internal/config/dnsprovider.go in step (a test checks).
+// [path.NAME] table gives in provider = "...". Spec's provider setting
+// accepts exactly these names (Names()).
 var providers = map[string]Factory{
 	"cloudflare": {
 		Keys: []string{"api_token", "zone_token", "email", "api_key"},
