@@ -35,7 +35,7 @@ import (
 // Obtainer obtains certificates and finishes interrupted renewals;
 // *renew.Manager implements it.
 type Obtainer interface {
-	Obtain(ctx context.Context, req renew.Request) (renew.Result, error)
+	renew.Obtainer
 	Sweep(ctx context.Context, req renew.Request) error
 	Pending(ctx context.Context) ([]string, error)
 }
@@ -53,24 +53,9 @@ type Store interface {
 
 var _ Store = (*store.FS)(nil)
 
-// Cert is one certificate the agent keeps renewed.
-type Cert struct {
-	// Name is the certificate's name in the store.
-	Name string
-	// Identifiers are the names it must cover; when the record's differ
-	// (names added to the configuration) it is renewed at once. Empty:
-	// whatever the record says.
-	Identifiers []string
-	// CAs names the CAs in order: the primary, then the fallbacks.
-	CAs []string
-	// AfterFailures is how many consecutive failures a CA gets before the
-	// next one is tried (see renew.CAIndex).
-	AfterFailures int
-	// Request plans one renewal on CA number ca of CAs. release frees what
-	// the request holds (listeners, clients) and is called when the
-	// renewal is over.
-	Request func(ctx context.Context, ca int) (req renew.Request, release func(), err error)
-}
+// Cert is one certificate the agent keeps renewed: the plan's target of
+// the renewal step.
+type Cert = renew.Target
 
 // Plan is the immutable table the agent works from; Reload swaps it.
 type Plan struct {
@@ -111,6 +96,7 @@ type Agent struct {
 
 	reload chan Plan
 	status chan chan []Status
+	binds  *bindSet
 
 	mu      sync.Mutex // guards running
 	running bool
@@ -135,7 +121,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	return &Agent{
 		opts: opts, log: opts.Logger, policy: opts.Policy,
-		reload: make(chan Plan), status: make(chan chan []Status),
+		reload: make(chan Plan), status: make(chan chan []Status), binds: newBindSet(),
 	}, nil
 }
 
@@ -384,7 +370,7 @@ func (l *loop) dispatch(ctx context.Context) {
 		s.running = true
 		l.a.opts.Metrics.scheduled(s)
 		l.wg.Add(1)
-		j := job{cert: s.cert, action: s.action, reason: s.reason, ca: s.caIndex(), failures: s.failures(), plan: l.plan}
+		j := job{cert: s.cert, action: s.action, reason: s.reason, ca: s.caIndex(), failures: s.failures(), last: s.last, plan: l.plan}
 		if s.rec != nil {
 			rec := *s.rec
 			j.rec = &rec

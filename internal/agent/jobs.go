@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -24,21 +23,20 @@ type job struct {
 	reason   string
 	ca       int
 	failures int
+	last     *store.Attempt // kept in memory for a certificate with no record
 	plan     Plan
 }
 
-// caName returns the name of CA number i of c.
-func (c Cert) caName(i int) string {
-	if i < len(c.CAs) {
-		return c.CAs[i]
-	}
-	return fmt.Sprintf("ca-%d", i)
-}
-
-// renew runs one renewal of j's certificate and returns how to update its
-// state.
+// renew runs one renewal of j's certificate through the renewal step and
+// returns how to update its state. The certificate's bind addresses are
+// taken first (see bindSet), then a slot of the concurrency bound.
 func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	log := l.a.log.With("certificate", j.cert.Name)
+	unbind, err := l.a.binds.acquire(ctx, j.cert.Binds)
+	if err != nil {
+		return func(*certState) {}
+	}
+	defer unbind()
 	release, err := acquire(ctx, l.renewSem)
 	if err != nil {
 		return func(*certState) {}
@@ -48,48 +46,27 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	m.inFlight(1)
 	defer m.inFlight(-1)
 
-	caName := j.cert.caName(j.ca)
-	if j.ca > 0 {
-		log.WarnContext(ctx, "using a fallback CA after repeated failures", "ca", caName, "failures", j.failures)
-	}
-	log.InfoContext(ctx, "renewing", "reason", j.reason, "ca", caName)
+	log.InfoContext(ctx, "renewing", "reason", j.reason, "ca", j.cert.CAName(j.ca))
 	start := time.Now()
-	req, releaseReq, err := j.cert.Request(ctx, j.ca)
-	if err != nil {
-		m.attempt(caName, "", err)
-		return l.failed(ctx, j, caName, "", fmt.Errorf("planning the renewal: %w", err), time.Time{})
+	step := renew.Step{Obtainer: l.a.opts.Obtainer, Records: l.a.opts.Store, Policy: l.a.policy, Logger: l.a.log}
+	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last})
+	switch {
+	case out.Err == nil:
+	case out.Interrupted:
+		// Shutting down: not the certificate's failure.
+		log.InfoContext(ctx, "renewal interrupted by shutdown", "error", out.Err)
+		return func(*certState) {}
+	case errors.Is(out.Err, store.ErrLocked):
+		log.InfoContext(ctx, "another detour process is renewing this certificate; looking again in a minute")
+		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
+	default:
+		m.attempt(out.CA, out.Paths, out.Err)
+		return l.failed(ctx, j, out)
 	}
-	paths := pathNames(req)
-	if j.rec != nil && j.rec.ARIID != "" && req.CA.Client != nil && j.rec.CA == req.CA.Client.DirectoryURL() {
-		req.Replaces = j.rec.ARIID
-	}
-	res, err := l.a.opts.Obtainer.Obtain(ctx, req)
-	releaseReq()
-	if err != nil {
-		if ctx.Err() != nil {
-			// Shutting down: not the certificate's failure.
-			log.InfoContext(ctx, "renewal interrupted by shutdown", "error", err)
-			return func(*certState) {}
-		}
-		if errors.Is(err, store.ErrLocked) {
-			log.InfoContext(ctx, "another detour process is renewing this certificate; looking again in a minute")
-			return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
-		}
-		m.attempt(caName, paths, err)
-		var retry time.Time
-		var ra *acme.RetryAfterError
-		if errors.As(err, &ra) {
-			retry = ra.Until
-		} else if req.CA.Client != nil {
-			if t := req.CA.Client.RetryAfter(); t.After(time.Now()) {
-				retry = t
-			}
-		}
-		return l.failed(ctx, j, caName, paths, err, retry)
-	}
-	m.attempt(caName, paths, nil)
+	res := out.Result
+	m.attempt(out.CA, out.Paths, nil)
 	log.InfoContext(ctx, "renewed", "version", res.Version, "not_after", res.NotAfter, "serial", res.Serial,
-		"path", joinUsed(res.PathUsed), "ca", caName, "elapsed", time.Since(start).Round(time.Millisecond))
+		"path", joinUsed(res.PathUsed), "ca", out.CA, "elapsed", time.Since(start).Round(time.Millisecond))
 	if res.DeployErr != nil {
 		m.deployFailed()
 		log.ErrorContext(ctx, "the new certificate is live but deploying it failed", "error", res.DeployErr)
@@ -106,28 +83,23 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	}
 }
 
-// failed records a failed attempt (in the record when there is one, with
-// the CA's Retry-After), notifies when the certificate is close to expiry,
-// and returns the state update.
-func (l *loop) failed(ctx context.Context, j job, caName, paths string, cause error, retryAfter time.Time) func(*certState) {
-	now := time.Now()
-	attempt := store.Attempt{Time: now, Error: cause.Error(), Failures: j.failures + 1, RetryAfter: retryAfter, Path: paths}
+// failed logs the failed attempt the step recorded, notifies when the
+// certificate is close to expiry, and returns the state update: the record
+// the attempt went into, or the attempt kept in memory when no record
+// could hold it.
+func (l *loop) failed(ctx context.Context, j job, out renew.Outcome) func(*certState) {
+	attempt := out.Attempt
 	log := l.a.log.With("certificate", j.cert.Name)
-	var saved *store.Record
-	if j.rec != nil {
-		rec, err := l.saveAttempt(ctx, j.cert.Name, attempt)
-		if err != nil {
-			log.WarnContext(ctx, "could not record the failure; keeping it in memory", "error", err)
-			r := *j.rec
-			r.Last = &attempt
-			saved = &r
-		} else {
-			saved = &rec
-		}
+	saved := out.Record
+	if saved == nil && j.rec != nil {
+		log.WarnContext(ctx, "could not record the failure; keeping it in memory")
+		r := *j.rec
+		r.Last = attempt
+		saved = &r
 	}
-	next := l.a.policy.RetryAt(attempt, 0.5)
-	log.ErrorContext(ctx, "renewal failed; the live certificate is untouched", "error", cause, "ca", caName,
-		"failures", attempt.Failures, "retry_after", retryAfter, "next_try_about", next.Round(time.Second))
+	next := l.a.policy.RetryAt(*attempt, 0.5)
+	log.ErrorContext(ctx, "renewal failed; the live certificate is untouched", "error", out.Err, "ca", out.CA,
+		"failures", attempt.Failures, "retry_after", attempt.RetryAfter, "next_try_about", next.Round(time.Second))
 	if saved != nil {
 		l.maybeNotify(ctx, j, *saved)
 	}
@@ -136,25 +108,9 @@ func (l *loop) failed(ctx context.Context, j job, caName, paths string, cause er
 		if saved != nil {
 			s.rec = saved
 		} else {
-			s.last = &attempt
+			s.last = attempt
 		}
 	}
-}
-
-// saveAttempt stores a in name's record, under the certificate's lock.
-func (l *loop) saveAttempt(ctx context.Context, name string, a store.Attempt) (store.Record, error) {
-	ctx = context.WithoutCancel(ctx)
-	unlock, err := l.a.opts.Store.TryLock(ctx, name)
-	if err != nil {
-		return store.Record{}, err
-	}
-	defer unlock()
-	rec, err := l.a.opts.Store.LoadRecord(ctx, name)
-	if err != nil {
-		return rec, err
-	}
-	rec.Last = &a
-	return rec, l.a.opts.Store.SaveRecord(ctx, rec)
 }
 
 // pollARI asks the CA for the renewal window of j's certificate.
@@ -271,15 +227,6 @@ func (l *loop) maybeNotify(ctx context.Context, j job, rec store.Record) {
 	l.a.opts.Metrics.notification(nil)
 	l.a.log.WarnContext(ctx, "notified: certificate close to expiry and failing to renew", "certificate", rec.Name,
 		"not_after", rec.NotAfter, "failures", rec.Last.Failures)
-}
-
-// pathNames lists the request's paths for metrics.
-func pathNames(req renew.Request) string {
-	names := make([]string, len(req.Paths))
-	for i, p := range req.Paths {
-		names[i] = p.Name
-	}
-	return strings.Join(names, ",")
 }
 
 func joinUsed(used map[string]string) string {

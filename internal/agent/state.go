@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"slices"
 	"time"
 
 	"github.com/detour-acme/detour/internal/renew"
@@ -89,29 +88,15 @@ func schedule(s *certState, p renew.Policy, now time.Time, ari bool) (at time.Ti
 	return at, action, reason
 }
 
-// decide is schedule without the lock-contention delay.
+// decide is schedule without the lock-contention delay: the renewal step's
+// own rule (renew.Policy.DueFor), or first a poll of the CA's renewal
+// window when that comes earlier.
 func decide(s *certState, p renew.Policy, now time.Time, ari bool) (at time.Time, action, reason string) {
-	if s.rec == nil {
-		if a := s.last; a != nil && !a.OK {
-			if retry := p.RetryAt(*a, s.retryFrac); retry.After(now) {
-				return retry, actionRenew, renew.ReasonBackoff
-			}
-		}
-		return now, actionRenew, "not issued yet"
-	}
-	if len(s.cert.Identifiers) > 0 && !sameSet(s.cert.Identifiers, s.rec.Identifiers) {
-		if a := s.rec.Last; a != nil && !a.OK {
-			if retry := p.RetryAt(*a, s.retryFrac); retry.After(now) {
-				return retry, actionRenew, renew.ReasonBackoff
-			}
-		}
-		return now, actionRenew, "the configured names differ from the certificate's"
-	}
-	d := p.Due(*s.rec, now, s.frac, s.retryFrac)
+	d := p.DueFor(s.rec, s.last, s.cert.Identifiers, now, s.frac, s.retryFrac)
 	if d.Due {
 		return now, actionRenew, d.Reason
 	}
-	if ari {
+	if ari && s.rec != nil && (len(s.cert.Identifiers) == 0 || renew.SameNames(s.cert.Identifiers, s.rec.Identifiers)) {
 		poll := p.ARIPollAt(s.rec.ARI, now)
 		if s.ariNotBefore.After(poll) {
 			poll = s.ariNotBefore
@@ -124,17 +109,6 @@ func decide(s *certState, p renew.Policy, now time.Time, ari bool) (at time.Time
 		}
 	}
 	return d.At, actionRenew, d.Reason
-}
-
-// sameSet reports whether a and b hold the same names, in any order.
-func sameSet(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	x, y := slices.Clone(a), slices.Clone(b)
-	slices.Sort(x)
-	slices.Sort(y)
-	return slices.Equal(x, y)
 }
 
 // queue is a min-heap of certificates by next event (container/heap).

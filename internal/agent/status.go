@@ -38,7 +38,7 @@ type Status struct {
 func (l *loop) snapshot() []Status {
 	out := make([]Status, 0, len(l.certs))
 	for _, s := range l.certs {
-		st := Status{Name: s.cert.Name, Identifiers: s.cert.Identifiers, NextCA: s.cert.caName(s.caIndex()),
+		st := Status{Name: s.cert.Name, Identifiers: s.cert.Identifiers, NextCA: s.cert.CAName(s.caIndex()),
 			Next: s.next, NextAction: s.action, Reason: s.reason, Running: s.running, Failures: s.failures()}
 		if r := s.rec; r != nil {
 			st.Identifiers, st.CA, st.Version, st.NotBefore, st.NotAfter = r.Identifiers, r.CA, r.Version, r.NotBefore, r.NotAfter

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/acme"
-	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/renew"
 )
 
@@ -27,36 +27,23 @@ func (f *accountFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.agreeTOS, flagAgreeTOS, false, "accept the CA's terms of service")
 }
 
+// input is what the flags select.
+func (f accountFlags) input() plan.AccountInput {
+	return plan.AccountInput{CA: f.ca, CARoots: f.caRoots, Email: f.email, EABKeyID: f.eabKID, EABHMACKey: f.eabKey, AgreeTOS: f.agreeTOS}
+}
+
+// accountCA opens the planner and returns the manager and the CA of the
+// account the flags select.
 func (a *app) accountCA(f accountFlags) (*renew.Manager, renew.CA, error) {
-	cfg, err := a.config(false)
+	p, err := a.planner(false)
 	if err != nil {
 		return nil, renew.CA{}, err
 	}
-	ref := f.ca
-	if ref == "" {
-		ref = cfg.CA
-	}
-	ca, err := config.ResolveCA(cfg, ref)
+	ca, err := p.AccountCA(f.input())
 	if err != nil {
-		return nil, renew.CA{}, usagef("--%s: %v", flagCA, err)
+		return nil, renew.CA{}, usage(err)
 	}
-	if f.caRoots != "" {
-		ca.RootBundle = f.caRoots
-	}
-	if f.email != "" {
-		ca.Email = f.email
-	} else if ca.Email == "" {
-		ca.Email = cfg.Email
-	}
-	if f.eabKID != "" {
-		ca.EABKeyID, ca.EABHMACKey = f.eabKID, f.eabKey
-	}
-	rca, err := a.caClient(ca, false, f.agreeTOS || cfg.AgreeTOS)
-	if err != nil {
-		return nil, renew.CA{}, err
-	}
-	m, _, err := a.manager(cfg)
-	return m, rca, err
+	return p.Manager, ca, nil
 }
 
 func (a *app) accountCommand() *cobra.Command {

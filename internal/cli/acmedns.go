@@ -1,15 +1,12 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/detour-acme/detour/internal/config"
-	"github.com/detour-acme/detour/internal/ident"
-	"github.com/detour-acme/detour/internal/solve/acmedns"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 // Flags of detour acme-dns register.
@@ -66,75 +63,32 @@ a way to prepare the record before the first certificate.`,
 }
 
 func (a *app) acmeDNSRegister(cmd *cobra.Command, domains []string, f acmeDNSRegisterFlags) error {
-	cfg, err := a.config(f.path != "")
-	if err != nil {
-		return err
-	}
-	p := config.Path{Kind: config.KindACMEDNS, Settings: map[string]string{}}
-	if f.path != "" {
-		if p, err = cfg.Path(f.path); err != nil {
-			return usagef("--%s: %v", flagPath, err)
-		}
-		if p.Kind != config.KindACMEDNS {
-			return usagef("--%s %s is of kind %q, not %q", flagPath, f.path, p.Kind, config.KindACMEDNS)
-		}
-	}
-	opts, err := acmeDNSOptions(p, a.log)
-	if err != nil {
-		return err
-	}
-	if f.server != "" {
-		opts.Server = f.server
-	}
-	if f.credentialsFile != "" {
-		opts.CredentialsFile = f.credentialsFile
-	}
-	if len(f.allowFrom) > 0 {
-		opts.AllowFrom = f.allowFrom
-	}
-	if opts.Server == "" {
+	if f.server == "" && f.path == "" {
 		return usagef("--%s is required (or --%s naming an acme-dns path of the config)", flagACMEDNSServer, flagPath)
 	}
-	if opts.CredentialsFile == "" {
-		if opts.Storage, err = a.store(cfg); err != nil {
-			return err
-		}
-	}
-	opts.Resolver = a.resolver
-	s, err := acmedns.New(opts)
+	p, err := a.planner(f.path != "")
 	if err != nil {
 		return err
 	}
-	ctx := cmd.Context()
+	accts, err := p.ACMEDNS(cmd.Context(), plan.ACMEDNSInput{Path: f.path, Server: f.server, CredentialsFile: f.credentialsFile, AllowFrom: f.allowFrom, Domains: domains})
+	if err != nil {
+		return usage(err)
+	}
 	var failed []string
-	for _, d := range domains {
-		id, err := ident.Parse(d)
-		if err == nil && id.Type != ident.TypeDNS {
-			err = errors.New("acme-dns validates DNS names only, not IP addresses")
-		}
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", d, err))
-			continue
-		}
-		base := id.Base()
-		acct, created, err := s.Account(ctx, base)
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", d, err))
+	for _, r := range accts {
+		if r.Err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", r.Domain, r.Err))
 			continue
 		}
 		state := "existing account"
-		if created {
+		if r.Created {
 			state = "new account registered"
 		}
-		fmt.Fprintf(a.stdout, "%s: %s on %s\n  create in the zone of %s:\n    %s\n", base, state, opts.Server, base, acct.CNAMERecord(base))
-		var cerr *acmedns.CNAMEError
-		switch err := s.Check(ctx, id); {
-		case err == nil:
+		fmt.Fprintf(a.stdout, "%s: %s on %s\n  create in the zone of %s:\n    %s\n", r.Domain, state, r.Server, r.Domain, r.Record)
+		if r.InPlace {
 			fmt.Fprintln(a.stdout, "  the CNAME is in place")
-		case errors.As(err, &cerr) && cerr.Err == nil && cerr.Found == "":
-			fmt.Fprintln(a.stdout, "  the CNAME does not resolve yet")
-		default:
-			fmt.Fprintf(a.stdout, "  %v\n", err)
+		} else {
+			fmt.Fprintf(a.stdout, "  %s\n", r.CNAME)
 		}
 	}
 	if len(failed) > 0 {

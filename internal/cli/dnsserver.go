@@ -17,6 +17,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/acmedns"
 	"github.com/detour-acme/detour/internal/dnsserver"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 // Flags of detour dns-server.
@@ -172,15 +173,11 @@ func (a *app) runDNSServer(ctx context.Context, f dnsServerFlags) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := a.config(false)
+	pl, err := a.planner(false)
 	if err != nil {
 		return err
 	}
-	st, err := a.store(cfg)
-	if err != nil {
-		return err
-	}
-	a.st = st
+	st := pl.Store
 	dnsSrv := dnsserver.New(dnsserver.Options{Logger: a.log.With("component", "dns"), Zones: []string{p.zone}, NS: p.nsName})
 	if len(p.addrs) > 0 {
 		dnsSrv.SetAddrs(p.nsName, p.addrs...)
@@ -218,21 +215,24 @@ func (a *app) runDNSServer(ctx context.Context, f dnsServerFlags) error {
 	scheme := "http"
 	switch {
 	case f.tlsCert != "":
-		src, err := newFileCert(f.tlsCert, f.tlsKey, a.log)
+		src, err := plan.NewFileCert(f.tlsCert, f.tlsKey, a.log)
 		if err != nil {
 			cancel()
-			return errors.Join(err, <-errc)
+			return errors.Join(fmt.Errorf("--%s/--%s: %w", flagTLSCert, flagTLSKey, err), <-errc)
 		}
-		tlsConf, scheme = &tls.Config{GetCertificate: src.get}, "https"
+		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
 	case f.acme:
-		src, err := a.acmeAPICert(ctx, cfg, f, p, dnsSrv, queryableAddr(dnsAddr))
+		src, err := pl.APICert(ctx, plan.APICertInput{
+			Account: accountFlags{ca: f.ca, caRoots: f.caRoots, email: f.email, agreeTOS: f.agreeTOS}.input(),
+			Profile: f.profile, Host: p.apiHost, Server: dnsSrv, QueryAddr: queryableAddr(dnsAddr),
+		})
 		if err != nil {
 			cancel()
-			return errors.Join(err, <-errc)
+			return errors.Join(usage(err), <-errc)
 		}
 		loopDone = make(chan struct{})
-		go func() { src.renewLoop(ctx); close(loopDone) }()
-		tlsConf, scheme = &tls.Config{GetCertificate: src.get}, "https"
+		go func() { src.RenewLoop(ctx); close(loopDone) }()
+		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
 	}
 	ln, err := net.Listen("tcp", f.apiListen)
 	if err != nil {

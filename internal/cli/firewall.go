@@ -4,19 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/firewall"
-	"github.com/detour-acme/detour/internal/solve"
-	"github.com/detour-acme/detour/internal/store"
 )
 
 // envHoldFirewall is a test hook: when set to 1, a renewal stops right
@@ -31,57 +26,11 @@ const holdFirewallLine = "detour-test: firewall window open; holding"
 // flagFirewall names a backend on `detour firewall status|close`.
 const flagFirewall = "firewall"
 
-// firewallBackend builds the backend a firewall setting names.
-func firewallBackend(fw config.Firewall, log *slog.Logger) (firewall.Backend, error) {
-	return firewall.New(fw.Backend, firewall.Options{Logger: log, OpenCommand: fw.OpenCommand, CloseCommand: fw.CloseCommand})
-}
-
-// firewalled wraps inner, the solver of path p, in p's firewall window.
-func (ps *pathSet) firewalled(p config.Path, inner solve.Solver, log *slog.Logger) (solve.Solver, error) {
-	closeInner := func() {
-		if c, ok := inner.(interface{ Close() error }); ok {
-			_ = c.Close()
-		}
-	}
-	fw, err := config.FirewallOf(p)
-	if err != nil {
-		closeInner()
-		return nil, err
-	}
-	locker, ok := ps.store.(store.Locker)
-	if !ok {
-		closeInner()
-		return nil, errors.New("a firewall window needs a state directory that supports locking")
-	}
-	b, err := firewallBackend(fw, log)
-	if err != nil {
-		closeInner()
-		return nil, err
-	}
-	k, err := firewall.NewKeeper(firewall.KeeperOptions{Backend: b, Store: ps.store, Locker: locker, Logger: log})
-	if err != nil {
-		closeInner()
-		return nil, err
-	}
-	family, err := firewall.ParseFamily(fw.Family)
-	if err != nil {
-		closeInner()
-		return nil, err
-	}
-	opts := firewall.SolverOptions{Logger: log, Keeper: k, Port: fw.Port, Family: family, Timeout: fw.Timeout}
-	if os.Getenv(envHoldFirewall) == "1" {
-		opts.AfterOpen = func(ctx context.Context, w firewall.Window) error {
-			fmt.Fprintln(os.Stderr, holdFirewallLine)
-			<-ctx.Done()
-			return ctx.Err()
-		}
-	}
-	s, err := firewall.Wrap(inner, opts)
-	if err != nil {
-		closeInner()
-		return nil, err
-	}
-	return s, nil
+// holdFirewall is the firewall window hook of envHoldFirewall.
+func holdFirewall(ctx context.Context) error {
+	fmt.Fprintln(os.Stderr, holdFirewallLine)
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 func (a *app) firewallCommand() *cobra.Command {
@@ -120,51 +69,12 @@ The firewalls are those named by the paths of the config file, or by --firewall.
 // keepers returns a Keeper for each firewall named, or used by the
 // config's paths.
 func (a *app) keepers(names []string) ([]*firewall.Keeper, error) {
-	cfg, err := a.config(false)
+	p, err := a.planner(false)
 	if err != nil {
 		return nil, err
 	}
-	st, err := a.store(cfg)
-	if err != nil {
-		return nil, err
-	}
-	byName := map[string]config.Firewall{}
-	for _, name := range sortedKeys(cfg.Paths) {
-		fw, err := config.FirewallOf(cfg.Paths[name])
-		if err != nil {
-			return nil, fmt.Errorf("path %s: %w", name, err)
-		}
-		if fw.Backend != "" {
-			byName[fw.Backend] = fw
-		}
-	}
-	if len(names) == 0 {
-		names = sortedKeys(byName)
-	}
-	if len(names) == 0 {
-		return nil, usagef("no path of the config file uses a firewall window; name the firewall with --%s (%s)",
-			flagFirewall, strings.Join(firewall.Names(), ", "))
-	}
-	var out []*firewall.Keeper
-	for _, n := range slices.Compact(slices.Sorted(slices.Values(names))) {
-		fw, ok := byName[n]
-		if !ok {
-			fw = config.Firewall{Backend: n}
-		}
-		if n == firewall.NameExec && !ok {
-			return nil, usagef("--%s exec: the commands come from a path of the config file with firewall = \"exec\"", flagFirewall)
-		}
-		b, err := firewallBackend(fw, a.log)
-		if err != nil {
-			return nil, usagef("--%s: %v", flagFirewall, err)
-		}
-		k, err := firewall.NewKeeper(firewall.KeeperOptions{Backend: b, Store: st, Locker: st, Logger: a.log})
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, nil
+	ks, err := p.Keepers(names)
+	return ks, usage(err)
 }
 
 func (a *app) firewallStatus(ctx context.Context, names []string) error {

@@ -2,18 +2,16 @@ package cli
 
 import (
 	"fmt"
-	"path/filepath"
-	"slices"
+	"math/rand/v2"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/config"
-	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/renew"
-	"github.com/detour-acme/detour/internal/store"
+	"github.com/detour-acme/detour/internal/solve"
 )
 
 // Flags of `detour issue`.
@@ -36,6 +34,7 @@ const (
 	flagDryRun         = "dry-run"
 	flagDeployHook     = "deploy-hook"
 	flagWebroot        = "webroot"
+	flagChallenge      = "challenge"
 )
 
 type issueFlags struct {
@@ -55,6 +54,7 @@ type issueFlags struct {
 	dryRun         bool
 	deployHook     string
 	webroot        string
+	challenge      string
 }
 
 func (a *app) issueCommand() *cobra.Command {
@@ -83,6 +83,7 @@ Validation paths (--path, in order of preference):
   dns-embedded          dns-01: Detour answers on --dns-addr (default :53) for a
                         delegated _acme-challenge name
   NAME                  a [path.NAME] table of the config file
+('detour paths' lists every path kind, its challenges and settings.)
 
 Before asking the CA, Detour fetches each answer the way the CA will and stops
 if it is wrong (--no-self-check to skip, e.g. behind NAT without hairpin).
@@ -121,6 +122,8 @@ Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.
 	fl.StringVar(&f.httpAddr, flagHTTPAddr, "", "address for standalone-http (default :80)")
 	fl.StringVar(&f.tlsAddr, flagTLSAddr, "", "address for standalone-tls-alpn (default :443)")
 	fl.StringVar(&f.dnsAddr, flagDNSAddr, "", "address for dns-embedded (default :53)")
+	fl.StringVar(&f.challenge, flagChallenge, "", "challenge the built-in paths answer when they can answer several: "+strings.Join(solve.Types(), ", ")+
+		" (e.g. dns-account-01 on dns-embedded, so that several clients validate one name without sharing a record)")
 	fl.StringVar(&f.eabKID, flagEABKID, "", "External Account Binding key ID (CAs such as ZeroSSL and Google)")
 	fl.StringVar(&f.eabKey, flagEABHMAC, "", "External Account Binding HMAC key (base64url)")
 	fl.BoolVar(&f.dryRun, flagDryRun, false, "run against the CA's staging directory (if it has one) and store nothing")
@@ -131,7 +134,7 @@ Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.
 
 // oneOffOnly rejects one-off flags used without -d.
 func oneOffOnly(cmd *cobra.Command) error {
-	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagEABKID, flagEABHMAC, flagDeployHook, flagWebroot} {
+	for _, n := range []string{flagName, flagCA, flagCARoots, flagEmail, flagKeyType, flagProfile, flagPreferredChain, flagPath, flagHTTPAddr, flagTLSAddr, flagDNSAddr, flagChallenge, flagEABKID, flagEABHMAC, flagDeployHook, flagWebroot} {
 		if cmd.Flags().Changed(n) {
 			return usagef("--%s describes a one-off certificate and needs -d/--domain; for configured certificates set it in the config file", n)
 		}
@@ -139,180 +142,59 @@ func oneOffOnly(cmd *cobra.Command) error {
 	return nil
 }
 
-// oneOffConfig turns issue flags into a certificate entry.
-func (a *app) oneOffConfig(cfg *config.Config, f issueFlags) (config.Certificate, error) {
-	ids, err := ident.ParseAll(f.domains)
-	if err != nil {
-		return config.Certificate{}, usagef("--%s: %v", flagDomain, err)
-	}
-	name := f.name
-	if name == "" {
-		name = strings.Replace(ids[0].Value, "*.", "wildcard.", 1)
-		name = strings.ReplaceAll(name, ":", "-")
-	}
-	if err := store.ValidName(name); err != nil {
-		return config.Certificate{}, usagef("--%s: %v", flagName, err)
-	}
-	if f.keyType != "" {
-		if _, err := acme.ParseKeyType(f.keyType); err != nil {
-			return config.Certificate{}, usagef("--%s: %v", flagKeyType, err)
-		}
-	}
-	paths := f.paths
-	if f.webroot != "" && !slices.Contains(paths, config.KindWebroot) {
-		paths = append([]string{config.KindWebroot}, paths...)
-	}
-	if len(paths) == 0 {
-		paths = config.DefaultPaths
-	}
-	c := config.Certificate{
-		Name: name, Domains: f.domains, Identifiers: ids, CA: f.ca, KeyType: f.keyType,
-		Profile: f.profile, PreferredChain: f.preferredChain, Paths: paths,
-		SelfCheck: true, DeployHook: f.deployHook,
-	}
-	return c, nil
-}
-
 func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
-	cfg, err := a.config(false)
+	p, err := a.planner(false)
 	if err != nil {
 		return err
 	}
-	c, err := a.oneOffConfig(cfg, f)
+	opt := plan.RequestOptions{DryRun: f.dryRun, AgreeTOS: f.agreeTOS}
+	t, err := p.OneOff(plan.OneOff{
+		Domains: f.domains, Name: f.name, CA: f.ca, CARoots: f.caRoots, Email: f.email,
+		EABKeyID: f.eabKID, EABHMACKey: f.eabKey, KeyType: f.keyType, Profile: f.profile,
+		PreferredChain: f.preferredChain, Paths: f.paths, HTTPAddr: f.httpAddr, TLSAddr: f.tlsAddr,
+		DNSAddr: f.dnsAddr, Challenge: f.challenge, Webroot: f.webroot, DeployHook: f.deployHook,
+	}, opt)
 	if err != nil {
-		return err
+		return usage(err)
 	}
-	// A private copy of the config carries the flag overrides.
-	local := *cfg
-	local.Paths = make(map[string]config.Path, len(cfg.Paths))
-	for k, v := range cfg.Paths {
-		local.Paths[k] = v
-	}
-	local.CAs = make(map[string]config.CA, len(cfg.CAs)+1)
-	for k, v := range cfg.CAs {
-		local.CAs[k] = v
-	}
-	if f.email != "" {
-		local.Email = f.email
-	}
-	caRef := f.ca
-	if caRef == "" {
-		caRef = cfg.CA
-	}
-	ca, err := config.ResolveCA(cfg, caRef)
-	if err != nil {
-		return usagef("--%s: %v", flagCA, err)
-	}
-	if f.caRoots != "" {
-		ca.RootBundle = f.caRoots
-	}
-	if f.eabKID != "" || f.eabKey != "" {
-		if f.eabKID == "" || f.eabKey == "" {
-			return usagef("--%s and --%s go together: give both", flagEABKID, flagEABHMAC)
-		}
-		ca.EABKeyID, ca.EABHMACKey = f.eabKID, f.eabKey
-	}
-	if f.email != "" {
-		ca.Email = f.email
-	}
-	// Register the resolved CA under a private name so that flags win.
-	const oneOff = "(command line)"
-	ca.Name = oneOff
-	if caRef != "" && !strings.Contains(caRef, "://") {
-		ca.Name = caRef
-	}
-	local.CAs[ca.Name] = ca
-	c.CA = ca.Name
-	if f.webroot != "" {
-		root, err := filepath.Abs(f.webroot)
-		if err != nil {
-			return usagef("--%s: %v", flagWebroot, err)
-		}
-		local.Paths[config.KindWebroot] = config.Path{Name: config.KindWebroot, Kind: config.KindWebroot, Challenge: config.ChallengeHTTP01, Root: root}
-	}
-	for _, n := range c.Paths {
-		p, err := local.Path(n)
-		if err != nil {
-			return usagef("--%s: %v", flagPath, err)
-		}
-		if _, builtin := local.Paths[n]; !builtin {
-			switch config.ChallengeOf(p) {
-			case "http-01":
-				p.Listen = orDefault(f.httpAddr, p.Listen)
-			case "tls-alpn-01":
-				p.Listen = orDefault(f.tlsAddr, p.Listen)
-			case "dns-01":
-				p.Listen = orDefault(f.dnsAddr, p.Listen)
-			}
-			local.Paths[n] = p
-		}
-	}
-	return a.obtain(cmd, &local, []config.Certificate{c}, f.dryRun, f.agreeTOS)
-}
-
-func orDefault(v, def string) string {
-	if v != "" {
-		return v
-	}
-	return def
+	return a.obtain(cmd, p, []renew.Target{t}, f.dryRun)
 }
 
 func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeTOS bool) error {
-	cfg, err := a.config(true)
+	p, err := a.planner(true)
 	if err != nil {
 		return err
 	}
-	var certs []config.Certificate
-	if len(names) == 0 {
-		certs = cfg.Certificates
-		if len(certs) == 0 {
-			return fmt.Errorf("%s lists no [[certificate]]; add one, or issue a one-off with -d NAME", cfg.File)
-		}
+	targets, err := p.Configured(names, plan.RequestOptions{DryRun: dryRun, AgreeTOS: agreeTOS})
+	if err != nil {
+		return err
 	}
-	for _, n := range names {
-		c, err := cfg.Certificate(n)
-		if err != nil {
-			return err
-		}
-		certs = append(certs, c)
-	}
-	return a.obtain(cmd, cfg, certs, dryRun, agreeTOS)
+	return a.obtain(cmd, p, targets, dryRun)
 }
 
-// obtain issues each certificate in turn and prints one line per result.
-func (a *app) obtain(cmd *cobra.Command, cfg *config.Config, certs []config.Certificate, dryRun, agreeTOS bool) error {
-	m, st, err := a.manager(cfg)
-	if err != nil {
-		return err
-	}
+// obtain issues each certificate in turn, due or not, and prints one line
+// per result.
+func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun bool) error {
 	var failed []string
-	for _, c := range certs {
-		ps := a.newPathSet()
-		req, err := a.requestFromConfig(cfg, c, ps, dryRun, agreeTOS)
+	for _, t := range targets {
+		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Frac: rand.Float64(), RetryFrac: 1})
+		err := out.Err
 		if err == nil {
-			if rec, rerr := st.LoadRecord(cmd.Context(), c.Name); rerr == nil && rec.ARIID != "" && rec.CA == req.CA.Client.DirectoryURL() {
-				req.Replaces = rec.ARIID
-			}
-			var res renew.Result
-			res, err = m.Obtain(cmd.Context(), req)
-			if err == nil {
-				a.printResult(st, res, dryRun)
-				err = deployFailure(res)
-			}
+			a.printResult(p, out.Result, dryRun)
+			err = deployFailure(out.Result)
 		}
-		ps.Close()
 		if err != nil {
-			a.log.Error("issuing failed", "certificate", c.Name, "error", err)
-			failed = append(failed, fmt.Sprintf("%s: %v", c.Name, err))
+			a.log.Error("issuing failed", "certificate", t.Name, "error", err)
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("%d of %d certificates failed:\n  %s", len(failed), len(certs), strings.Join(failed, "\n  "))
+		return fmt.Errorf("%d of %d certificates failed:\n  %s", len(failed), len(targets), strings.Join(failed, "\n  "))
 	}
 	return nil
 }
 
-func (a *app) printResult(st *store.FS, res renew.Result, dryRun bool) {
+func (a *app) printResult(p *plan.Planner, res renew.Result, dryRun bool) {
 	if dryRun {
 		fmt.Fprintf(a.stdout, "dry run: %s would be issued (valid until %s) in %s; nothing stored\n",
 			res.Name, res.NotAfter.UTC().Format(time.RFC3339), res.Elapsed.Round(time.Millisecond))
@@ -320,7 +202,7 @@ func (a *app) printResult(st *store.FS, res renew.Result, dryRun bool) {
 	}
 	fmt.Fprintf(a.stdout, "%s: version %d, valid until %s, obtained in %s\n  %s\n  %s\n",
 		res.Name, res.Version, res.NotAfter.UTC().Format(time.RFC3339), res.Elapsed.Round(time.Millisecond),
-		st.LivePath(res.Name, "fullchain.pem"), st.LivePath(res.Name, "privkey.pem"))
+		p.Store.LivePath(res.Name, "fullchain.pem"), p.Store.LivePath(res.Name, "privkey.pem"))
 }
 
 // deployFailure reports a deploy hook that failed after the certificate was

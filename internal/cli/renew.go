@@ -3,16 +3,13 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/renew"
-	"github.com/detour-acme/detour/internal/store"
 )
 
 const flagForce = "force"
@@ -44,92 +41,35 @@ due, no network request is made.`,
 
 func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) error {
 	ctx := cmd.Context()
-	cfg, err := a.config(false)
+	p, err := a.planner(false)
 	if err != nil {
 		return err
 	}
-	m, st, err := a.manager(cfg)
-	if err != nil {
-		return err
-	}
-	recs, err := st.ListRecords(ctx)
-	if err != nil {
-		return err
-	}
-	byName := make(map[string]store.Record, len(recs))
-	for _, r := range recs {
-		byName[r.Name] = r
-	}
-	a.sweepPending(ctx, cfg, m, byName)
-	configured := make(map[string]config.Certificate, len(cfg.Certificates))
-	for _, c := range cfg.Certificates {
-		configured[c.Name] = c
-	}
-	if len(names) == 0 {
-		seen := map[string]bool{}
-		for _, c := range cfg.Certificates {
-			names = append(names, c.Name)
-			seen[c.Name] = true
-		}
-		for _, r := range recs {
-			if !seen[r.Name] {
-				names = append(names, r.Name)
-			}
-		}
-	} else {
-		for _, n := range names {
-			if _, ok := byName[n]; !ok {
-				if _, ok := configured[n]; !ok {
-					return fmt.Errorf("no certificate named %q: `detour list` shows the known ones", n)
-				}
-			}
-		}
-	}
-	if len(names) == 0 {
-		fmt.Fprintln(a.stdout, "no certificates yet: issue one with `detour issue -d NAME`")
+	p.FinishInterrupted(ctx)
+	targets, err := p.Targets(ctx, names, plan.RequestOptions{DryRun: dryRun})
+	if errors.Is(err, plan.ErrNoCertificates) {
+		fmt.Fprintln(a.stdout, err)
 		return nil
 	}
-	now := time.Now()
+	if err != nil {
+		return err
+	}
 	var failed []string
-	renewed, notDue := 0, 0
-	for _, n := range names {
-		rec, hasRec := byName[n]
-		if hasRec && !force && !dryRun {
-			d := renew.Due(rec, now, rand.Float64())
-			if !d.Due {
-				notDue++
-				a.log.Debug("not due", "certificate", n, "renew_at", d.At, "reason", d.Reason)
-				continue
-			}
-			a.log.Info("due", "certificate", n, "reason", d.Reason)
+	notDue := 0
+	for _, t := range targets {
+		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, Frac: rand.Float64(), RetryFrac: 1})
+		if !out.Ran {
+			notDue++
+			a.log.Debug("not due", "certificate", t.Name, "renew_at", out.Decision.At, "reason", out.Decision.Reason)
+			continue
 		}
-		ps := a.newPathSet()
-		var req renew.Request
-		if c, ok := configured[n]; ok {
-			req, err = a.requestFromConfig(cfg, withFallbackCA(cfg, c, rec, hasRec), ps, dryRun, false)
-		} else {
-			req, err = a.requestFromRecord(cfg, rec, ps, dryRun)
+		if out.Err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, out.Err))
+			continue
 		}
-		if err == nil {
-			if hasRec && rec.ARIID != "" && rec.CA == req.CA.Client.DirectoryURL() {
-				req.Replaces = rec.ARIID
-			}
-			var res renew.Result
-			res, err = m.Obtain(ctx, req)
-			if err == nil {
-				renewed++
-				a.printResult(st, res, dryRun)
-				if derr := deployFailure(res); derr != nil {
-					failed = append(failed, fmt.Sprintf("%s: %v", n, derr))
-				}
-			}
-		}
-		ps.Close()
-		if err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", n, err))
-			if hasRec && !dryRun {
-				a.recordFailure(cmd, st, rec, err)
-			}
+		a.printResult(p, out.Result, dryRun)
+		if derr := deployFailure(out.Result); derr != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, derr))
 		}
 	}
 	if notDue > 0 {
@@ -139,24 +79,4 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 		return fmt.Errorf("%d certificate(s) failed to renew (the live ones are untouched):\n  %s", len(failed), strings.Join(failed, "\n  "))
 	}
 	return nil
-}
-
-// recordFailure notes a failed attempt in the record, for backoff and status.
-func (a *app) recordFailure(cmd *cobra.Command, st *store.FS, rec store.Record, cause error) {
-	ctx := cmd.Context()
-	fresh, err := st.LoadRecord(ctx, rec.Name)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return
-	}
-	if err == nil {
-		rec = fresh
-	}
-	failures := 1
-	if rec.Last != nil && !rec.Last.OK {
-		failures = rec.Last.Failures + 1
-	}
-	rec.Last = &store.Attempt{Time: time.Now(), OK: false, Error: cause.Error(), Failures: failures, RetryAfter: retryAfterOf(cause)}
-	if err := st.SaveRecord(ctx, rec); err != nil {
-		a.log.Error("recording the failure", "certificate", rec.Name, "error", err)
-	}
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -10,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/acme"
-	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 const (
@@ -42,36 +41,11 @@ cessationOfOperation.`,
 			if (len(args) == 1) == (certFile != "") {
 				return usagef("give either a certificate NAME or --%s", flagCertFile)
 			}
-			cfg, err := a.config(false)
-			if err != nil {
-				return err
-			}
-			m, st, err := a.manager(cfg)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			var cert *x509.Certificate
-			var key crypto.Signer
-			var ca config.CA
+			in := plan.RevokeInput{CA: caRef, CARoots: caRoots, Reason: code}
 			if len(args) == 1 {
-				rec, err := st.LoadRecord(ctx, args[0])
-				if err != nil {
-					return fmt.Errorf("no certificate named %q: %w", args[0], err)
-				}
-				b, _, err := st.LoadCertificate(ctx, args[0])
-				if err != nil {
-					return err
-				}
-				if cert, err = b.Leaf(); err != nil {
-					return err
-				}
-				if key, err = acme.DecodeKey(b.KeyPEM); err != nil {
-					return err
-				}
-				ca = config.CA{Name: rec.CAName, Directory: rec.CA, RootBundle: rec.RootBundle, Email: rec.Email}
+				in.Name = args[0]
 			} else {
-				if cert, err = readCertFile(certFile); err != nil {
+				if in.Cert, err = readCertFile(certFile); err != nil {
 					return err
 				}
 				if keyFile != "" {
@@ -79,42 +53,20 @@ cessationOfOperation.`,
 					if err != nil {
 						return fmt.Errorf("--%s: %w", flagKeyFile, err)
 					}
-					if key, err = acme.DecodeKey(data); err != nil {
+					if in.Key, err = acme.DecodeKey(data); err != nil {
 						return fmt.Errorf("--%s %s: %w", flagKeyFile, keyFile, err)
 					}
 				}
-				ref := caRef
-				if ref == "" {
-					ref = cfg.CA
-				}
-				if ca, err = config.ResolveCA(cfg, ref); err != nil {
-					return usagef("--%s: %v", flagCA, err)
-				}
-				if ca.Email == "" {
-					ca.Email = cfg.Email
-				}
 			}
-			if caRoots != "" {
-				ca.RootBundle = caRoots
-			}
-			rca, err := a.caClient(ca, false, true)
+			p, err := a.planner(false)
 			if err != nil {
 				return err
 			}
-			var acct acme.Account
-			if key == nil {
-				if acct, err = m.Account(ctx, rca); err != nil {
-					return err
-				}
+			r, err := p.Revoke(cmd.Context(), in)
+			if err != nil {
+				return usage(err)
 			}
-			if err := rca.Client.Revoke(ctx, acct, cert, key, code); err != nil {
-				if acme.IsProblem(err, "urn:ietf:params:acme:error:alreadyRevoked") {
-					return fmt.Errorf("certificate %s (serial %s) is already revoked at %s; nothing to do",
-						certLabel(cert), cert.SerialNumber.Text(16), rca.Client.DirectoryURL())
-				}
-				return err
-			}
-			fmt.Fprintf(a.stdout, "revoked certificate %s (serial %s), reason %s\n", certLabel(cert), cert.SerialNumber.Text(16), reason)
+			fmt.Fprintf(a.stdout, "revoked certificate %s (serial %s), reason %s\n", r.Label, r.Serial, reason)
 			return nil
 		},
 	}
@@ -141,18 +93,4 @@ func readCertFile(path string) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("--%s %s: %w", flagCertFile, path, err)
 	}
 	return c, nil
-}
-
-// certLabel names cert in messages: its common name, else its first subject
-// alternative name (CAs such as Let's Encrypt may leave the common name out).
-func certLabel(c *x509.Certificate) string {
-	switch {
-	case c.Subject.CommonName != "":
-		return c.Subject.CommonName
-	case len(c.DNSNames) > 0:
-		return c.DNSNames[0]
-	case len(c.IPAddresses) > 0:
-		return c.IPAddresses[0].String()
-	}
-	return "without a name"
 }

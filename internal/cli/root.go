@@ -1,5 +1,7 @@
-// Package cli implements the detour commands. It is the only package that
-// reads flags and writes to the terminal; everything else is wired here.
+// Package cli implements the detour commands: it parses flags, calls the
+// plan layer (package plan) or a capability, and prints. It is the only
+// package that reads flags and writes to the terminal, and it holds no
+// domain policy and no code of any path kind.
 package cli
 
 import (
@@ -8,14 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/config"
-	"github.com/detour-acme/detour/internal/renew"
-	"github.com/detour-acme/detour/internal/store"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 // Flag names shared by several commands.
@@ -49,11 +52,6 @@ type app struct {
 	log    *slog.Logger
 	cfg    *config.Config
 	cfgErr error
-
-	// Set while a command runs.
-	ctx context.Context
-	mgr *renew.Manager
-	st  *store.FS
 }
 
 // Run executes the detour command line args and returns the exit code: 0 on
@@ -109,7 +107,6 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			a.ctx = cmd.Context()
 			return a.setupLogging()
 		},
 	}
@@ -143,6 +140,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		a.firewallCommand(),
 		a.dnsServerCommand(),
 		a.acmeDNSCommand(),
+		a.pathsCommand(),
 	)
 	return root
 }
@@ -160,6 +158,12 @@ func (a *app) setupLogging() error {
 		a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
 	default:
 		return usagef("--%s %q: use text or json", flagLogFormat, a.logFormat)
+	}
+	if a.resolver != "" {
+		_, port, err := net.SplitHostPort(a.resolver)
+		if _, perr := strconv.Atoi(port); err != nil || perr != nil {
+			return usagef("--%s %q is not host:port with a numeric port, e.g. 127.0.0.1:53", flagResolver, a.resolver)
+		}
 	}
 	if a.configFile == "" {
 		a.configFile = os.Getenv("DETOUR_CONFIG")
@@ -197,14 +201,51 @@ func (a *app) config(required bool) (*config.Config, error) {
 	return cfg, err
 }
 
-// store opens the state directory chosen by flag, environment or config.
-func (a *app) store(cfg *config.Config) (*store.FS, error) {
-	dir := a.stateDir
-	if dir == "" && cfg != nil {
-		dir = cfg.StateDir
+// planner loads the configuration (see config) and opens the state
+// directory chosen by flag, environment or configuration.
+func (a *app) planner(required bool) (*plan.Planner, error) {
+	cfg, err := a.config(required)
+	if err != nil {
+		return nil, err
 	}
-	if dir == "" {
-		dir = config.DefaultStateDir
+	opts := plan.Options{
+		Config: cfg, StateDir: a.stateDir, Logger: a.log, Resolver: a.resolver,
+		NoSelfCheck: a.noSelfCheck, CheckHTTPPort: a.checkHTTPPort, CheckTLSPort: a.checkTLSPort,
 	}
-	return store.NewFS(dir, store.FSOptions{Logger: a.log})
+	if os.Getenv(envHoldFirewall) == "1" {
+		opts.WindowOpened = holdFirewall
+	}
+	return plan.Open(opts)
+}
+
+// fieldFlags names the flag behind each input field of package plan.
+var fieldFlags = map[string]string{
+	plan.FieldDomains:   flagDomain,
+	plan.FieldName:      flagName,
+	plan.FieldCA:        flagCA,
+	plan.FieldKeyType:   flagKeyType,
+	plan.FieldPaths:     flagPath,
+	plan.FieldEAB:       flagEABKID + " and --" + flagEABHMAC,
+	plan.FieldWebroot:   flagWebroot,
+	plan.FieldChallenge: flagChallenge,
+	plan.FieldServer:    flagACMEDNSServer,
+	plan.FieldFirewall:  flagFirewall,
+	plan.FieldAddr:      flagAddr,
+	plan.FieldPath:      flagPath,
+	plan.FieldResolver:  flagResolver,
+	"backend":           flagBackend,
+	"api-hostname":      flagAPIHostname,
+}
+
+// usage turns a mistake in the input, as package plan reports it, into a
+// usage error that names the flag.
+func usage(err error) error {
+	var ie *plan.InputError
+	if errors.As(err, &ie) {
+		if f, ok := fieldFlags[ie.Field]; ok {
+			return usagef("--%s: %v", f, ie.Err)
+		}
+		return usagef("%v", ie)
+	}
+	return err
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -14,7 +15,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/router"
-	"github.com/detour-acme/detour/internal/solve/frontdoor"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 const (
@@ -62,7 +63,7 @@ the router, which is how it learns the challenges.`,
 }
 
 // routerTable builds the routing table from the config's [router] table and
-// the flags.
+// the flags (flags win).
 func (a *app) routerTable(cmd *cobra.Command, cfg *config.Config, f routerFlags) (*router.Table, string, error) {
 	rc := cfg.Router
 	if f.listen != "" {
@@ -74,26 +75,17 @@ func (a *app) routerTable(cmd *cobra.Command, cfg *config.Config, f routerFlags)
 	if cmd.Flags().Changed(flagProxyProtocol) {
 		rc.ProxyProtocol = f.proxyProtocol
 	}
-	var routes []router.Route
-	for _, r := range rc.Routes {
-		routes = append(routes, router.Route{SNI: r.SNI, Backend: r.Backend, ProxyProtocol: r.ProxyProtocol || rc.ProxyProtocol})
-	}
+	rc.Routes = slices.Clone(rc.Routes)
 	for _, r := range f.routes {
 		name, backend, ok := strings.Cut(r, "=")
 		if !ok || name == "" || backend == "" {
 			return nil, "", usagef("--%s %q: write NAME=BACKEND, e.g. mail.example.com=127.0.0.1:9443", flagRoute, r)
 		}
-		routes = append(routes, router.Route{SNI: name, Backend: backend, ProxyProtocol: rc.ProxyProtocol})
+		rc.Routes = append(rc.Routes, config.Route{SNI: name, Backend: backend})
 	}
-	if rc.Backend != "" {
-		routes = append(routes, router.Route{Backend: rc.Backend, ProxyProtocol: rc.ProxyProtocol})
-	}
-	if len(routes) == 0 {
-		return nil, "", usagef("no backend: pass --%s 127.0.0.1:8443 (where your HTTPS server listens now), or set backend in the [router] table", flagBackend)
-	}
-	t, err := router.NewTable(routes)
+	t, err := plan.RouterTable(rc)
 	if err != nil {
-		return nil, "", err
+		return nil, "", usage(err)
 	}
 	return t, rc.ListenAddr(), nil
 }
@@ -108,11 +100,12 @@ func (a *app) runRouter(cmd *cobra.Command, f routerFlags) error {
 	if err != nil {
 		return err
 	}
-	st, err := a.store(cfg)
+	p, err := a.planner(false)
 	if err != nil {
 		return err
 	}
-	rt, err := router.New(router.Options{Logger: a.log, ACME: frontdoor.NewResponder(st, a.log)}, table)
+	st := p.Store
+	rt, err := router.New(router.Options{Logger: a.log, ACME: p.FrontDoor()}, table)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/acme"
-	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/snippet"
 )
 
@@ -34,7 +34,7 @@ validate while the server keeps ports 80 and 443:
 		Example: "  detour snippet http --server nginx\n  detour snippet http --server haproxy --addr unix:/run/detour/http.sock",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			addr, err := a.snippetAddr(cmd, httpAddr, config.KindSidePort, "127.0.0.1:8402")
+			addr, err := a.snippetAddr(httpAddr, plan.SnippetHTTP)
 			if err != nil {
 				return err
 			}
@@ -91,7 +91,7 @@ select it); after 'detour account rollover' print the block again.`,
 		Example: "  detour snippet tls-alpn --server haproxy",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			addr, err := a.snippetAddr(cmd, alpnAddr, config.KindALPNForward, "127.0.0.1:8403")
+			addr, err := a.snippetAddr(alpnAddr, plan.SnippetTLSALPN)
 			if err != nil {
 				return err
 			}
@@ -110,26 +110,15 @@ select it); after 'detour account rollover' print the block again.`,
 }
 
 // snippetAddr picks the address a snippet points at: the flag, else the
-// only configured path of kind, else def.
-func (a *app) snippetAddr(cmd *cobra.Command, flag, kind, def string) (string, error) {
+// only configured path of the snippet's kind, else the kind's default.
+func (a *app) snippetAddr(flag, snippet string) (string, error) {
 	if flag != "" {
 		return flag, nil
 	}
-	cfg, err := a.config(false)
+	p, err := a.planner(false)
 	if err != nil {
 		return "", err
 	}
-	var found []config.Path
-	for _, n := range sortedKeys(cfg.Paths) {
-		if p := cfg.Paths[n]; p.Kind == kind {
-			found = append(found, p)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return def, nil
-	case 1:
-		return found[0].Listen, nil
-	}
-	return "", usagef("the config has %d %s paths; choose one with --%s", len(found), kind, flagAddr)
+	addr, err := p.SnippetAddr(snippet)
+	return addr, usage(err)
 }

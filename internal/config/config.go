@@ -53,29 +53,6 @@ type Config struct {
 	Agent Agent
 }
 
-// Path is a validation path: a way to answer one ACME challenge type.
-type Path struct {
-	// Name is the [path.NAME] key or the built-in name.
-	Name string
-	// Kind selects the solver: "standalone" or "dns-embedded".
-	Kind string
-	// Challenge is the ACME challenge type the path answers; see
-	// ChallengeOf.
-	Challenge string
-	// Listen is the host:port (or "unix:/path") the path's responder
-	// binds, for kinds that bind one.
-	Listen string
-	// Root is the webroot's document root.
-	Root string
-	// Router is the address of the `detour router` a front-door path
-	// relies on.
-	Router string
-	// Settings holds the kind-specific settings beyond the ones above
-	// (for example a DNS server, TSIG key or provider credentials file),
-	// by key as written in the file, with the kind's defaults applied.
-	Settings map[string]string
-}
-
 // Certificate is one [[certificate]] entry with defaults applied.
 type Certificate struct {
 	// Name identifies the certificate in storage and on the command line.

@@ -34,21 +34,18 @@ func TestExampleParses(t *testing.T) {
 		t.Errorf("ca.corp = %+v", corp)
 	}
 	wantPaths := map[string]Path{
-		"web":     {Name: "web", Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80"},
-		"dns":     {Name: "dns", Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: "[::]:53"},
-		"docroot": {Name: "docroot", Kind: KindWebroot, Challenge: ChallengeHTTP01, Root: "/var/www/html"},
-		"forward": {Name: "forward", Kind: KindSidePort, Challenge: ChallengeHTTP01, Listen: "127.0.0.1:8402"},
-		"nofiles": {Name: "nofiles", Kind: KindStateless, Challenge: ChallengeHTTP01},
-		"alpn":    {Name: "alpn", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
-		"door":    {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
-		"window": {Name: "window", Kind: KindStandalone, Challenge: ChallengeHTTP01, Listen: ":80",
-			Settings: map[string]string{"firewall": "nftables", "firewall_timeout": "10m"}},
-		"bind": {Name: "bind", Kind: KindRFC2136, Challenge: ChallengeDNS01,
-			Settings: map[string]string{"tsig_algorithm": "hmac-sha256", "tsig_key": "detour-key", "tsig_secret_file": "/etc/detour/tsig.secret"}},
-		"delegated": {Name: "delegated", Kind: KindACMEDNS, Challenge: ChallengeDNS01, Settings: map[string]string{"server": "https://auth.example.net"}},
-		"cloud": {Name: "cloud", Kind: KindDNSProvider, Challenge: ChallengeDNS01,
-			Settings: map[string]string{"credentials_file": "/etc/detour/cloudflare.ini", "provider": "cloudflare"}},
-		"standing": {Name: "standing", Kind: KindPersist, Challenge: ChallengeDNSPersist01, Settings: map[string]string{"policy": "wildcard"}},
+		"web":       {Name: "web", Kind: "standalone", Settings: map[string]string{"challenge": "http-01", "listen": ":80"}},
+		"dns":       {Name: "dns", Kind: "dns-embedded", Settings: map[string]string{"challenge": "dns-01", "listen": "[::]:53"}},
+		"docroot":   {Name: "docroot", Kind: "webroot", Settings: map[string]string{"challenge": "http-01", "root": "/var/www/html"}},
+		"forward":   {Name: "forward", Kind: "side-port", Settings: map[string]string{"challenge": "http-01", "listen": "127.0.0.1:8402"}},
+		"nofiles":   {Name: "nofiles", Kind: "stateless", Settings: map[string]string{"challenge": "http-01"}},
+		"alpn":      {Name: "alpn", Kind: "alpn-forward", Settings: map[string]string{"challenge": "tls-alpn-01", "listen": "127.0.0.1:8403"}},
+		"door":      {Name: "door", Kind: "front-door", Settings: map[string]string{"challenge": "tls-alpn-01", "router": "127.0.0.1:443"}},
+		"window":    {Name: "window", Kind: "standalone", Settings: map[string]string{"challenge": "http-01", "listen": ":80", "firewall": "nftables", "firewall_timeout": "10m"}},
+		"bind":      {Name: "bind", Kind: "rfc2136", Settings: map[string]string{"challenge": "dns-01", "tsig_algorithm": "hmac-sha256", "tsig_key": "detour-key", "tsig_secret_file": "/etc/detour/tsig.secret"}},
+		"delegated": {Name: "delegated", Kind: "acme-dns", Settings: map[string]string{"challenge": "dns-01", "server": "https://auth.example.net"}},
+		"cloud":     {Name: "cloud", Kind: "dns-provider", Settings: map[string]string{"challenge": "dns-01", "credentials_file": "/etc/detour/cloudflare.ini", "provider": "cloudflare"}},
+		"standing":  {Name: "standing", Kind: "persist", Settings: map[string]string{"challenge": "dns-persist-01", "policy": "wildcard"}},
 	}
 	if !reflect.DeepEqual(cfg.Paths, wantPaths) {
 		t.Errorf("paths = %+v, want %+v", cfg.Paths, wantPaths)
@@ -111,8 +108,8 @@ kind = "dns-embedded"
 		t.Errorf("certificates =\n%+v\nwant\n%+v", cfg.Certificates, want)
 	}
 	wantPaths := map[string]Path{
-		"alpn": {Name: "alpn", Kind: KindStandalone, Challenge: ChallengeTLSALPN01, Listen: ":443"},
-		"dns":  {Name: "dns", Kind: KindDNSEmbedded, Challenge: ChallengeDNS01, Listen: ":53"},
+		"alpn": {Name: "alpn", Kind: "standalone", Settings: map[string]string{"challenge": "tls-alpn-01", "listen": ":443"}},
+		"dns":  {Name: "dns", Kind: "dns-embedded", Settings: map[string]string{"challenge": "dns-01", "listen": ":53"}},
 	}
 	if !reflect.DeepEqual(cfg.Paths, wantPaths) {
 		t.Errorf("paths = %+v, want %+v", cfg.Paths, wantPaths)
@@ -384,7 +381,7 @@ func TestLookups(t *testing.T) {
 		t.Errorf("Path(wbe) error = %v", err)
 	}
 	var nilCfg *Config
-	if p, err := nilCfg.Path("dns-embedded"); err != nil || p.Listen != ":53" {
+	if p, err := nilCfg.Path("dns-embedded"); err != nil || p.Setting("listen") != ":53" {
 		t.Errorf("nil Config Path(dns-embedded) = %+v, %v", p, err)
 	}
 	if _, err := cfg.Certificate("exmaple"); err == nil ||
@@ -394,40 +391,44 @@ func TestLookups(t *testing.T) {
 }
 
 func TestChallengeOf(t *testing.T) {
+	cfg, err := Parse(testFile, []byte("[path.a]\nkind = \"standalone\"\n[path.b]\nkind = \"standalone\"\nchallenge = \"tls-alpn-01\"\n[path.c]\nkind = \"dns-embedded\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		p    Path
+		path string
 		want string
 	}{
-		{Path{Kind: KindStandalone}, ChallengeHTTP01},
-		{Path{Kind: KindStandalone, Challenge: ChallengeTLSALPN01}, ChallengeTLSALPN01},
-		{Path{Kind: KindDNSEmbedded}, ChallengeDNS01},
-		{builtinPaths[BuiltinStandaloneTLSALPN], ChallengeTLSALPN01},
-		{Path{Kind: "nope"}, ""},
+		{"a", "http-01"},
+		{"b", "tls-alpn-01"},
+		{"c", "dns-01"},
+		{"standalone-tls-alpn", "tls-alpn-01"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.p.Kind+"/"+tt.p.Challenge, func(t *testing.T) {
-			if got := ChallengeOf(tt.p); got != tt.want {
-				t.Errorf("ChallengeOf(%+v) = %q, want %q", tt.p, got, tt.want)
+		t.Run(tt.path, func(t *testing.T) {
+			p, err := cfg.Path(tt.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Challenge(); got != tt.want {
+				t.Errorf("Challenge(%+v) = %q, want %q", p, got, tt.want)
 			}
 		})
 	}
 }
 
-// Adding a kind is one entry in the kinds table; settings it does not list
-// are rejected with the line of the key.
+// Settings a kind's spec does not list are rejected with the line of the
+// key (stateless has no setting but challenge).
 func TestKindTableEntry(t *testing.T) {
-	kinds["test-webroot"] = kindSpec{challenges: []string{ChallengeHTTP01}, settings: []string{keyChallenge}}
-	t.Cleanup(func() { delete(kinds, "test-webroot") })
-
-	cfg, err := Parse(testFile, []byte("[path.w]\nkind = \"test-webroot\"\n[[certificate]]\ndomains = [\"example.com\"]\npaths = [\"w\"]\n"))
+	cfg, err := Parse(testFile, []byte("[path.w]\nkind = \"stateless\"\n[[certificate]]\ndomains = [\"example.com\"]\npaths = [\"w\"]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := cfg.Paths["w"]; p.Challenge != ChallengeHTTP01 || p.Listen != "" {
+	if p := cfg.Paths["w"]; p.Challenge() != "http-01" || p.Setting("listen") != "" {
 		t.Errorf("path = %+v, want http-01 with no listener", p)
 	}
-	_, err = Parse(testFile, []byte("[path.w]\nkind = \"test-webroot\"\nlisten = \":80\"\n"))
-	want := testFile + `:3: path.w.listen: listen does not apply to kind "test-webroot"; remove it (settings of this kind: "challenge")`
+	_, err = Parse(testFile, []byte("[path.w]\nkind = \"stateless\"\nlisten = \":80\"\n"))
+	want := testFile + `:3: path.w.listen: listen does not apply to kind "stateless"; remove it (settings of this kind: "challenge")`
 	if err == nil || err.Error() != want {
 		t.Errorf("error = %v, want %s", err, want)
 	}
@@ -463,11 +464,11 @@ deploy_hook = "systemctl reload nginx"
 		t.Fatal(err)
 	}
 	for name, want := range map[string]Path{
-		"www":    {Name: "www", Kind: KindWebroot, Challenge: ChallengeHTTP01, Root: "/var/www/html"},
-		"side":   {Name: "side", Kind: KindSidePort, Challenge: ChallengeHTTP01, Listen: "unix:/run/detour/http.sock"},
-		"nofile": {Name: "nofile", Kind: KindStateless, Challenge: ChallengeHTTP01},
-		"fwd":    {Name: "fwd", Kind: KindALPNForward, Challenge: ChallengeTLSALPN01, Listen: "127.0.0.1:8403"},
-		"door":   {Name: "door", Kind: KindFrontDoor, Challenge: ChallengeTLSALPN01, Router: "127.0.0.1:443"},
+		"www":    {Name: "www", Kind: "webroot", Settings: map[string]string{"challenge": "http-01", "root": "/var/www/html"}},
+		"side":   {Name: "side", Kind: "side-port", Settings: map[string]string{"challenge": "http-01", "listen": "unix:/run/detour/http.sock"}},
+		"nofile": {Name: "nofile", Kind: "stateless", Settings: map[string]string{"challenge": "http-01"}},
+		"fwd":    {Name: "fwd", Kind: "alpn-forward", Settings: map[string]string{"challenge": "tls-alpn-01", "listen": "127.0.0.1:8403"}},
+		"door":   {Name: "door", Kind: "front-door", Settings: map[string]string{"challenge": "tls-alpn-01", "router": "127.0.0.1:443"}},
 	} {
 		if got := cfg.Paths[name]; !reflect.DeepEqual(got, want) {
 			t.Errorf("path %s = %+v, want %+v", name, got, want)

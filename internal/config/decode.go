@@ -248,8 +248,7 @@ func decodeCAs(l *errList, f *file, path string, v any) {
 	}
 }
 
-// decodePaths decodes the [path.NAME] tables. Every setting any kind
-// accepts is decoded here; validation checks it applies to the path's kind.
+// decodePaths decodes the [path.NAME] tables (see decodePathKeys).
 func decodePaths(l *errList, f *file, path string, v any) {
 	m, ok := v.(map[string]any)
 	if !ok {
@@ -263,22 +262,8 @@ func decodePaths(l *errList, f *file, path string, v any) {
 			l.typeErr(key, "expected a [%s] table, got %s", key, describe(m[name]))
 			continue
 		}
-		t := &pathTable{key: key, path: Path{Name: name}}
-		fields := []field{str(keyKind, &t.path.Kind)}
-		for _, s := range slices.Sorted(maps.Keys(pathSettings)) {
-			fields = append(fields, str(s, pathSettings[s](&t.path)))
-		}
-		for _, s := range extraSettings() {
-			var v string
-			fields = append(fields, field{s, func(l *errList, path string, raw any) {
-				str(s, &v).decode(l, path, raw)
-				if t.path.Settings == nil {
-					t.path.Settings = map[string]string{}
-				}
-				t.path.Settings[s] = v
-			}})
-		}
-		t.has = l.table(key, tm, fields)
+		t := decodePathKeys(l, key, tm)
+		t.path.Name = name
 		f.Paths[name] = t
 	}
 }

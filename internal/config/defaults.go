@@ -38,9 +38,6 @@ func applyDefaults(f *file, filename string) {
 		t.RootBundle = relativeTo(base, t.RootBundle)
 		t.EABHMACKeyFile = relativeTo(base, t.EABHMACKeyFile)
 	}
-	for _, t := range f.Paths {
-		defaultPath(&t.path)
-	}
 	for _, t := range f.Certs {
 		c := &t.cert
 		if c.CA == "" {

@@ -38,7 +38,7 @@ func TestDNSProviderSettings(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if ChallengeOf(p) != ChallengeDNS01 || p.Setting(KeyDNSProviderCredentials) == "" {
+				if p.Challenge() != "dns-01" || p.Setting("credentials_file") == "" {
 					t.Errorf("path = %+v", p)
 				}
 				return

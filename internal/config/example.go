@@ -1,8 +1,20 @@
 package config
 
+import (
+	"fmt"
+	"strings"
+
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/solve/kinds"
+)
+
 // Example is a complete, commented configuration file. It parses and
-// validates as it stands (`detour config example` prints it).
-const Example = `# Detour configuration: /etc/detour/detour.toml
+// validates as it stands (`detour config example` prints it). Its
+// [path.NAME] tables come from the kinds' specs: one per kind, with the
+// settings that have an example value and their one-line docs.
+var Example = exampleHead + examplePaths() + exampleTail
+
+const exampleHead = `# Detour configuration: /etc/detour/detour.toml
 # Every key is optional except where a comment says otherwise.
 
 # Where accounts, certificates and locks live (absolute path).
@@ -46,69 +58,9 @@ email = "pki-team@example.com"                 # overrides the global email
 # eab_kid = "..."
 # eab_hmac_key = "..."
 
-# Validation paths; a certificate lists them by name, in order of preference.
-# Built-ins need no table: "standalone-http" (:80), "standalone-tls-alpn"
-# (:443) and "dns-embedded" (:53).
-[path.web]
-kind = "standalone"        # binds the port itself
-challenge = "http-01"      # or "tls-alpn-01" (default listen ":443")
-listen = ":80"             # host:port
+`
 
-[path.dns]
-kind = "dns-embedded"      # answers dns-01 from Detour's own DNS responder
-listen = "[::]:53"         # delegate _acme-challenge.<name> here with an NS record
-
-# Paths for a web server that keeps ports 80/443 (nginx, Apache, HAProxy...).
-[path.docroot]
-kind = "webroot"           # writes the token into the served directory
-root = "/var/www/html"     # required: the root your web server serves for the names
-
-[path.forward]
-kind = "side-port"         # the web server forwards /.well-known/acme-challenge/ here
-listen = "127.0.0.1:8402"  # or "unix:/run/detour/http.sock"; see ` + "`detour snippet http`" + `
-
-[path.nofiles]
-kind = "stateless"         # the web server answers <token>.<thumbprint> itself;
-                           # ` + "`detour snippet stateless`" + ` prints the block
-
-[path.alpn]
-kind = "alpn-forward"      # nginx stream / HAProxy send acme-tls/1 here
-listen = "127.0.0.1:8403"  # see ` + "`detour snippet tls-alpn`" + `
-
-[path.door]
-kind = "front-door"        # ` + "`detour router`" + ` owns :443 and passes the rest on
-router = "127.0.0.1:443"   # where the router listens
-
-# Port 80 closed by the firewall? Open it only while the CA validates; the
-# kernel closes it by itself after firewall_timeout even if Detour dies.
-[path.window]
-kind = "standalone"
-listen = ":80"
-firewall = "nftables"      # or "iptables", "iptables-nft", "ufw", "firewalld", "exec"
-firewall_timeout = "10m"
-
-# dns-01 without an inbound port.
-[path.bind]
-kind = "rfc2136"           # dynamic updates to the zone's primary
-tsig_key = "detour-key"
-tsig_algorithm = "hmac-sha256"
-tsig_secret_file = "/etc/detour/tsig.secret"   # or tsig_secret = "base64..."
-# server = "192.0.2.53:53"  # default: the zone's SOA primary
-
-[path.delegated]
-kind = "acme-dns"          # one CNAME _acme-challenge.<name> -> an acme-dns zone
-server = "https://auth.example.net"            # any acme-dns server, or ` + "`detour dns-server`" + `
-
-[path.cloud]
-kind = "dns-provider"      # through the provider's API (lego's providers)
-provider = "cloudflare"    # cloudflare, route53, digitalocean, hetzner, gandi, ovh
-credentials_file = "/etc/detour/cloudflare.ini"  # api_token = "..."
-
-[path.standing]
-kind = "persist"           # dns-persist-01: one standing TXT, no change at renewal
-policy = "wildcard"        # ` + "`detour persist-record <name> --wildcard`" + ` prints it
-
-[[certificate]]
+const exampleTail = `[[certificate]]
 name = "example"                                 # default: the first domain
 domains = ["example.com", "www.example.com"]
 paths = ["forward", "docroot", "web"]            # the first that works is used
@@ -145,3 +97,81 @@ name = "lb-address"
 domains = ["192.0.2.10"]                         # IP addresses need http-01 or tls-alpn-01
 paths = ["standalone-tls-alpn"]
 `
+
+// examplePaths renders one [path.NAME] table per kind that names an
+// example, and a firewall window around the first kind that can have one.
+func examplePaths() string {
+	var b strings.Builder
+	names := builtinNames()
+	fmt.Fprintf(&b, "# Validation paths; a certificate lists them by name, in order of preference.\n")
+	fmt.Fprintf(&b, "# Built-ins need no table: %s.\n", strings.Join(quoted(names), ", "))
+	fmt.Fprintf(&b, "# `detour paths` lists every kind and setting; `detour paths KIND` one kind.\n")
+	window := false
+	for _, sp := range kinds.All() {
+		if sp.Example == "" {
+			continue
+		}
+		b.WriteString("\n")
+		exampleTable(&b, sp, sp.Example, false)
+		if sp.Window != nil && !window {
+			window = true
+			b.WriteString("\n# Port 80 closed by the firewall? Open it only while the CA validates; the\n")
+			b.WriteString("# kernel closes it by itself after firewall_timeout even if Detour dies.\n")
+			exampleTable(&b, sp, "window", true)
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// exampleTable renders the [path.name] table of spec sp: kind, then each
+// setting with an example value (the window's too when withWindow).
+func exampleTable(b *strings.Builder, sp solve.Spec, name string, withWindow bool) {
+	type line struct{ kv, doc string }
+	lines := []line{{kv: fmt.Sprintf("kind = %q", sp.Kind)}}
+	for _, s := range sp.Settings {
+		isWindow := strings.HasPrefix(s.Key, "firewall")
+		if s.Example == "" || isWindow != withWindow && isWindow {
+			continue
+		}
+		if withWindow && !isWindow && !s.Required && s.Key != "listen" {
+			continue
+		}
+		doc := s.Doc
+		if s.Required {
+			doc = "required: " + doc
+		}
+		lines = append(lines, line{fmt.Sprintf("%s = %q", s.Key, s.Example), doc})
+	}
+	width := 0
+	for _, l := range lines {
+		width = max(width, len(l.kv))
+	}
+	if !withWindow {
+		fmt.Fprintf(b, "# %s: %s.\n", sp.Kind, sp.Summary)
+	}
+	fmt.Fprintf(b, "[path.%s]\n", name)
+	for _, l := range lines {
+		if l.doc == "" {
+			fmt.Fprintf(b, "%s\n", l.kv)
+			continue
+		}
+		fmt.Fprintf(b, "%-*s  # %s\n", width, l.kv, l.doc)
+	}
+}
+
+// KindExample returns an example [path.NAME] table of kind sp, with its
+// firewall window when the kind can have one.
+func KindExample(sp solve.Spec) string {
+	var b strings.Builder
+	name := sp.Example
+	if name == "" {
+		name = sp.Kind
+	}
+	exampleTable(&b, sp, name, false)
+	if sp.Window != nil {
+		b.WriteString("\n")
+		exampleTable(&b, sp, name+"-window", true)
+	}
+	return b.String()
+}

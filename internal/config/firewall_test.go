@@ -1,12 +1,12 @@
 package config
 
 import (
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/detour-acme/detour/internal/firewall"
+	"github.com/detour-acme/detour/internal/solve/kinds"
 )
 
 func TestFirewallSettings(t *testing.T) {
@@ -71,23 +71,23 @@ func TestFirewallOf(t *testing.T) {
 	tests := []struct {
 		name string
 		doc  string
-		want Firewall
+		want firewall.WindowConfig
 	}{
-		{"none", "kind = \"standalone\"\n", Firewall{Timeout: DefaultFirewallTimeout, Family: "inet"}},
+		{"none", "kind = \"standalone\"\n", firewall.WindowConfig{Timeout: firewall.DefaultTimeout, Family: "inet"}},
 		{"standalone http", "kind = \"standalone\"\nfirewall = \"nftables\"\n",
-			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"standalone tls-alpn on ipv4", "kind = \"standalone\"\nchallenge = \"tls-alpn-01\"\nlisten = \"0.0.0.0:443\"\nfirewall = \"iptables\"\nfirewall_timeout = \"2m\"\n",
-			Firewall{Backend: "iptables", Timeout: 2 * time.Minute, Port: 443, Family: "ip"}},
+			firewall.WindowConfig{Backend: "iptables", Timeout: 2 * time.Minute, Port: 443, Family: "ip"}},
 		{"standalone on an ipv6 address, test port", "kind = \"standalone\"\nlisten = \"[2001:db8::1]:5002\"\nfirewall = \"nftables\"\n",
-			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 5002, Family: "ip6"}},
+			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 5002, Family: "ip6"}},
 		{"standalone on [::]", "kind = \"standalone\"\nlisten = \"[::]:80\"\nfirewall = \"nftables\"\n",
-			Firewall{Backend: "nftables", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"side port: the web server's port", "kind = \"side-port\"\nfirewall = \"ufw\"\n",
-			Firewall{Backend: "ufw", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backend: "ufw", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"webroot with firewall_port", "kind = \"webroot\"\nroot = \"/srv\"\nfirewall = \"firewalld\"\nfirewall_port = \"8080\"\n",
-			Firewall{Backend: "firewalld", Timeout: DefaultFirewallTimeout, Port: 8080, Family: "inet"}},
+			firewall.WindowConfig{Backend: "firewalld", Timeout: firewall.DefaultTimeout, Port: 8080, Family: "inet"}},
 		{"exec", "kind = \"standalone\"\nfirewall = \"exec\"\nfirewall_open = \"/o\"\nfirewall_close = \"/c\"\n",
-			Firewall{Backend: "exec", Timeout: DefaultFirewallTimeout, Port: 80, Family: "inet", OpenCommand: "/o", CloseCommand: "/c"}},
+			firewall.WindowConfig{Backend: "exec", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet", OpenCommand: "/o", CloseCommand: "/c"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -99,18 +99,11 @@ func TestFirewallOf(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := FirewallOf(p)
+			sp, _ := kinds.Lookup(p.Kind)
+			got, err := firewall.WindowOf(p.SolveSettings(), *sp.Window)
 			if err != nil || got != tt.want {
-				t.Errorf("FirewallOf = %+v, %v; want %+v", got, err, tt.want)
+				t.Errorf("WindowOf = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
-	}
-}
-
-// TestFirewallBackendsAgree: the config accepts exactly the backends the
-// firewall package builds.
-func TestFirewallBackendsAgree(t *testing.T) {
-	if !slices.Equal(FirewallBackends, firewall.Names()) {
-		t.Errorf("config.FirewallBackends = %q, firewall.Names() = %q", FirewallBackends, firewall.Names())
 	}
 }

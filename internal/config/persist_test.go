@@ -35,8 +35,8 @@ func TestPersistSettings(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if ChallengeOf(p) != ChallengeDNSPersist01 {
-					t.Errorf("challenge = %q, want %q", ChallengeOf(p), ChallengeDNSPersist01)
+				if p.Challenge() != "dns-persist-01" {
+					t.Errorf("challenge = %q, want %q", p.Challenge(), "dns-persist-01")
 				}
 				return
 			}
@@ -53,24 +53,5 @@ func TestPersistSettings(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestParsePersistUntil(t *testing.T) {
-	tests := []struct {
-		in   string
-		want time.Time
-		ok   bool
-	}{
-		{"2027-01-31", time.Date(2027, 1, 31, 0, 0, 0, 0, time.UTC), true},
-		{"2027-01-31T12:30:00+02:00", time.Date(2027, 1, 31, 10, 30, 0, 0, time.UTC), true},
-		{"31/01/2027", time.Time{}, false},
-		{"1721952000", time.Time{}, false},
-	}
-	for _, tt := range tests {
-		got, err := ParsePersistUntil(tt.in)
-		if (err == nil) != tt.ok || (tt.ok && !got.Equal(tt.want)) {
-			t.Errorf("ParsePersistUntil(%q) = %v, %v; want %v (ok %v)", tt.in, got, err, tt.want, tt.ok)
-		}
 	}
 }

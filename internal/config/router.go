@@ -1,6 +1,10 @@
 package config
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/detour-acme/detour/internal/solve"
+)
 
 // Router is the [router] table: `detour router` owns a TLS port (normally
 // :443), answers tls-alpn-01 itself and passes every other connection to the
@@ -33,6 +37,7 @@ const DefaultRouterListen = ":443"
 
 const (
 	keyRouterTable   = "router"
+	keyRouterListen  = "listen"
 	keyBackend       = "backend"
 	keyProxyProtocol = "proxy_protocol"
 	keyRoute         = "route"
@@ -49,7 +54,7 @@ func decodeRouter(l *errList, f *file, path string, v any) {
 	r := &f.Router
 	r.Line = l.idx.line(path)
 	l.table(path, m, []field{
-		str(keyListen, &r.Listen),
+		str(keyRouterListen, &r.Listen),
 		str(keyBackend, &r.Backend),
 		boolean(keyProxyProtocol, &r.ProxyProtocol),
 		{keyRoute, func(l *errList, path string, v any) {
@@ -89,12 +94,12 @@ func validateRouter(l *errList, r Router) {
 		return
 	}
 	if r.Listen != "" {
-		if err := checkListen(r.Listen); err != nil {
-			l.add(join(keyRouterTable, keyListen), "%v", err)
+		if err := solve.CheckListen(r.Listen); err != nil {
+			l.add(join(keyRouterTable, keyRouterListen), "%v", err)
 		}
 	}
 	if r.Backend != "" {
-		if err := checkListen(r.Backend); err != nil {
+		if err := solve.CheckListen(r.Backend); err != nil {
 			l.add(join(keyRouterTable, keyBackend), "%v", err)
 		}
 	}
@@ -102,7 +107,7 @@ func validateRouter(l *errList, r Router) {
 	for i, rt := range r.Routes {
 		key := elem(join(keyRouterTable, keyRoute), i)
 		if rt.Backend != "" {
-			if err := checkListen(rt.Backend); err != nil {
+			if err := solve.CheckListen(rt.Backend); err != nil {
 				l.add(join(key, keyBackend), "%v", err)
 			}
 		}

@@ -1,7 +1,10 @@
 package config
 
 import (
-	"github.com/detour-acme/detour/internal/suggest"
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/solve/kinds"
+	"github.com/detour-acme/detour/internal/solve/standalone"
+
 
 	"crypto/x509"
 	"encoding/base64"
@@ -220,64 +223,6 @@ func checkHMACKey(s string) error {
 	return nil
 }
 
-// validatePath checks one [path.NAME] table against its kind. It reports
-// false when the kind or challenge is unusable, so certificates using the
-// path skip checks that depend on its challenge.
-func validatePath(l *errList, t *pathTable) bool {
-	k := func(sub string) string { return join(t.key, sub) }
-	name := t.path.Name
-	if _, ok := builtinPaths[name]; ok {
-		l.add(t.key, "%q is the name of a built-in path; choose another name (built-ins: %s)",
-			name, suggest.QuoteList(slices.Collect(maps.Keys(builtinPaths))))
-	} else if !validName.MatchString(name) {
-		l.add(t.key, "%q is not a valid path name; %s", name, nameRule)
-	}
-	if !t.has[keyKind] {
-		l.add(t.key, "kind is missing; add kind = %q (kinds: %s)", KindStandalone, suggest.QuoteList(Kinds()))
-		return false
-	}
-	spec, ok := kinds[t.path.Kind]
-	if !ok {
-		l.add(k(keyKind), "unknown kind %q%s; kinds: %s", t.path.Kind, suggest.DidYouMean(t.path.Kind, Kinds()), suggest.QuoteList(Kinds()))
-		return false
-	}
-	for _, key := range slices.Sorted(maps.Keys(t.has)) {
-		if key != keyKind && !slices.Contains(spec.settings, key) {
-			l.add(k(key), "%s does not apply to kind %q; remove it (settings of this kind: %s)", key, t.path.Kind, suggest.QuoteList(spec.settings))
-		}
-	}
-	ok = slices.Contains(spec.challenges, t.path.Challenge)
-	if !ok {
-		l.add(k(keyChallenge), "%q is not available for kind %q; use %s", t.path.Challenge, t.path.Kind, strings.Join(quoted(spec.challenges), " or "))
-	}
-	if t.has[keyListen] {
-		if err := checkListen(t.path.Listen); err != nil {
-			l.add(k(keyListen), "%v", err)
-		}
-	}
-	if t.has[keyRouter] {
-		if err := checkListen(t.path.Router); err != nil {
-			l.add(k(keyRouter), "%v", err)
-		}
-	}
-	for _, req := range spec.required {
-		if !t.has[req] {
-			l.add(t.key, "%s is missing; kind %q needs it", req, t.path.Kind)
-		}
-	}
-	if spec.check != nil {
-		p := t.path
-		defaultPath(&p)
-		for _, prob := range spec.check(p) {
-			l.add(k(prob.Key), "%s", prob.Msg)
-		}
-	}
-	if t.has[keyRoot] && !filepath.IsAbs(t.path.Root) {
-		l.add(k(keyRoot), "%q must be an absolute path: the directory your web server serves for these names", t.path.Root)
-	}
-	return ok
-}
-
 // quoted quotes each string.
 func quoted(ss []string) []string {
 	out := make([]string, len(ss))
@@ -379,43 +324,44 @@ func validateCert(l *errList, cfg *Config, t *certTable, seen map[string]*certTa
 }
 
 // checkCoverage reports identifiers that none of the paths can validate: a
-// wildcard needs dns-01 (RFC 8555 §7.1.3), an IP address cannot use dns-01
-// (RFC 8738 §7).
+// wildcard needs a DNS challenge (RFC 8555 §7.1.3), an IP address cannot
+// use one (RFC 8738 §7); solve.Applicable is the rule.
 func checkCoverage(l *errList, cfg *Config, key string, c Certificate, paths []Path) {
 	var challenges []string
-	hasDNS, allDNS := false, true
 	for _, p := range paths {
-		ch := ChallengeOf(p)
-		if !slices.Contains(challenges, ch) {
+		if ch := p.Challenge(); !slices.Contains(challenges, ch) {
 			challenges = append(challenges, ch)
 		}
-		hasDNS = hasDNS || (ch == ChallengeDNS01 || ch == ChallengeDNSPersist01)
-		allDNS = allDNS && (ch == ChallengeDNS01 || ch == ChallengeDNSPersist01)
 	}
 	for i, id := range c.Identifiers {
+		if slices.ContainsFunc(challenges, func(ch string) bool { return solve.Applicable(ch, id) }) {
+			continue
+		}
 		switch {
-		case id.IsWildcard() && !hasDNS:
+		case id.IsWildcard():
 			l.addAt(key, elem(key, i), "%q is a wildcard, which only dns-01 can validate, but paths %s are all %s; add a dns-01 path (e.g. paths = %s)",
-				c.Domains[i], tomlList(c.Paths), strings.Join(challenges, " or "), tomlList(append(slices.Clone(c.Paths), pathFor(cfg, ChallengeDNS01))))
+				c.Domains[i], tomlList(c.Paths), strings.Join(challenges, " or "), tomlList(append(slices.Clone(c.Paths), pathFor(cfg, solve.DNS01))))
 			return
-		case id.Type == ident.TypeIP && allDNS:
+		case id.Type == ident.TypeIP:
 			l.addAt(key, elem(key, i), "%q is an IP address, which dns-01 cannot validate, but paths %s are all dns-01; add an http-01 or tls-alpn-01 path (e.g. paths = %s)",
-				c.Domains[i], tomlList(c.Paths), tomlList(append(slices.Clone(c.Paths), pathFor(cfg, ChallengeHTTP01))))
+				c.Domains[i], tomlList(c.Paths), tomlList(append(slices.Clone(c.Paths), pathFor(cfg, solve.HTTP01))))
 			return
 		}
 	}
 }
 
 // pathFor suggests a path answering challenge: the first configured one by
-// name, else the built-in.
+// name, else a built-in.
 func pathFor(cfg *Config, challenge string) string {
 	for _, n := range slices.Sorted(maps.Keys(cfg.Paths)) {
-		if ChallengeOf(cfg.Paths[n]) == challenge {
+		if cfg.Paths[n].Challenge() == challenge {
 			return n
 		}
 	}
-	if challenge == ChallengeDNS01 {
-		return BuiltinDNSEmbedded
+	for _, b := range kinds.Builtins() {
+		if b.Settings[solve.KeyChallenge] == challenge {
+			return b.Name
+		}
 	}
-	return BuiltinStandaloneHTTP
+	return standalone.BuiltinHTTP
 }

@@ -37,6 +37,8 @@ type Options struct {
 	// CleanupTimeout bounds CleanUp of every path, which runs even when the
 	// renewal's context is cancelled. Default 30s.
 	CleanupTimeout time.Duration
+	// Policy tunes the schedule Renew decides with.
+	Policy Policy
 }
 
 // Manager obtains, renews and records certificates.
@@ -45,6 +47,7 @@ type Manager struct {
 	log     *slog.Logger
 	now     func() time.Time
 	cleanup time.Duration
+	policy  Policy
 }
 
 // New returns a Manager.
@@ -61,7 +64,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.CleanupTimeout <= 0 {
 		opts.CleanupTimeout = 30 * time.Second
 	}
-	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout}, nil
+	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout, policy: opts.Policy}, nil
 }
 
 // CA is one certificate authority as a renewal uses it.

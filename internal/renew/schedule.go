@@ -1,6 +1,7 @@
 package renew
 
 import (
+	"slices"
 	"time"
 
 	"github.com/detour-acme/detour/internal/store"
@@ -163,6 +164,52 @@ func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Deci
 		}
 	}
 	return Decision{Due: !now.Before(at), At: at, Reason: reason}
+}
+
+// Reasons DueFor gives besides those of Due.
+const (
+	ReasonNotIssued    = "not issued yet"
+	ReasonNamesChanged = "the configured names differ from the certificate's"
+)
+
+// DueFor decides whether a certificate must be renewed at now, given its
+// record (nil: never issued), the last attempt kept elsewhere when there is
+// no record (nil: none), and the names it must cover (empty: whatever the
+// record says). A certificate never issued, or whose names changed, is due
+// at once unless it is backing off after a failure; otherwise Due decides.
+func (p Policy) DueFor(rec *store.Record, last *store.Attempt, want []string, now time.Time, frac, retryFrac float64) Decision {
+	backingOff := func(a *store.Attempt) (Decision, bool) {
+		if a != nil && !a.OK {
+			if retry := p.RetryAt(*a, retryFrac); retry.After(now) {
+				return Decision{At: retry, Reason: ReasonBackoff}, true
+			}
+		}
+		return Decision{}, false
+	}
+	if rec == nil {
+		if d, ok := backingOff(last); ok {
+			return d
+		}
+		return Decision{Due: true, At: now, Reason: ReasonNotIssued}
+	}
+	if len(want) > 0 && !SameNames(want, rec.Identifiers) {
+		if d, ok := backingOff(rec.Last); ok {
+			return d
+		}
+		return Decision{Due: true, At: now, Reason: ReasonNamesChanged}
+	}
+	return p.Due(*rec, now, frac, retryFrac)
+}
+
+// SameNames reports whether a and b hold the same names, in any order.
+func SameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	x, y := slices.Clone(a), slices.Clone(b)
+	slices.Sort(x)
+	slices.Sort(y)
+	return slices.Equal(x, y)
 }
 
 // Due is DefaultPolicy.Due with the full (unjittered) backoff.

@@ -311,29 +311,27 @@ func (sp Spec) WithDefaults(values map[string]string) map[string]string {
 // Validate checks values, the settings of one path with defaults applied
 // (see WithDefaults). It reports
 // every problem: a challenge the kind cannot answer, a required setting
-// missing, a value its setting's check refuses, then spec.Check. Keys that
+// missing, a value its setting's check refuses, then spec.Check (which
+// must therefore tolerate values that failed their own check). Keys that
 // spec does not accept are the caller's to report.
 func (sp Spec) Validate(name string, values map[string]string) []Problem {
 	var probs []Problem
 	if c := values[KeyChallenge]; !slices.Contains(sp.Challenges, c) {
 		return append(probs, Problem{Key: KeyChallenge, Msg: fmt.Sprintf("%q is not available for kind %q; use %s", c, sp.Kind, quotedOr(sp.Challenges))})
 	}
-	bad := false
 	for _, s := range sp.Settings {
 		v := values[s.Key]
 		if v == "" {
 			if s.Required {
 				probs = append(probs, Problem{Msg: fmt.Sprintf("%s is missing; kind %q needs it", s.Key, sp.Kind)})
-				bad = true
 			}
 			continue
 		}
 		if err := s.check(v); err != nil {
 			probs = append(probs, Problem{Key: s.Key, Msg: err.Error()})
-			bad = true
 		}
 	}
-	if !bad && sp.Check != nil {
+	if sp.Check != nil {
 		probs = append(probs, sp.Check(NewSettings(name, sp.Kind, values))...)
 	}
 	return probs
@@ -438,4 +436,13 @@ func CheckPort(v string) error {
 var PropagationTimeout = Setting{
 	Key: "propagation_timeout", Type: TypeDuration,
 	Doc: "how long to wait until every authoritative server answers the record (default 2m)",
+}
+
+// Built returns what a kind's constructor returned as a Build result: the
+// solver, or a nil Solver (never a typed nil) with the error.
+func Built[S Solver](s S, err error) (Solver, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

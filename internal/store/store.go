@@ -139,6 +139,7 @@ type Attempt struct {
 	OK         bool      `json:"ok"`
 	Error      string    `json:"error,omitempty"`
 	Path       string    `json:"path,omitempty"`
+	CA         string    `json:"ca,omitempty"`       // the CA asked (a name, or its directory URL)
 	Failures   int       `json:"failures,omitempty"` // consecutive
 	RetryAfter time.Time `json:"retry_after,omitempty"`
 }

@@ -23,8 +23,8 @@ var Spec = solve.Spec{
 	Builtins: []solve.Builtin{{Name: Kind}},
 	Build: func(_ context.Context, s solve.Settings, env solve.Env) (solve.Solver, error) {
 		srv := dnsserver.New(dnsserver.Options{Logger: env.Logger})
-		return New(Options{Logger: env.Logger, Server: srv, Listen: s.Get("listen"),
-			Challenge: s.Challenge(), AccountURL: env.AccountURL(Kind)})
+		return solve.Built(New(Options{Logger: env.Logger, Server: srv, Listen: s.Get("listen"),
+			Challenge: s.Challenge(), AccountURL: env.AccountURL(Kind)}))
 	},
 	Example: "dns",
 }

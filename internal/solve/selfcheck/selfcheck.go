@@ -347,3 +347,36 @@ func reverseName(ip netip.Addr) string {
 	b.WriteString("ip6.arpa")
 	return b.String()
 }
+
+// ResolverAt returns a resolver that asks the DNS server at addr
+// (host:port) instead of the system's (rehearsals against a local DNS).
+func ResolverAt(addr string) *net.Resolver {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}}
+}
+
+// Hint names what a path is, so that a failed check speaks of what the
+// user set up: its kind, and the webroot's directory.
+type Hint struct{ Kind, Root string }
+
+// Func returns the check a renewal runs after each Present, before the CA
+// is asked: the answer fetched the way the CA will fetch it, for the
+// challenge types that have a check (For). hint, when set, describes each
+// path by name.
+func Func(opts Options, hint func(path string) (Hint, bool)) func(context.Context, solve.Path, solve.Challenge) error {
+	return func(ctx context.Context, p solve.Path, ch solve.Challenge) error {
+		check := For(ch.Type)
+		if check == nil {
+			return nil
+		}
+		o := opts
+		if hint != nil {
+			if h, ok := hint(p.Name); ok {
+				o.PathKind, o.Root = h.Kind, h.Root
+			}
+		}
+		return check(ctx, ch, o)
+	}
+}

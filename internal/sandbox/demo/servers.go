@@ -1,4 +1,4 @@
-package cli
+package demo
 
 import (
 	"context"
@@ -158,7 +158,7 @@ func serveRouter(addr string, acme router.ACMEResponder, routes []router.Route, 
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("binding %s for the sandbox router: %w (choose another --%s)", addr, err, flagVATLSAddr)
+		return nil, fmt.Errorf("binding %s for the sandbox router: %w (choose another tls-alpn-01 validation address)", addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{cancel: cancel, done: make(chan struct{})}

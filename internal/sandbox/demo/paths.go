@@ -1,21 +1,22 @@
-package cli
+package demo
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
-	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/router"
 	"github.com/detour-acme/detour/internal/sandbox"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/solve/alpnforward"
 	"github.com/detour-acme/detour/internal/solve/dnsembed"
 	"github.com/detour-acme/detour/internal/solve/frontdoor"
 	"github.com/detour-acme/detour/internal/solve/persist"
@@ -35,7 +36,7 @@ type sandboxPath struct {
 // sandboxSet is every path the sandbox demonstrates, the servers standing
 // in for the user's web server and TLS proxy, and what to close.
 type sandboxSet struct {
-	demos   []demo
+	demos   []showcase
 	paths   map[string]sandboxPath
 	closers []func() error
 }
@@ -78,8 +79,7 @@ func loopback() (net.Listener, error) {
 // belongs first to the standalone solver, then to a front-door router, then
 // to a router playing the user's TLS proxy that forwards one name to the
 // alpn-forward solver. The returned set must be closed even on error.
-func (a *app) sandboxPaths(ctx context.Context, env *sandbox.Env, st *store.FS, ca renew.CA, acct acme.Account) (*sandboxSet, error) {
-	log := a.log
+func sandboxPaths(ctx context.Context, log *slog.Logger, env *sandbox.Env, st *store.FS, ca renew.CA, acct acme.Account) (*sandboxSet, error) {
 	set := &sandboxSet{paths: map[string]sandboxPath{}}
 	vaHTTP, vaTLS := env.HTTPListener.Addr().String(), env.TLSListener.Addr().String()
 	// Whatever owns the validation ports is closed with the set.
@@ -148,7 +148,7 @@ func (a *app) sandboxPaths(ctx context.Context, env *sandbox.Env, st *store.FS, 
 	if err != nil {
 		return set, err
 	}
-	fwd, err := standalone.NewTLSALPN01(standalone.Options{Logger: log, Listener: fwdLn, Name: config.KindALPNForward})
+	fwd, err := standalone.NewTLSALPN01(standalone.Options{Logger: log, Listener: fwdLn, Name: alpnforward.Kind})
 	if err != nil {
 		fwdLn.Close()
 		return set, err
@@ -183,21 +183,21 @@ func (a *app) sandboxPaths(ctx context.Context, env *sandbox.Env, st *store.FS, 
 	if err != nil {
 		return set, err
 	}
-	pers, err := a.sandboxPersist(ctx, env, ca, acct, "persist.detour.test")
+	pers, err := sandboxPersist(ctx, log, env, ca, acct, "persist.detour.test")
 	if err != nil {
 		return set, err
 	}
 
-	set.add("standalone-http", config.KindStandalone, solve.HTTP01, httpS, map[string]string{"listen": vaHTTP})
-	set.add("webroot", config.KindWebroot, solve.HTTP01, wr, map[string]string{"root": root})
-	set.add("side-port", config.KindSidePort, solve.HTTP01, side, map[string]string{"listen": sideLn.Addr().String()})
-	set.add("stateless", config.KindStateless, solve.HTTP01, sl, nil)
-	set.add("standalone-tls-alpn", config.KindStandalone, solve.TLSALPN01, tlsS, map[string]string{"listen": vaTLS})
-	set.add("front-door", config.KindFrontDoor, solve.TLSALPN01, door, map[string]string{"router": vaTLS})
-	set.add("alpn-forward", config.KindALPNForward, solve.TLSALPN01, fwd, map[string]string{"listen": fwdLn.Addr().String()})
-	set.add("dns-embedded", config.KindDNSEmbedded, solve.DNS01, dnsS, map[string]string{"listen": env.DNSAddr})
-	set.add("persist", config.KindPersist, solve.DNSPersist01, pers, map[string]string{"policy": persist.PolicyWildcard})
-	set.demos = []demo{
+	set.add("standalone-http", standalone.Kind, solve.HTTP01, httpS, map[string]string{"listen": vaHTTP})
+	set.add("webroot", webroot.Kind, solve.HTTP01, wr, map[string]string{"root": root})
+	set.add("side-port", sideport.Kind, solve.HTTP01, side, map[string]string{"listen": sideLn.Addr().String()})
+	set.add("stateless", stateless.Kind, solve.HTTP01, sl, nil)
+	set.add("standalone-tls-alpn", standalone.Kind, solve.TLSALPN01, tlsS, map[string]string{"listen": vaTLS})
+	set.add("front-door", frontdoor.Kind, solve.TLSALPN01, door, map[string]string{"router": vaTLS})
+	set.add("alpn-forward", alpnforward.Kind, solve.TLSALPN01, fwd, map[string]string{"listen": fwdLn.Addr().String()})
+	set.add("dns-embedded", dnsembed.Kind, solve.DNS01, dnsS, map[string]string{"listen": env.DNSAddr})
+	set.add("persist", persist.Kind, solve.DNSPersist01, pers, map[string]string{"policy": persist.PolicyWildcard})
+	set.demos = []showcase{
 		{name: "http-demo", path: "standalone-http", ids: []string{sandboxHTTPName, "127.0.0.1"}, renew: true},
 		{name: "webroot-demo", path: "webroot", ids: []string{sandboxWebrootName}},
 		{name: "side-demo", path: "side-port", ids: []string{sandboxSideName}},
@@ -214,16 +214,20 @@ func (a *app) sandboxPaths(ctx context.Context, env *sandbox.Env, st *store.FS, 
 // sandboxPersist publishes the standing dns-persist-01 record for name (and
 // its wildcard) in the sandbox DNS, as a user publishes the one printed by
 // `detour persist-record`, and returns the persist solver that relies on it.
-func (a *app) sandboxPersist(ctx context.Context, env *sandbox.Env, ca renew.CA, acct acme.Account, name string) (solve.Solver, error) {
-	b, err := persistBinding(ctx, ca, acct)
+func sandboxPersist(ctx context.Context, log *slog.Logger, env *sandbox.Env, ca renew.CA, acct acme.Account, name string) (solve.Solver, error) {
+	tp, err := acme.Thumbprint(acct)
 	if err != nil {
 		return nil, err
 	}
-	dc, err := dnsClient(env.DNSAddr, a.log)
+	b, err := persist.BindingFor(ctx, solve.CA{Directory: ca.Client.DirectoryURL(), RootBundle: ca.RootBundle}, solve.Account{URL: acct.Location, Thumbprint: tp})
 	if err != nil {
 		return nil, err
 	}
-	s, err := persist.New(persist.Options{Logger: a.log, Policy: persist.PolicyWildcard, Lookup: persist.DNSLookup{Client: dc},
+	dc, err := persist.DNSClient(env.DNSAddr, log)
+	if err != nil {
+		return nil, err
+	}
+	s, err := persist.New(persist.Options{Logger: log, Policy: persist.PolicyWildcard, Lookup: persist.DNSLookup{Client: dc},
 		Binding: func(context.Context) (persist.Binding, error) { return b, nil }})
 	if err != nil {
 		return nil, err

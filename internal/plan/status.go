@@ -1,0 +1,135 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"time"
+
+	"github.com/detour-acme/detour/internal/agent"
+	"github.com/detour-acme/detour/internal/renew"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// AgentSocket is the status socket of the running agent, in the state
+// directory.
+const AgentSocket = "agent.sock"
+
+// CertStatus is one row of `detour status` and `detour list`.
+type CertStatus struct {
+	Name        string     `json:"name"`
+	Identifiers []string   `json:"identifiers"`
+	CA          string     `json:"ca"`
+	Version     int        `json:"version"`
+	NotAfter    time.Time  `json:"not_after"`
+	DaysLeft    float64    `json:"days_left"`
+	RenewAt     time.Time  `json:"renew_at"`
+	RenewReason string     `json:"renew_reason"`
+	ARIStart    *time.Time `json:"ari_start,omitempty"`
+	ARIEnd      *time.Time `json:"ari_end,omitempty"`
+	LastOK      *bool      `json:"last_ok,omitempty"`
+	LastTime    *time.Time `json:"last_time,omitempty"`
+	LastError   string     `json:"last_error,omitempty"`
+	Paths       []string   `json:"paths"`
+	Fullchain   string     `json:"fullchain"`
+	Privkey     string     `json:"privkey"`
+	// Source is "agent" when the running agent answered (its schedule,
+	// next CA and failures are then filled in), else "store".
+	Source   string `json:"source"`
+	Running  bool   `json:"running,omitempty"`
+	NextCA   string `json:"next_ca,omitempty"`
+	Failures int    `json:"failures,omitempty"`
+}
+
+// Status returns a row for each certificate named (every one when none
+// is), from the records, overlaid with the running agent's view when an
+// agent answers on the state directory's socket.
+func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, error) {
+	recs, err := p.Store.ListRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	now := time.Now()
+	rows := []CertStatus{}
+	for _, r := range recs {
+		if len(want) > 0 && !want[r.Name] {
+			continue
+		}
+		delete(want, r.Name)
+		rows = append(rows, p.statusOf(r, now))
+	}
+	rows = p.mergeAgentStatus(ctx, rows, want)
+	for n := range want {
+		return nil, fmt.Errorf("no certificate named %q in %s", n, p.Store.Dir())
+	}
+	return rows, nil
+}
+
+func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
+	d := renew.Due(r, now, 0)
+	s := CertStatus{
+		Name: r.Name, Identifiers: r.Identifiers, CA: r.CA, Version: r.Version, NotAfter: r.NotAfter,
+		DaysLeft: math.Round(r.NotAfter.Sub(now).Hours()/24*10) / 10,
+		RenewAt:  d.At, RenewReason: d.Reason,
+		Fullchain: p.Store.LivePath(r.Name, "fullchain.pem"), Privkey: p.Store.LivePath(r.Name, "privkey.pem"),
+		Source: "store",
+	}
+	for _, ref := range r.Paths {
+		s.Paths = append(s.Paths, ref.Name)
+	}
+	if r.ARI != nil {
+		s.ARIStart, s.ARIEnd = &r.ARI.Start, &r.ARI.End
+	}
+	if r.Last != nil {
+		s.LastOK, s.LastTime, s.LastError = &r.Last.OK, &r.Last.Time, r.Last.Error
+	}
+	return s
+}
+
+// mergeAgentStatus overlays the running agent's view on rows from the
+// store: its next event and reason, the CA its next attempt uses, and
+// certificates it manages that have no record yet. want (names asked for;
+// empty: all) loses the names the agent knows. Without an agent the rows
+// are returned as they are.
+func (p *Planner) mergeAgentStatus(ctx context.Context, rows []CertStatus, want map[string]bool) []CertStatus {
+	live, err := agent.FetchStatus(ctx, filepath.Join(p.Store.Dir(), AgentSocket))
+	if err != nil {
+		if !errors.Is(err, agent.ErrNotRunning) {
+			p.log.Warn("the running agent did not answer; showing the store", "error", err)
+		}
+		return rows
+	}
+	byName := make(map[string]int, len(rows))
+	for i, r := range rows {
+		byName[r.Name] = i
+	}
+	asked := len(want) > 0
+	for _, s := range live {
+		i, ok := byName[s.Name]
+		if !ok {
+			if asked && !want[s.Name] {
+				continue
+			}
+			delete(want, s.Name)
+			rows = append(rows, CertStatus{Name: s.Name, Identifiers: s.Identifiers, Paths: []string{}})
+			i = len(rows) - 1
+		}
+		r := &rows[i]
+		r.Source, r.Running, r.NextCA, r.Failures = "agent", s.Running, s.NextCA, s.Failures
+		r.RenewReason = s.Reason
+		if s.NextAction == "renew" || r.RenewAt.IsZero() {
+			r.RenewAt = s.Next
+		}
+		if s.LastOK != nil {
+			ok, at := *s.LastOK, s.LastTime
+			r.LastOK, r.LastTime, r.LastError = &ok, &at, s.LastError
+		}
+	}
+	return rows
+}

@@ -1,0 +1,254 @@
+package plan
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/renew"
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/solve/kinds"
+	"github.com/detour-acme/detour/internal/solve/webroot"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// ErrNoCertificates is returned by Targets when there is nothing to renew.
+var ErrNoCertificates = errors.New("no certificates yet: issue one with `detour issue -d NAME`")
+
+// Targets returns the renewal step's targets: every certificate of the
+// configuration, then every certificate issued with flags (known from its
+// record), or only those named. A name that is neither is an error.
+func (p *Planner) Targets(ctx context.Context, names []string, opt RequestOptions) ([]renew.Target, error) {
+	recs, err := p.Store.ListRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := make(map[string]store.Record, len(recs))
+	for _, r := range recs {
+		byName[r.Name] = r
+	}
+	configured := make(map[string]config.Certificate, len(p.cfg.Certificates))
+	var all []string
+	for _, c := range p.cfg.Certificates {
+		configured[c.Name] = c
+		all = append(all, c.Name)
+	}
+	for _, r := range recs {
+		if _, ok := configured[r.Name]; !ok {
+			all = append(all, r.Name)
+		}
+	}
+	if len(names) == 0 {
+		names = all
+	}
+	var out []renew.Target
+	for _, n := range names {
+		if c, ok := configured[n]; ok {
+			t, err := p.ConfigTarget(c, opt)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, t)
+			continue
+		}
+		r, ok := byName[n]
+		if !ok {
+			return nil, fmt.Errorf("no certificate named %q: `detour list` shows the known ones", n)
+		}
+		out = append(out, p.RecordTarget(r, opt))
+	}
+	if len(out) == 0 {
+		return nil, ErrNoCertificates
+	}
+	return out, nil
+}
+
+// Configured returns the targets of the configuration's certificates
+// called names (all of them when none is named), for `detour issue`.
+func (p *Planner) Configured(names []string, opt RequestOptions) ([]renew.Target, error) {
+	var certs []config.Certificate
+	if len(names) == 0 {
+		certs = p.cfg.Certificates
+		if len(certs) == 0 {
+			return nil, fmt.Errorf("%s lists no [[certificate]]; add one, or issue a one-off with -d NAME", p.cfg.File)
+		}
+	}
+	for _, n := range names {
+		c, err := p.cfg.Certificate(n)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, c)
+	}
+	out := make([]renew.Target, 0, len(certs))
+	for _, c := range certs {
+		t, err := p.ConfigTarget(c, opt)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// OneOff describes a certificate given on the command line (detour issue
+// -d). Empty fields take the configuration's values, then the defaults.
+type OneOff struct {
+	Domains              []string
+	Name                 string
+	CA, CARoots, Email   string
+	EABKeyID, EABHMACKey string
+	KeyType, Profile     string
+	PreferredChain       string
+	Paths                []string
+	HTTPAddr, TLSAddr    string // listen addresses of the built-in http-01 and tls-alpn-01 paths
+	DNSAddr              string // listen address of the built-in DNS path
+	Challenge            string // the challenge of the listed built-in paths that can answer it
+	Webroot              string // adds a webroot path, first unless Paths lists "webroot"
+	DeployHook           string
+}
+
+// Fields of OneOff, as InputError names them.
+const (
+	FieldDomains   = "domains"
+	FieldName      = "name"
+	FieldCA        = "ca"
+	FieldKeyType   = "key-type"
+	FieldPaths     = "paths"
+	FieldEAB       = "eab"
+	FieldWebroot   = "webroot"
+	FieldChallenge = "challenge"
+)
+
+// InputError is a mistake in a OneOff (the command line): Field says which.
+type InputError struct {
+	Field string
+	Err   error
+}
+
+func (e *InputError) Error() string { return e.Field + ": " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErr(field string, err error) error { return &InputError{Field: field, Err: err} }
+
+// OneOff returns the target of a certificate given on the command line. A
+// private copy of the configuration carries what the flags override.
+func (p *Planner) OneOff(in OneOff, opt RequestOptions) (renew.Target, error) {
+	ids, err := ident.ParseAll(in.Domains)
+	if err != nil {
+		return renew.Target{}, inputErr(FieldDomains, err)
+	}
+	name := in.Name
+	if name == "" {
+		name = strings.Replace(ids[0].Value, "*.", "wildcard.", 1)
+		name = strings.ReplaceAll(name, ":", "-")
+	}
+	if err := store.ValidName(name); err != nil {
+		return renew.Target{}, inputErr(FieldName, err)
+	}
+	if in.Challenge != "" && !slices.Contains(solve.Types(), in.Challenge) {
+		return renew.Target{}, inputErr(FieldChallenge, fmt.Errorf("%q is not a challenge type; use one of %s", in.Challenge, strings.Join(solve.Types(), ", ")))
+	}
+	if in.KeyType != "" {
+		if _, err := acme.ParseKeyType(in.KeyType); err != nil {
+			return renew.Target{}, inputErr(FieldKeyType, err)
+		}
+	}
+	paths := in.Paths
+	if in.Webroot != "" && !slices.Contains(paths, webroot.Kind) {
+		paths = append([]string{webroot.Kind}, paths...)
+	}
+	if len(paths) == 0 {
+		paths = config.DefaultPaths
+	}
+	c := config.Certificate{
+		Name: name, Domains: in.Domains, Identifiers: ids, KeyType: in.KeyType,
+		Profile: in.Profile, PreferredChain: in.PreferredChain, Paths: paths,
+		SelfCheck: true, DeployHook: in.DeployHook,
+	}
+	local := *p.cfg
+	local.Paths = maps.Clone(p.cfg.Paths)
+	if local.Paths == nil {
+		local.Paths = map[string]config.Path{}
+	}
+	local.CAs = maps.Clone(p.cfg.CAs)
+	if local.CAs == nil {
+		local.CAs = map[string]config.CA{}
+	}
+	if in.Email != "" {
+		local.Email = in.Email
+	}
+	caRef := orDefault(in.CA, p.cfg.CA)
+	ca, err := config.ResolveCA(p.cfg, caRef)
+	if err != nil {
+		return renew.Target{}, inputErr(FieldCA, err)
+	}
+	if in.CARoots != "" {
+		ca.RootBundle = in.CARoots
+	}
+	if in.EABKeyID != "" || in.EABHMACKey != "" {
+		if in.EABKeyID == "" || in.EABHMACKey == "" {
+			return renew.Target{}, inputErr(FieldEAB, errors.New("the key ID and the HMAC key go together: give both"))
+		}
+		ca.EABKeyID, ca.EABHMACKey = in.EABKeyID, in.EABHMACKey
+	}
+	if in.Email != "" {
+		ca.Email = in.Email
+	}
+	// The resolved CA goes under a private name so that the flags win.
+	ca.Name = "(command line)"
+	if caRef != "" && !strings.Contains(caRef, "://") {
+		ca.Name = caRef
+	}
+	local.CAs[ca.Name] = ca
+	c.CA = ca.Name
+	if in.Webroot != "" {
+		root, err := filepath.Abs(in.Webroot)
+		if err != nil {
+			return renew.Target{}, inputErr(FieldWebroot, err)
+		}
+		spec, _ := kinds.Lookup(webroot.Kind)
+		local.Paths[webroot.Kind] = config.Path{Name: webroot.Kind, Kind: webroot.Kind, Settings: spec.WithDefaults(map[string]string{"root": root})}
+	}
+	answered := false
+	for _, n := range c.Paths {
+		cp, err := local.Path(n)
+		if err != nil {
+			return renew.Target{}, inputErr(FieldPaths, err)
+		}
+		if _, configured := local.Paths[n]; configured {
+			answered = answered || cp.Challenge() == in.Challenge
+			continue
+		}
+		// A built-in path: the flags choose its challenge and address.
+		spec, _ := kinds.Lookup(cp.Kind)
+		values := maps.Clone(cp.Settings)
+		if in.Challenge != "" && slices.Contains(spec.Challenges, in.Challenge) {
+			values = spec.WithDefaults(map[string]string{solve.KeyChallenge: in.Challenge})
+		}
+		if _, ok := spec.Setting("listen"); ok {
+			switch ch := values[solve.KeyChallenge]; {
+			case ch == solve.HTTP01:
+				values["listen"] = orDefault(in.HTTPAddr, values["listen"])
+			case ch == solve.TLSALPN01:
+				values["listen"] = orDefault(in.TLSAddr, values["listen"])
+			case solve.IsDNS(ch):
+				values["listen"] = orDefault(in.DNSAddr, values["listen"])
+			}
+		}
+		answered = answered || values[solve.KeyChallenge] == in.Challenge
+		local.Paths[n] = config.Path{Name: n, Kind: cp.Kind, Settings: values}
+	}
+	if in.Challenge != "" && !answered {
+		return renew.Target{}, inputErr(FieldChallenge, fmt.Errorf("none of the paths %s answers %s; list one that does (kinds answering it: %s)",
+			strings.Join(c.Paths, ", "), in.Challenge, strings.Join(kinds.Answering(in.Challenge), ", ")))
+	}
+	return p.with(&local).ConfigTarget(c, opt)
+}

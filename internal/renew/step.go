@@ -1,0 +1,236 @@
+package renew
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/store"
+)
+
+// Target is one certificate as the plan knows it: what the renewal step
+// needs to decide and to build an attempt.
+type Target struct {
+	// Name is the certificate's name in the store.
+	Name string
+	// Identifiers are the names it must cover; when the record's differ
+	// (names added to the configuration) it is due at once. Empty:
+	// whatever the record says.
+	Identifiers []string
+	// CAs names the CAs in order: the primary, then the fallbacks.
+	CAs []string
+	// AfterFailures is how many consecutive failures a CA gets before the
+	// next one is tried (see CAIndex).
+	AfterFailures int
+	// Binds are the addresses the certificate's paths bind while they
+	// answer: two renewals binding one address cannot run at once (the
+	// agent keeps them apart).
+	Binds []string
+	// Request plans one attempt on CA number ca of CAs. release frees
+	// what the request holds (listeners, clients) once the attempt is over.
+	Request func(ctx context.Context, ca int) (req Request, release func(), err error)
+}
+
+// CAName returns the name of CA number i of t.
+func (t Target) CAName(i int) string {
+	if i < len(t.CAs) {
+		return t.CAs[i]
+	}
+	return fmt.Sprintf("ca-%d", i)
+}
+
+// StepOptions tune one renewal step.
+type StepOptions struct {
+	// Force renews whether due or not (detour issue, renew --force, and
+	// the agent, whose own schedule decided).
+	Force bool
+	// Frac places the renewal inside its window and RetryFrac jitters the
+	// backoff after a failure (see Policy.Due); the agent draws them once
+	// per window, one-off callers pass a fresh random fraction and 1.
+	Frac, RetryFrac float64
+	// Last is the last attempt the caller keeps for a certificate that
+	// has no record yet (the agent keeps one in memory); nil: none.
+	Last *store.Attempt
+}
+
+// Outcome is what one renewal step did.
+type Outcome struct {
+	// Decision says why the step ran, or why it did nothing (Due false).
+	Decision Decision
+	// Ran reports that an attempt was made (Due, or forced).
+	Ran bool
+	// CAIndex and CA name the CA the attempt used.
+	CAIndex int
+	CA      string
+	// Paths names the request's paths in order, comma-separated.
+	Paths string
+	// Result describes the certificate obtained.
+	Result Result
+	// Err is the attempt's failure.
+	Err error
+	// Interrupted reports a failure caused by the context ending: not the
+	// certificate's failure, and not recorded.
+	Interrupted bool
+	// Attempt is the failed attempt as recorded (Err set, not
+	// Interrupted); Record is the record it went into, nil when none could
+	// hold it (a certificate never issued) or saving it failed.
+	Attempt *store.Attempt
+	Record  *store.Record
+}
+
+// Records is the part of the store the renewal step reads and writes;
+// *store.FS implements it.
+type Records interface {
+	LoadRecord(ctx context.Context, name string) (store.Record, error)
+	SaveRecord(ctx context.Context, r store.Record) error
+	TryLock(ctx context.Context, name string) (unlock func() error, err error)
+}
+
+// Obtainer obtains one certificate; *Manager implements it.
+type Obtainer interface {
+	Obtain(ctx context.Context, req Request) (Result, error)
+}
+
+// Step is the renewal step over its parts. Manager.Renew runs it on the
+// manager's own; the agent runs it on its Obtainer and Store.
+type Step struct {
+	Obtainer Obtainer // required
+	Records  Records  // required
+	Policy   Policy
+	Logger   *slog.Logger // nil discards
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Renew runs the renewal step (see Step.Run) with the manager's store and
+// policy.
+func (m *Manager) Renew(ctx context.Context, t Target, opt StepOptions) Outcome {
+	return Step{Obtainer: m, Records: m.store, Policy: m.policy, Logger: m.log, Now: m.now}.Run(ctx, t, opt)
+}
+
+// Run runs one renewal step for t: due? (unless forced) -> which CA (the
+// next fallback after repeated failures) -> replaces (the ARI id of the
+// certificate replaced, when the CA is the one that issued it) -> Obtain ->
+// the attempt recorded (path, CA, error, consecutive failures, the CA's
+// Retry-After), so that the schedule backs off. `detour renew`, `detour
+// issue`, the agent and the DNS server's own certificate all run it.
+func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
+	if m.Logger == nil {
+		m.Logger = slog.New(slog.DiscardHandler)
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	var out Outcome
+	rec, err := m.Records.LoadRecord(ctx, t.Name)
+	var recp *store.Record
+	switch {
+	case err == nil:
+		recp = &rec
+	case !errors.Is(err, fs.ErrNotExist):
+		out.Err = err
+		return out
+	}
+	out.Decision = m.Policy.DueFor(recp, opt.Last, t.Identifiers, m.Now(), opt.Frac, opt.RetryFrac)
+	if !out.Decision.Due && !opt.Force {
+		return out
+	}
+	out.Ran = true
+	if out.Decision.Due && !opt.Force {
+		m.Logger.InfoContext(ctx, "due", "certificate", t.Name, "reason", out.Decision.Reason)
+	}
+	failures := 0
+	last := opt.Last
+	if recp != nil {
+		last = recp.Last
+	}
+	if last != nil && !last.OK {
+		failures = last.Failures
+	}
+	out.CAIndex = CAIndex(failures, t.AfterFailures, len(t.CAs))
+	out.CA = t.CAName(out.CAIndex)
+	log := m.Logger.With("certificate", t.Name)
+	if out.CAIndex > 0 {
+		log.WarnContext(ctx, "using a fallback CA after repeated failures", "ca", out.CA, "failures", failures)
+	}
+
+	req, release, err := t.Request(ctx, out.CAIndex)
+	if err != nil {
+		return m.failed(ctx, out, t, recp, failures, fmt.Errorf("planning the renewal: %w", err), time.Time{})
+	}
+	out.Paths = pathNames(req)
+	if recp != nil && recp.ARIID != "" && req.CA.Client != nil && recp.CA == req.CA.Client.DirectoryURL() {
+		req.Replaces = recp.ARIID
+	}
+	out.Result, err = m.Obtainer.Obtain(ctx, req)
+	release()
+	if err == nil {
+		return out
+	}
+	var retry time.Time
+	var ra *acme.RetryAfterError
+	if errors.As(err, &ra) {
+		retry = ra.Until
+	} else if req.CA.Client != nil {
+		if at := req.CA.Client.RetryAfter(); at.After(m.Now()) {
+			retry = at
+		}
+	}
+	return m.failed(ctx, out, t, recp, failures, err, retry)
+}
+
+// failed completes out with the failure err and records the attempt.
+func (m Step) failed(ctx context.Context, out Outcome, t Target, rec *store.Record, failures int, err error, retry time.Time) Outcome {
+	out.Err = err
+	if ctx.Err() != nil {
+		out.Interrupted = true // shutting down: not the certificate's failure
+		return out
+	}
+	if errors.Is(err, store.ErrLocked) {
+		return out // another process is at it; nothing failed
+	}
+	a := store.Attempt{Time: m.Now(), Error: err.Error(), Failures: failures + 1, RetryAfter: retry, Path: out.Paths, CA: out.CA}
+	out.Attempt = &a
+	if rec == nil {
+		return out
+	}
+	saved, serr := m.saveAttempt(ctx, t.Name, a)
+	if serr != nil {
+		m.Logger.WarnContext(ctx, "could not record the failure", "certificate", t.Name, "error", serr)
+		return out
+	}
+	out.Record = &saved
+	return out
+}
+
+// saveAttempt stores a as the last attempt in name's record, under the
+// certificate's lock, even when ctx is cancelled.
+func (m Step) saveAttempt(ctx context.Context, name string, a store.Attempt) (store.Record, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	unlock, err := m.Records.TryLock(ctx, name)
+	if err != nil {
+		return store.Record{}, err
+	}
+	defer unlock()
+	rec, err := m.Records.LoadRecord(ctx, name)
+	if err != nil {
+		return rec, err
+	}
+	rec.Last = &a
+	return rec, m.Records.SaveRecord(ctx, rec)
+}
+
+// pathNames lists the request's paths, comma-separated.
+func pathNames(req Request) string {
+	names := make([]string, len(req.Paths))
+	for i, p := range req.Paths {
+		names[i] = p.Name
+	}
+	return strings.Join(names, ",")
+}
