@@ -14,8 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/config"
-	"github.com/detour-acme/detour/internal/router"
 	"github.com/detour-acme/detour/internal/plan"
+	"github.com/detour-acme/detour/internal/router"
 )
 
 const (

@@ -5,7 +5,6 @@ import (
 	"github.com/detour-acme/detour/internal/solve/kinds"
 	"github.com/detour-acme/detour/internal/solve/standalone"
 
-
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
