@@ -2,6 +2,7 @@ package solve
 
 import (
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/base64"
 	"fmt"
 	"slices"
@@ -18,6 +19,10 @@ const (
 	TLSALPN01 = "tls-alpn-01"
 	// DNS01 is RFC 8555 §8.4: a TXT record at _acme-challenge.<name>.
 	DNS01 = "dns-01"
+	// DNSAccount01 is draft-ietf-acme-dns-account-label: a TXT record at
+	// _<account label>._acme-challenge.<name>, so that several clients,
+	// each with its own ACME account, validate one name at once.
+	DNSAccount01 = "dns-account-01"
 	// DNSPersist01 is draft-ietf-acme-dns-persist: a standing TXT record
 	// at _validation-persist.<name> authorizes the account.
 	DNSPersist01 = "dns-persist-01"
@@ -40,6 +45,17 @@ type txtChallenge struct {
 // Every DNS path kind that can set TXT records answers each of them.
 var txtChallenges = []txtChallenge{
 	{typ: DNS01, name: func(base, _ string) string { return "_acme-challenge." + base + "." }},
+	{typ: DNSAccount01, account: true, name: func(base, accountURL string) string {
+		return "_" + AccountLabel(accountURL) + "._acme-challenge." + base + "."
+	}},
+}
+
+// AccountLabel is the dns-account-01 label of the account at accountURL
+// (draft-ietf-acme-dns-account-label §3.2): the first 10 bytes of the
+// SHA-256 of the URL in base32, lower-cased (16 characters, no padding).
+func AccountLabel(accountURL string) string {
+	sum := sha256.Sum256([]byte(accountURL))
+	return strings.ToLower(base32.StdEncoding.EncodeToString(sum[:10]))
 }
 
 // TXTChallenges returns the challenge types answered by a TXT value at a
