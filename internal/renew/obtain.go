@@ -35,7 +35,7 @@ func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error
 		for _, p := range req.Paths {
 			typ := p.Solver.Type()
 			if !solve.Applicable(typ, id) {
-				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, notApplicableReason(typ, id)))
+				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, solve.NotApplicableReason(typ, id, nil)))
 				continue
 			}
 			if err := p.Solver.Check(ctx, id); err != nil {
@@ -53,17 +53,6 @@ func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error
 		return nil, errors.New(strings.Join(problems, "\n  "))
 	}
 	return out, nil
-}
-
-func notApplicableReason(typ string, id ident.Identifier) string {
-	switch {
-	case id.IsWildcard():
-		return "a wildcard can only be validated with dns-01 (or dns-persist-01); list a DNS path too: " +
-			"dns-embedded, or a path of kind rfc2136, acme-dns, dns-provider or persist"
-	case id.Type == ident.TypeIP:
-		return "an IP address cannot be validated through DNS (RFC 8738); list an http-01 or tls-alpn-01 path too"
-	}
-	return "not applicable"
 }
 
 // presented is one challenge put in place.

@@ -136,13 +136,18 @@ func Applicable(typ string, id ident.Identifier) bool {
 }
 
 // NotApplicableReason says why typ cannot validate id (see Applicable) and
-// what to add instead; dnsKinds names the kinds that answer a DNS
-// challenge, for the advice.
+// what to add instead; dnsKinds, when given, names the kinds that answer a
+// DNS challenge, for the advice.
 func NotApplicableReason(typ string, id ident.Identifier, dnsKinds []string) string {
 	switch {
 	case id.IsWildcard():
-		return fmt.Sprintf("a wildcard can only be validated through DNS (%s); list a DNS path too: a path of kind %s",
-			orList(slices.DeleteFunc(Types(), func(t string) bool { return !IsDNS(t) })), orList(dnsKinds))
+		advice := "`detour paths` lists the kinds that answer one"
+		if len(dnsKinds) > 0 {
+			advice = "a path of kind " + orList(dnsKinds)
+		}
+		dns := slices.DeleteFunc(Types(), func(t string) bool { return !IsDNS(t) })
+		return fmt.Sprintf("a wildcard can only be validated with %s (or %s); list a DNS path too: %s",
+			dns[0], orList(dns[1:]), advice)
 	case id.Type == ident.TypeIP:
 		return "an IP address cannot be validated through DNS (RFC 8738); list an http-01 or tls-alpn-01 path too"
 	}
