@@ -68,27 +68,16 @@ With -d/--domain, issue a one-off certificate described by flags; Detour records
 how it was obtained, so a later 'detour renew' needs no flags. With certificate
 names (or none), issue those configured in the config file.
 
-Validation paths (--path, in order of preference):
-  standalone-http       http-01: Detour binds --http-addr (default :80) itself
-  standalone-tls-alpn   tls-alpn-01: Detour binds --tls-addr (default :443) itself
-  webroot               http-01: Detour writes the token under --webroot DIR, which
-                        your web server serves
-  side-port             http-01: your web server forwards /.well-known/acme-challenge/
-                        to 127.0.0.1:8402 ('detour snippet http' prints the block)
-  stateless             http-01: your web server answers by itself
-                        ('detour snippet stateless' prints the block)
-  alpn-forward          tls-alpn-01: nginx stream / HAProxy send acme-tls/1 to
-                        127.0.0.1:8403 ('detour snippet tls-alpn')
-  front-door            tls-alpn-01: a running 'detour router' owns :443
-  dns-embedded          dns-01: Detour answers on --dns-addr (default :53) for a
-                        delegated _acme-challenge name
-  NAME                  a [path.NAME] table of the config file
-('detour paths' lists every path kind, its challenges and settings.)
+Validation paths (--path, in order of preference): a built-in path below,
+"webroot" (with --webroot DIR), or NAME, a [path.NAME] table of the config file.
+--http-addr, --tls-addr and --dns-addr set where the built-in paths listen;
+'detour paths' describes every kind of path.
 
+` + builtinHelp() + `
 Before asking the CA, Detour fetches each answer the way the CA will and stops
 if it is wrong (--no-self-check to skip, e.g. behind NAT without hairpin).
 
-Wildcards (*.example.com) need dns-01; IP addresses need http-01 or tls-alpn-01.`,
+Wildcards (*.example.com) need a DNS path; IP addresses need http-01 or tls-alpn-01.`,
 		Example: `  detour issue -d example.com -d www.example.com --email ops@example.com --agree-tos
   detour issue -d '*.example.com' --path dns-embedded --ca letsencrypt-staging
   detour issue -d example.com --webroot /var/www/html --deploy-hook 'systemctl reload nginx'

@@ -161,3 +161,28 @@ func (a *app) printKind(sp solve.Spec) error {
 	fmt.Fprintf(out, "\nExample:\n%s", config.KindExample(sp))
 	return nil
 }
+
+// builtinHelp lists the built-in paths for command help: name, challenge,
+// and on which host the kind fits, wrapped at 80 columns.
+func builtinHelp() string {
+	var b strings.Builder
+	for _, bp := range plan.Builtins() {
+		sp, _ := plan.Kind(bp.Kind)
+		text := bp.Settings[solve.KeyChallenge] + ": " + sp.For
+		fmt.Fprintf(&b, "  %-21s ", bp.Name)
+		col := 24
+		for i, w := range strings.Fields(text) {
+			if i > 0 && col+1+len(w) > 80 {
+				fmt.Fprintf(&b, "\n%24s", "")
+				col = 24
+			} else if i > 0 {
+				b.WriteByte(' ')
+				col++
+			}
+			b.WriteString(w)
+			col += len(w)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}

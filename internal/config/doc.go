@@ -38,24 +38,24 @@
 // buypass and buypass-staging.
 //
 // A [path.NAME] table defines a validation path, the way one challenge is
-// answered. Its kind selects the solver and decides which other keys apply:
-//
-//	kind          challenge (default first)     listen default
-//	standalone    http-01 (RFC 8555 §8.3)       ":80"
-//	              tls-alpn-01 (RFC 8737)        ":443"
-//	dns-embedded  dns-01 (RFC 8555 §8.4)        ":53"
-//
-// listen is host:port with a port from 1 to 65535. Three paths exist
-// without a table: "standalone-http" (:80), "standalone-tls-alpn" (:443) and
-// "dns-embedded" (:53).
+// answered. Its kind selects the solver; the kind's spec (declared in the
+// kind's own package, listed in package solve/kinds) says which other keys
+// apply, their types, defaults and checks, and which are secrets kept out
+// of certificate records. `detour paths [KIND]` prints the specs. Every
+// kind accepts challenge (the first of its challenges by default); kinds
+// that answer on port 80/443 also accept the firewall window settings of
+// package firewall. Built-in paths need no table: "standalone-http",
+// "standalone-tls-alpn", "side-port", "stateless", "alpn-forward",
+// "front-door" and "dns-embedded", each with its kind's defaults.
 //
 // Each [[certificate]] entry has domains (DNS names, wildcards, IP addresses
 // per RFC 8738; parsed with ident.Parse) and optionally name (default: the
 // first domain, with "*." spelled "wildcard."; lower-case letters, digits,
 // '.', '_', '-'), ca, key_type, profile (an ACME profile name), preferred_chain
 // (an issuer common name) and paths (path names in order of preference,
-// default ["standalone-http"]). A wildcard needs a dns-01 path (RFC 8555
-// §7.1.3); an IP address needs a path other than dns-01 (RFC 8738 §7).
+// default ["standalone-http"]). A wildcard needs a DNS path (RFC 8555
+// §7.1.3); an IP address needs an http-01 or tls-alpn-01 path (RFC 8738
+// §7); solve.Applicable is the rule.
 //
 // Example holds a complete, commented file.
 package config

@@ -1,8 +1,14 @@
 // Package solve defines the contract every validation path implements and the
-// pieces that compose paths.
+// pieces that compose paths: the challenge types and their applicability
+// (challenge.go), the names of the TXT records that answer the DNS
+// challenges, one solver for all of them over a small Records backend
+// (txt.go), and the Spec each path kind declares in its own sub-package
+// (spec.go; package solve/kinds lists them).
 //
 // A path answers one ACME challenge type: http-01 (RFC 8555 §8.3), dns-01
-// (RFC 8555 §8.4) or tls-alpn-01 (RFC 8737). The orchestrator drives it as
+// (RFC 8555 §8.4), tls-alpn-01 (RFC 8737), dns-account-01
+// (draft-ietf-acme-dns-account-label) or dns-persist-01
+// (draft-ietf-acme-dns-persist). The orchestrator drives it as
 //
 //	Check(identifier)   before the order: can this path work right now?
 //	Present(challenge)  make the CA's check succeed
