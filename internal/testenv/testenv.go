@@ -6,6 +6,8 @@ package testenv
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"log/slog"
 	"os"
 	"testing"
@@ -119,6 +121,24 @@ func (e *Env) Manager(t testing.TB) *renew.Manager {
 		t.Fatal(err)
 	}
 	return m
+}
+
+// LeafNames returns the DNS names of the live certificate name.
+func (e *Env) LeafNames(t testing.TB, name string) []string {
+	t.Helper()
+	full, err := os.ReadFile(e.Store.LivePath(name, "fullchain.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(full)
+	if blk == nil {
+		t.Fatalf("live/%s/fullchain.pem holds no PEM block", name)
+	}
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return leaf.DNSNames
 }
 
 // RenewCA returns the CA as renewals use it, with a fresh client.

@@ -2,10 +2,7 @@ package dnsembed_test
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -71,7 +68,7 @@ func TestDNSAccount01TwoAccounts(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("account %s: %v", o.acct.Location, errs[i])
 		}
-		if got := leafNames(t, env, fmt.Sprintf("acct-%d", i)); !slices.Equal(got, names) {
+		if got := env.LeafNames(t, fmt.Sprintf("acct-%d", i)); !slices.Equal(got, names) {
 			t.Errorf("certificate %d names = %v, want %v", i, got, names)
 		}
 		owner := "_" + o.label + "._acme-challenge.acct.detour.test."
@@ -82,19 +79,4 @@ func TestDNSAccount01TwoAccounts(t *testing.T) {
 	if got := env.DNS.TXT("_acme-challenge.acct.detour.test."); len(got) != 0 {
 		t.Errorf("the dns-01 name holds %q: dns-account-01 must not use it", got)
 	}
-}
-
-// leafNames returns the DNS names of the live certificate name.
-func leafNames(t *testing.T, env *testenv.Env, name string) []string {
-	t.Helper()
-	full, err := os.ReadFile(env.Store.LivePath(name, "fullchain.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(full)
-	leaf, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf.DNSNames
 }

@@ -62,7 +62,7 @@ func TestIssueDNSAccount01ThroughBIND(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("account %s: %v", accts[i].Location, errs[i])
 		}
-		if got := leafNames(t, env, fmt.Sprintf("account-%d", i)); !slices.Equal(got, names) {
+		if got := env.LeafNames(t, fmt.Sprintf("account-%d", i)); !slices.Equal(got, names) {
 			t.Errorf("certificate %d names = %v, want %v", i, got, names)
 		}
 		owner := "_" + solve.AccountLabel(accts[i].Location) + "._acme-challenge.detour.test."

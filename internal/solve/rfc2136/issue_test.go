@@ -1,10 +1,7 @@
 package rfc2136_test
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -64,7 +61,7 @@ func TestIssueThroughBIND(t *testing.T) {
 				t.Fatalf("Obtain: %v", err)
 			}
 			t.Logf("issued %v in %s", tt.names, time.Since(start))
-			if got := leafNames(t, env, name); !slices.Equal(got, tt.names) {
+			if got := env.LeafNames(t, name); !slices.Equal(got, tt.names) {
 				t.Errorf("certificate names = %v, want %v", got, tt.names)
 			}
 			if res.PathUsed[tt.names[0]] != "bind" {
@@ -78,19 +75,4 @@ func TestIssueThroughBIND(t *testing.T) {
 			}
 		})
 	}
-}
-
-// leafNames returns the DNS names of the live certificate name.
-func leafNames(t *testing.T, env *testenv.Env, name string) []string {
-	t.Helper()
-	full, err := os.ReadFile(env.Store.LivePath(name, "fullchain.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	blk, _ := pem.Decode(full)
-	leaf, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf.DNSNames
 }
