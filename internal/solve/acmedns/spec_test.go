@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func TestSpecValidate(t *testing.T) {
 				{Key: "propagation_timeout", Msg: `"soon" is not a positive duration; write e.g. "2m" or "90s"`},
 			}},
 		{name: "not a TXT challenge", values: map[string]string{"server": "https://a.example", "challenge": "http-01"},
-			want: []solve.Problem{{Key: "challenge", Msg: `"http-01" is not available for kind "acme-dns"; use "dns-01"`}}},
+			want: []solve.Problem{{Key: "challenge", Msg: `"http-01" is not available for kind "acme-dns"; use ` + quotedOr(solve.TXTChallenges())}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -202,4 +203,14 @@ func TestBuild(t *testing.T) {
 		solve.Env{Store: newWorld(t).state}); err == nil || sv != nil {
 		t.Errorf("Build with a server New refuses: %v, %v; want an error and no solver (not a typed nil)", sv, err)
 	}
+}
+
+// quotedOr renders ["a", "b"] as `"a" or "b"`, as Validate lists the
+// challenges a kind answers: every TXT challenge, however many there are.
+func quotedOr(items []string) string {
+	q := make([]string, len(items))
+	for i, s := range items {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, " or ")
 }
