@@ -172,6 +172,9 @@ func (p *Planner) build(ctx context.Context, ps *pathSet, cp config.Path, env so
 		return solve.Path{}, store.PathRef{}, fmt.Errorf("path %s: unknown kind %q (known: %v)", cp.Name, cp.Kind, kinds.Names())
 	}
 	ref := refFor(spec, cp)
+	if probs := spec.Validate(cp.Name, cp.Settings); len(probs) > 0 {
+		return solve.Path{}, ref, fmt.Errorf("path %s: %s", cp.Name, problemText(probs[0]))
+	}
 	env.Logger = p.log.With("path", cp.Name)
 	s, err := spec.Build(ctx, cp.SolveSettings(), env)
 	if err != nil {
@@ -184,13 +187,14 @@ func (p *Planner) build(ctx context.Context, ps *pathSet, cp config.Path, env so
 	return solve.Path{Name: cp.Name, Solver: s}, ref, nil
 }
 
-// refFor describes cp for a certificate's record: every setting but those
-// its kind's spec marks secret, so that a renewal from the record rebuilds
-// the path while secrets stay in the configuration or the files it names.
+// refFor describes cp for a certificate's record: every setting of its
+// kind's spec but those it marks secret (and nothing the spec does not
+// know), so that a renewal from the record rebuilds the path while secrets
+// stay in the configuration or the files it names.
 func refFor(spec solve.Spec, cp config.Path) store.PathRef {
 	settings := map[string]string{}
 	for k, v := range cp.Settings {
-		if s, ok := spec.Setting(k); v != "" && (!ok || !s.Secret) {
+		if s, ok := spec.Setting(k); v != "" && ok && !s.Secret {
 			settings[k] = v
 		}
 	}
@@ -211,12 +215,19 @@ func pathFromRef(r store.PathRef) config.Path {
 // [path.NAME] table when it still exists with the same kind (its current
 // settings, secrets included), else the settings kept in the record.
 func recordPath(cfg *config.Config, r store.PathRef) config.Path {
+	p, _ := recordPathFrom(cfg, r)
+	return p
+}
+
+// recordPathFrom is recordPath, and whether the path came from the
+// configuration.
+func recordPathFrom(cfg *config.Config, r store.PathRef) (config.Path, bool) {
 	if cfg != nil {
 		if p, ok := cfg.Paths[r.Name]; ok && p.Kind == r.Kind {
-			return p
+			return p, true
 		}
 	}
-	return pathFromRef(r)
+	return pathFromRef(r), false
 }
 
 // binds returns, sorted and without repeats, the addresses paths bind

@@ -12,6 +12,7 @@ import (
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/solve/kinds"
 	"github.com/detour-acme/detour/internal/solve/selfcheck"
 	"github.com/detour-acme/detour/internal/store"
 )
@@ -155,9 +156,25 @@ func (p *Planner) recordRequest(ctx context.Context, rec store.Record, opt Reque
 	}
 	paths := make([]config.Path, len(rec.Paths))
 	for i, r := range rec.Paths {
-		paths[i] = recordPath(p.cfg, r)
+		var fromConfig bool
+		paths[i], fromConfig = recordPathFrom(p.cfg, r)
+		if spec, ok := kinds.Lookup(r.Kind); ok && !fromConfig {
+			if probs := spec.Validate(r.Name, paths[i].Settings); len(probs) > 0 {
+				rca.Client.Close()
+				return renew.Request{}, nil, fmt.Errorf("path %s, rebuilt from the record of %s: %s (records keep no secrets: define [path.%s] in the config file again, or issue the certificate anew)",
+					r.Name, rec.Name, problemText(probs[0]), r.Name)
+			}
+		}
 	}
 	return p.withPaths(ctx, req, paths, !rec.NoSelfCheck)
+}
+
+// problemText renders a setting's problem as "key: message".
+func problemText(pr solve.Problem) string {
+	if pr.Key == "" {
+		return pr.Msg
+	}
+	return pr.Key + ": " + pr.Msg
 }
 
 // withPaths builds the solvers of paths into req, with the self-check when

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/detour-acme/detour/internal/config"
@@ -275,6 +276,33 @@ func checkNoSecret(t *testing.T, file, secret, raw string) {
 	for _, want := range []string{`"rfc2136"`, `"detour-key"`, `"192.0.2.53:53"`, `"hmac-sha512"`, `"example.com"`} {
 		if !bytes.Contains(b, []byte(want)) {
 			t.Errorf("%s lacks %s: the path's settings did not reach the record:\n%s", file, want, b)
+		}
+	}
+}
+
+// TestRecordWithoutItsSecret: once the configuration no longer defines the
+// path, a renewal rebuilt from the record lacks the secret the record never
+// kept; planning it fails before anything is asked, saying so and what to
+// do.
+func TestRecordWithoutItsSecret(t *testing.T) {
+	state := t.TempDir()
+	p, err := Open(Options{Config: config.Default(), StateDir: state, NoSelfCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := store.Record{Name: "www", Identifiers: []string{"www.example.com"}, CA: "https://acme.invalid/directory",
+		KeyType: "ecdsa-p256", Version: 1, Paths: []store.PathRef{{Name: "ns", Kind: "rfc2136",
+			Settings: map[string]string{"challenge": "dns-01", "server": "192.0.2.53:53", "tsig_key": "detour-key"}}}}
+	if err := p.Store.SaveRecord(t.Context(), rec); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = p.RecordTarget(rec, RequestOptions{}).Request(t.Context(), 0)
+	if err == nil {
+		t.Fatal("a renewal without the TSIG secret was planned")
+	}
+	for _, want := range []string{"path ns, rebuilt from the record of www", "tsig_key is set without a secret", "define [path.ns] in the config file again"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
 		}
 	}
 }

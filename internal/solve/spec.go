@@ -115,6 +115,10 @@ type Setting struct {
 	DefaultByChallenge map[string]string
 	// Required makes a table without the key an error.
 	Required bool
+	// Missing, when set, is the message for a required setting left out,
+	// reported at the setting's key; by default the table is said to lack
+	// it.
+	Missing string
 	// Secret keeps the value out of certificate records
 	// (renewal/<name>.json): a renewal takes it from the configuration.
 	Secret bool
@@ -322,7 +326,10 @@ func (sp Spec) Validate(name string, values map[string]string) []Problem {
 	for _, s := range sp.Settings {
 		v := values[s.Key]
 		if v == "" {
-			if s.Required {
+			switch {
+			case s.Required && s.Missing != "":
+				probs = append(probs, Problem{Key: s.Key, Msg: s.Missing})
+			case s.Required:
 				probs = append(probs, Problem{Msg: fmt.Sprintf("%s is missing; kind %q needs it", s.Key, sp.Kind)})
 			}
 			continue

@@ -37,16 +37,14 @@ var Spec = solve.Spec{
 		// The credentials are read when the path is built, so that a
 		// configuration check never needs the secrets. Spec.Check checks
 		// the name, as its message names the provider.
-		{Key: keyCredentials, Type: solve.TypePath, Example: "/etc/detour/cloudflare.ini",
-			Doc: "file (mode 0600) holding the provider's API credentials as key = value lines", Check: func(string) error { return nil }},
+		{Key: keyCredentials, Type: solve.TypePath, Required: true, Example: "/etc/detour/cloudflare.ini",
+			Missing: "credentials_file is missing; set it to a file (mode 0600) holding the provider's API credentials as key = value lines",
+			Doc:     "file (mode 0600) holding the provider's API credentials as key = value lines", Check: func(string) error { return nil }},
 		propagationTimeout(),
 	},
 	Check: func(s solve.Settings) []solve.Problem {
 		switch f := s.Get(keyCredentials); {
-		case f == "":
-			return []solve.Problem{{Key: keyCredentials,
-				Msg: "credentials_file is missing; set it to a file (mode 0600) holding the provider's API credentials as key = value lines"}}
-		case !filepath.IsAbs(f):
+		case f != "" && !filepath.IsAbs(f):
 			return []solve.Problem{{Key: keyCredentials,
 				Msg: fmt.Sprintf("%q must be an absolute path, e.g. \"/etc/detour/%s.credentials\"", f, s.Get(keyProvider))}}
 		}
