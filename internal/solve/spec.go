@@ -313,8 +313,9 @@ func (sp Spec) WithDefaults(values map[string]string) map[string]string {
 }
 
 // Validate checks values, the settings of one path with defaults applied
-// (see WithDefaults). It reports
-// every problem: a challenge the kind cannot answer, a required setting
+// (see WithDefaults). A challenge the kind cannot answer is the one
+// problem reported (the other settings' defaults depend on it); otherwise
+// it reports every problem: a required setting
 // missing, a value its setting's check refuses, then spec.Check (which
 // must therefore tolerate values that failed their own check). Keys that
 // spec does not accept are the caller's to report.

@@ -17,8 +17,9 @@ type TXTRecord struct {
 	Name string
 	// Value is the TXT value; "" in CheckTXT, before any challenge exists.
 	Value string
-	// Challenge is what the record answers. In CheckTXT only its Type and
-	// Identifier are set.
+	// Challenge is what the record answers. In CheckTXT only its Type,
+	// Identifier and (for a record named after the account) AccountURL
+	// are set.
 	Challenge Challenge
 }
 
