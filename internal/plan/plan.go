@@ -172,9 +172,6 @@ func (p *Planner) build(ctx context.Context, ps *pathSet, cp config.Path, env so
 		return solve.Path{}, store.PathRef{}, fmt.Errorf("path %s: unknown kind %q (known: %v)", cp.Name, cp.Kind, kinds.Names())
 	}
 	ref := refFor(spec, cp)
-	if probs := spec.Validate(cp.Name, cp.Settings); len(probs) > 0 {
-		return solve.Path{}, ref, fmt.Errorf("path %s: %s", cp.Name, problemText(probs[0]))
-	}
 	env.Logger = p.log.With("path", cp.Name)
 	s, err := spec.Build(ctx, cp.SolveSettings(), env)
 	if err != nil {

@@ -26,7 +26,7 @@ func TestFirewallPathWiring(t *testing.T) {
 	ps := newPathSet()
 	defer ps.Close()
 	cp := config.Path{Name: "fw", Kind: "standalone", Settings: map[string]string{
-		"challenge": "http-01", "listen": "127.0.0.1:8080",
+		"challenge": "http-01", "listen": "127.0.0.1:0",
 		firewall.KeyFirewall: "exec", firewall.KeyTimeout: "2m", firewall.KeyPort: "80",
 		firewall.KeyOpen: "/o", firewall.KeyClose: "/c",
 	}}

@@ -159,7 +159,7 @@ func (p *Planner) recordRequest(ctx context.Context, rec store.Record, opt Reque
 		var fromConfig bool
 		paths[i], fromConfig = recordPathFrom(p.cfg, r)
 		if spec, ok := kinds.Lookup(r.Kind); ok && !fromConfig {
-			if probs := spec.Validate(r.Name, paths[i].Settings); len(probs) > 0 {
+			if probs := spec.Complete(r.Name, paths[i].Settings); len(probs) > 0 {
 				rca.Client.Close()
 				return renew.Request{}, nil, fmt.Errorf("path %s, rebuilt from the record of %s: %s (records keep no secrets: define [path.%s] in the config file again, or issue the certificate anew)",
 					r.Name, rec.Name, problemText(probs[0]), r.Name)

@@ -325,17 +325,9 @@ func (sp Spec) Validate(name string, values map[string]string) []Problem {
 		return append(probs, Problem{Key: KeyChallenge, Msg: fmt.Sprintf("%q is not available for kind %q; use %s", c, sp.Kind, quotedOr(sp.Challenges))})
 	}
 	for _, s := range sp.Settings {
-		v := values[s.Key]
-		if v == "" {
-			switch {
-			case s.Required && s.Missing != "":
-				probs = append(probs, Problem{Key: s.Key, Msg: s.Missing})
-			case s.Required:
-				probs = append(probs, Problem{Msg: fmt.Sprintf("%s is missing; kind %q needs it", s.Key, sp.Kind)})
-			}
-			continue
-		}
-		if err := s.check(v); err != nil {
+		if v := values[s.Key]; v == "" {
+			probs = append(probs, sp.missing(s)...)
+		} else if err := s.check(v); err != nil {
 			probs = append(probs, Problem{Key: s.Key, Msg: err.Error()})
 		}
 	}
@@ -343,6 +335,34 @@ func (sp Spec) Validate(name string, values map[string]string) []Problem {
 		probs = append(probs, sp.Check(NewSettings(name, sp.Kind, values))...)
 	}
 	return probs
+}
+
+// Complete checks that values hold everything the kind needs together:
+// its required settings and spec.Check, without the checks of each value's
+// form. A path rebuilt from a certificate's record, which keeps no
+// secrets, is checked so before it is built.
+func (sp Spec) Complete(name string, values map[string]string) []Problem {
+	var probs []Problem
+	for _, s := range sp.Settings {
+		if values[s.Key] == "" {
+			probs = append(probs, sp.missing(s)...)
+		}
+	}
+	if sp.Check != nil {
+		probs = append(probs, sp.Check(NewSettings(name, sp.Kind, values))...)
+	}
+	return probs
+}
+
+// missing reports s, unset, when it is required.
+func (sp Spec) missing(s Setting) []Problem {
+	switch {
+	case s.Required && s.Missing != "":
+		return []Problem{{Key: s.Key, Msg: s.Missing}}
+	case s.Required:
+		return []Problem{{Msg: fmt.Sprintf("%s is missing; kind %q needs it", s.Key, sp.Kind)}}
+	}
+	return nil
 }
 
 // check validates a non-empty value of s.
