@@ -46,7 +46,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 		return err
 	}
 	p.FinishInterrupted(ctx)
-	targets, err := p.Targets(ctx, names, plan.RequestOptions{DryRun: dryRun})
+	renewals, err := p.Renewals(ctx, names, plan.RequestOptions{DryRun: dryRun})
 	if errors.Is(err, plan.ErrNoCertificates) {
 		fmt.Fprintln(a.stdout, err)
 		return nil
@@ -56,8 +56,9 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 	}
 	var failed []string
 	notDue := 0
-	for _, t := range targets {
-		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, Frac: rand.Float64(), RetryFrac: 1})
+	for _, r := range renewals {
+		t := r.Target
+		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, Frac: rand.Float64(), RetryFrac: 1, Record: r.Record})
 		if !out.Ran {
 			notDue++
 			a.log.Debug("not due", "certificate", t.Name, "renew_at", out.Decision.At, "reason", out.Decision.Reason)

@@ -22,17 +22,25 @@ import (
 // ErrNoCertificates is returned by Targets when there is nothing to renew.
 var ErrNoCertificates = errors.New("no certificates yet: issue one with `detour issue -d NAME`")
 
-// Targets returns the renewal step's targets: every certificate of the
-// configuration, then every certificate issued with flags (known from its
-// record), or only those named. A name that is neither is an error.
-func (p *Planner) Targets(ctx context.Context, names []string, opt RequestOptions) ([]renew.Target, error) {
+// Renewal is one certificate to run the renewal step for: its target,
+// and its record as read when planned (nil: none yet), which saves the
+// step reading it again when it runs at once.
+type Renewal struct {
+	Target renew.Target
+	Record *store.Record
+}
+
+// Renewals returns a renewal for every certificate of the configuration,
+// then every certificate issued with flags (known from its record), or
+// only those named. A name that is neither is an error.
+func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptions) ([]Renewal, error) {
 	recs, err := p.Store.ListRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	byName := make(map[string]store.Record, len(recs))
-	for _, r := range recs {
-		byName[r.Name] = r
+	byName := make(map[string]*store.Record, len(recs))
+	for i := range recs {
+		byName[recs[i].Name] = &recs[i]
 	}
 	configured := make(map[string]config.Certificate, len(p.cfg.Certificates))
 	var all []string
@@ -48,24 +56,38 @@ func (p *Planner) Targets(ctx context.Context, names []string, opt RequestOption
 	if len(names) == 0 {
 		names = all
 	}
-	var out []renew.Target
+	var out []Renewal
 	for _, n := range names {
+		rec := byName[n]
 		if c, ok := configured[n]; ok {
 			t, err := p.ConfigTarget(c, opt)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, t)
+			out = append(out, Renewal{Target: t, Record: rec})
 			continue
 		}
-		r, ok := byName[n]
-		if !ok {
+		if rec == nil {
 			return nil, fmt.Errorf("no certificate named %q: `detour list` shows the known ones", n)
 		}
-		out = append(out, p.RecordTarget(r, opt))
+		out = append(out, Renewal{Target: p.RecordTarget(*rec, opt), Record: rec})
 	}
 	if len(out) == 0 {
 		return nil, ErrNoCertificates
+	}
+	return out, nil
+}
+
+// Targets returns the targets of Renewals, for the agent, which reads
+// each record afresh when it renews.
+func (p *Planner) Targets(ctx context.Context, names []string, opt RequestOptions) ([]renew.Target, error) {
+	rs, err := p.Renewals(ctx, names, opt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]renew.Target, len(rs))
+	for i, r := range rs {
+		out[i] = r.Target
 	}
 	return out, nil
 }

@@ -56,6 +56,9 @@ type StepOptions struct {
 	// Last is the last attempt the caller keeps for a certificate that
 	// has no record yet (the agent keeps one in memory); nil: none.
 	Last *store.Attempt
+	// Record is the certificate's record as the caller has just read it
+	// (detour renew lists them all at once); nil makes the step read it.
+	Record *store.Record
 }
 
 // Outcome is what one renewal step did.
@@ -127,14 +130,16 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 		m.Now = time.Now
 	}
 	var out Outcome
-	rec, err := m.Records.LoadRecord(ctx, t.Name)
-	var recp *store.Record
-	switch {
-	case err == nil:
-		recp = &rec
-	case !errors.Is(err, fs.ErrNotExist):
-		out.Err = err
-		return out
+	recp := opt.Record
+	if recp == nil {
+		rec, err := m.Records.LoadRecord(ctx, t.Name)
+		switch {
+		case err == nil:
+			recp = &rec
+		case !errors.Is(err, fs.ErrNotExist):
+			out.Err = err
+			return out
+		}
 	}
 	out.Decision = m.Policy.DueFor(recp, opt.Last, t.Identifiers, m.Now(), opt.Frac, opt.RetryFrac)
 	if !out.Decision.Due && !opt.Force {
