@@ -227,8 +227,8 @@ func recordPathFrom(cfg *config.Config, r store.PathRef) (config.Path, bool) {
 	return pathFromRef(r), false
 }
 
-// binds returns, sorted and without repeats, the addresses paths bind
-// while they answer.
+// binds returns what paths bind while they answer (see kinds.Binds); the
+// agent sorts and de-duplicates them.
 func binds(paths []config.Path) []string {
 	var out []string
 	for _, cp := range paths {

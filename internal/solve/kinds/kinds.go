@@ -7,7 +7,9 @@
 package kinds
 
 import (
+	"net"
 	"slices"
+	"strings"
 
 	"github.com/detour-acme/detour/internal/firewall"
 	"github.com/detour-acme/detour/internal/solve"
@@ -109,15 +111,22 @@ func Builtins() []Builtin {
 	return out
 }
 
-// Binds returns the addresses a path of spec sp with settings values binds
-// while it answers (its listen settings): two paths binding one address
-// cannot answer at once.
+// Binds returns what a path of spec sp with settings values binds while it
+// answers (its listen settings), as keys two renewals must not hold at
+// once: a TCP/UDP address is keyed by its port alone (":80" clashes with
+// "0.0.0.0:80" and "[::]:80"; two paths on different addresses of one port
+// wait for each other, which costs little), a unix socket by its path.
 func Binds(sp solve.Spec, values map[string]string) []string {
 	var out []string
 	for _, s := range sp.Settings {
-		if s.Type == solve.TypeListen && values[s.Key] != "" {
-			out = append(out, values[s.Key])
+		v := values[s.Key]
+		if s.Type != solve.TypeListen || v == "" {
+			continue
 		}
+		if _, port, err := net.SplitHostPort(v); err == nil && !strings.HasPrefix(v, "unix:") {
+			v = ":" + port
+		}
+		out = append(out, v)
 	}
 	return out
 }

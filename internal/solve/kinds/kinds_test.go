@@ -116,8 +116,10 @@ func TestTXTKindsAnswerEveryTXTChallenge(t *testing.T) {
 // TestBinds: the addresses a path binds are its listen settings.
 func TestBinds(t *testing.T) {
 	sp, _ := kinds.Lookup("standalone")
-	if got := kinds.Binds(sp, map[string]string{"listen": ":80"}); !slices.Equal(got, []string{":80"}) {
-		t.Errorf("standalone binds %v", got)
+	for listen, want := range map[string]string{":80": ":80", "0.0.0.0:80": ":80", "[::]:80": ":80", "192.0.2.1:80": ":80", "unix:/run/d.sock": "unix:/run/d.sock"} {
+		if got := kinds.Binds(sp, map[string]string{"listen": listen}); !slices.Equal(got, []string{want}) {
+			t.Errorf("standalone on %s binds %v, want [%s]", listen, got, want)
+		}
 	}
 	door, _ := kinds.Lookup("front-door")
 	if got := kinds.Binds(door, map[string]string{"router": "127.0.0.1:443"}); len(got) != 0 {
