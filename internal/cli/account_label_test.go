@@ -2,6 +2,7 @@ package cli_test
 
 import (
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/detour-acme/detour/internal/testenv"
@@ -33,25 +34,10 @@ func TestIssueDNSAccount01(t *testing.T) {
 	})
 	t.Run("config", func(t *testing.T) {
 		state := t.TempDir()
-		cfg := writeFile(t, "detour.toml", fmt.Sprintf(`agree_tos = true
-email = "t@detour.test"
-default_ca = %q
-state_dir = %q
-
-[ca.sandbox]
-directory = %q
-root_bundle = %q
-
-[path.delegated]
-kind = "dns-embedded"
-challenge = "dns-account-01"
-listen = %q
-
-[[certificate]]
-domains = ["conf.acct.test", "*.conf.acct.test"]
-paths = ["delegated"]
-profile = "shortlived"
-`, "sandbox", state, env.CA.DirectoryURL(), env.RootsFile, dnsAddr))
+		cfg := filepath.Join(t.TempDir(), "detour.toml")
+		writeSandboxConfig(t, env, state, cfg,
+			map[string]string{"delegated": fmt.Sprintf("kind = \"dns-embedded\"\nchallenge = \"dns-account-01\"\nlisten = %q", dnsAddr)},
+			"domains = [\"conf.acct.test\", \"*.conf.acct.test\"]\npaths = [\"delegated\"]\nprofile = \"shortlived\"")
 		mustRun(t, "--config", cfg, "config", "check")
 		r := mustRun(t, "--config", cfg, "issue")
 		wantIn(t, "issue output", r.stdout, "conf.acct.test: version 1")

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -183,5 +184,30 @@ func wantIn(t *testing.T, what, s string, subs ...string) {
 		if !strings.Contains(s, sub) {
 			t.Errorf("%s does not mention %q:\n%s", what, sub, s)
 		}
+	}
+}
+
+// writeSandboxConfig writes a config file for env: its CA as the default,
+// the path tables paths (TOML fragments keyed by path name) and the
+// certificates certs (TOML fragments).
+func writeSandboxConfig(t *testing.T, env *testenv.Env, state, file string, paths map[string]string, certs ...string) {
+	t.Helper()
+	doc := fmt.Sprintf(`state_dir = %q
+email = "t@detour.test"
+agree_tos = true
+default_ca = "sandbox"
+
+[ca.sandbox]
+directory = %q
+root_bundle = %q
+`, state, env.CA.DirectoryURL(), env.RootsFile)
+	for _, name := range slices.Sorted(maps.Keys(paths)) {
+		doc += fmt.Sprintf("\n[path.%s]\n%s\n", name, paths[name])
+	}
+	for _, c := range certs {
+		doc += "\n[[certificate]]\n" + c + "\n"
+	}
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

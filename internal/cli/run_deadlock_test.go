@@ -18,25 +18,8 @@ import (
 // paths (TOML fragments keyed by path name) and the certificates certs.
 func bindPathsConfig(t *testing.T, env *testenv.Env, state string, paths map[string]string, certs ...string) string {
 	t.Helper()
-	doc := fmt.Sprintf(`state_dir = %q
-email = "t@detour.test"
-agree_tos = true
-default_ca = "sandbox"
-
-[ca.sandbox]
-directory = %q
-root_bundle = %q
-`, state, env.CA.DirectoryURL(), env.RootsFile)
-	for name, body := range paths {
-		doc += fmt.Sprintf("\n[path.%s]\n%s\n", name, body)
-	}
-	for _, c := range certs {
-		doc += "\n[[certificate]]\n" + c + "\n"
-	}
 	file := filepath.Join(t.TempDir(), "detour.toml")
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeSandboxConfig(t, env, state, file, paths, certs...)
 	return file
 }
 

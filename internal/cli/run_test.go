@@ -262,25 +262,7 @@ func lastLine(log string, subs ...string) string {
 // the CA's validation port, and the certificates certs (TOML fragments).
 func configFor(t *testing.T, env *testenv.Env, state, file string, certs ...string) {
 	t.Helper()
-	doc := fmt.Sprintf(`state_dir = %q
-email = "t@detour.test"
-agree_tos = true
-default_ca = "sandbox"
-
-[ca.sandbox]
-directory = %q
-root_bundle = %q
-
-[path.web]
-kind = "standalone"
-listen = %q
-`, state, env.CA.DirectoryURL(), env.RootsFile, env.HTTPAddr)
-	for _, c := range certs {
-		doc += "\n[[certificate]]\n" + c + "\n"
-	}
-	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeSandboxConfig(t, env, state, file, map[string]string{"web": fmt.Sprintf("kind = \"standalone\"\nlisten = %q", env.HTTPAddr)}, certs...)
 }
 
 // statusJSON runs `detour status --json`.
