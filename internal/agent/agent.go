@@ -370,7 +370,7 @@ func (l *loop) dispatch(ctx context.Context) {
 		s.running = true
 		l.a.opts.Metrics.scheduled(s)
 		l.wg.Add(1)
-		j := job{cert: s.cert, action: s.action, reason: s.reason, ca: s.caIndex(), failures: s.failures(), last: s.last, plan: l.plan}
+		j := job{cert: s.cert, action: s.action, reason: s.reason, last: s.last, plan: l.plan}
 		if s.rec != nil {
 			rec := *s.rec
 			j.rec = &rec

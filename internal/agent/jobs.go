@@ -17,14 +17,12 @@ import (
 // job is what one renewal or poll needs, copied out of the loop's state so
 // that the job's goroutine shares nothing with the loop.
 type job struct {
-	cert     Cert
-	rec      *store.Record
-	action   string
-	reason   string
-	ca       int
-	failures int
-	last     *store.Attempt // kept in memory for a certificate with no record
-	plan     Plan
+	cert   Cert
+	rec    *store.Record
+	action string
+	reason string
+	last   *store.Attempt // kept in memory for a certificate with no record
+	plan   Plan
 }
 
 // renew runs one renewal of j's certificate through the renewal step and
@@ -46,7 +44,7 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	m.inFlight(1)
 	defer m.inFlight(-1)
 
-	log.InfoContext(ctx, "renewing", "reason", j.reason, "ca", j.cert.CAName(j.ca))
+	log.InfoContext(ctx, "renewing", "reason", j.reason)
 	start := time.Now()
 	step := renew.Step{Obtainer: l.a.opts.Obtainer, Records: l.a.opts.Store, Policy: l.a.policy, Logger: l.a.log}
 	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last})
@@ -58,6 +56,9 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 		return func(*certState) {}
 	case errors.Is(out.Err, store.ErrLocked):
 		log.InfoContext(ctx, "another detour process is renewing this certificate; looking again in a minute")
+		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
+	case out.Attempt == nil:
+		log.ErrorContext(ctx, "renewal failed; looking again in a minute", "error", out.Err)
 		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
 	default:
 		m.attempt(out.CA, out.Paths, out.Err)
@@ -92,7 +93,7 @@ func (l *loop) failed(ctx context.Context, j job, out renew.Outcome) func(*certS
 	log := l.a.log.With("certificate", j.cert.Name)
 	saved := out.Record
 	if saved == nil && j.rec != nil {
-		log.WarnContext(ctx, "could not record the failure; keeping it in memory")
+		log.WarnContext(ctx, "the failure is kept in memory only: the record could not hold it")
 		r := *j.rec
 		r.Last = attempt
 		saved = &r

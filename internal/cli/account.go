@@ -92,6 +92,7 @@ func (a *app) accountSubcommand(use, short string, do accountAction) *cobra.Comm
 			if err != nil {
 				return err
 			}
+			defer ca.Client.Close()
 			return do(cmd.Context(), m, ca)
 		},
 	}

@@ -166,7 +166,7 @@ func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeT
 func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun bool) error {
 	var failed []string
 	for _, t := range targets {
-		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Frac: rand.Float64(), RetryFrac: 1})
+		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1})
 		err := out.Err
 		if err == nil {
 			a.printResult(p, out.Result, dryRun)

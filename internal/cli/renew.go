@@ -58,14 +58,14 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 	notDue := 0
 	for _, r := range renewals {
 		t := r.Target
-		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, Frac: rand.Float64(), RetryFrac: 1, Record: r.Record})
+		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1, Record: r.Record})
+		if out.Err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, out.Err))
+			continue
+		}
 		if !out.Ran {
 			notDue++
 			a.log.Debug("not due", "certificate", t.Name, "renew_at", out.Decision.At, "reason", out.Decision.Reason)
-			continue
-		}
-		if out.Err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, out.Err))
 			continue
 		}
 		a.printResult(p, out.Result, dryRun)

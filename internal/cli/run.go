@@ -110,7 +110,7 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 			case <-ctx.Done():
 				return
 			case <-hup:
-				a.reloadAgent(ctx, ag)
+				a.reloadAgent(ctx, p, ag)
 			}
 		}
 	}()
@@ -120,13 +120,18 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 }
 
 // reloadAgent re-reads the config file and swaps the agent's plan; a
-// config with errors keeps the old plan.
-func (a *app) reloadAgent(ctx context.Context, ag *agent.Agent) {
+// config with errors keeps the old plan. The state directory stays the one
+// opened at start.
+func (a *app) reloadAgent(ctx context.Context, p *plan.Planner, ag *agent.Agent) {
 	a.cfg, a.cfgErr = nil, nil
-	p, err := a.planner(false)
+	cfg, err := a.config(false)
 	var ap agent.Plan
 	if err == nil {
-		ap, err = p.Agent(ctx)
+		if a.stateDir == "" && cfg.StateDir != p.Config().StateDir {
+			a.log.Warn("state_dir changed in the config; the agent keeps the one it started with until it is restarted",
+				"state_dir", p.Store.Dir(), "config_state_dir", cfg.StateDir)
+		}
+		ap, err = p.WithConfig(cfg).Agent(ctx)
 	}
 	if err != nil {
 		a.log.Error("reloading the config failed; the agent keeps running with the previous one", "config", a.configFile, "error", err)

@@ -65,6 +65,7 @@ select it); after 'detour account rollover' print the block again.`,
 			if err != nil {
 				return err
 			}
+			defer ca.Client.Close()
 			acct, err := m.Account(cmd.Context(), ca)
 			if err != nil {
 				return err

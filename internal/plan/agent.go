@@ -12,6 +12,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/agent"
+	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/store"
 )
 
@@ -110,12 +111,22 @@ func (p *Planner) FinishInterrupted(ctx context.Context) {
 		return
 	}
 	p.SweepTemps(ctx)
+	renewals, err := p.Renewals(ctx, nil, RequestOptions{})
+	if err != nil {
+		p.log.Warn("finishing interrupted renewals", "error", err)
+		return
+	}
+	byName := make(map[string]renew.Target, len(renewals))
+	for _, r := range renewals {
+		byName[r.Target.Name] = r.Target
+	}
 	for _, n := range names {
-		targets, err := p.Targets(ctx, []string{n}, RequestOptions{})
-		if err != nil {
-			continue // neither configured nor recorded any more
+		t, ok := byName[n]
+		if !ok {
+			p.log.Warn("an interrupted renewal left work for a certificate neither configured nor recorded any more", "certificate", n)
+			continue
 		}
-		req, release, err := targets[0].Request(ctx, 0)
+		req, release, err := t.Request(ctx, 0)
 		if err == nil {
 			err = p.Manager.Sweep(ctx, req)
 			release()

@@ -150,9 +150,9 @@ func CertLabel(c *x509.Certificate) string {
 	return "without a name"
 }
 
-// ParsePersistUntil parses a persist_until date (RFC 3339 date or
-// date-time).
-func ParsePersistUntil(v string) (time.Time, error) { return persist.ParsePersistUntil(v) }
+// PersistUntil parses a persist_until date (RFC 3339 date or date-time)
+// and requires it in the future, as the persist kind's setting does.
+func PersistUntil(v string) (time.Time, error) { return persist.CheckUntil(v) }
 
 // PersistInput asks for the standing dns-persist-01 record of Name.
 type PersistInput struct {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/dnsserver"
 	"github.com/detour-acme/detour/internal/ident"
@@ -108,8 +109,9 @@ type APICert struct {
 	policy renew.Policy
 	frac   float64 // jitter of the renewal time, drawn once
 
-	cur  atomic.Pointer[tls.Certificate]
-	next time.Time // when to look again; used by RenewLoop only
+	cur    atomic.Pointer[tls.Certificate]
+	next   time.Time    // when to look again; used by RenewLoop only
+	client *acme.Client // closed when RenewLoop returns
 }
 
 // APICert returns the API's certificate once a valid one is available,
@@ -123,18 +125,18 @@ func (p *Planner) APICert(ctx context.Context, in APICertInput) (*APICert, error
 	if err != nil {
 		return nil, err
 	}
-	ca, err := p.AccountCA(in.Account)
+	id, err := ident.Parse(strings.TrimSuffix(in.Host, "."))
 	if err != nil {
-		return nil, err
+		return nil, inputErr("api-hostname", err)
 	}
 	log := p.log.With("component", "api-certificate")
 	solver, err := dnsembed.New(dnsembed.Options{Logger: log, Server: in.Server, QueryAddr: in.QueryAddr})
 	if err != nil {
 		return nil, err
 	}
-	id, err := ident.Parse(strings.TrimSuffix(in.Host, "."))
+	ca, err := p.AccountCA(in.Account)
 	if err != nil {
-		return nil, inputErr("api-hostname", err)
+		return nil, err
 	}
 	req := renew.Request{
 		Name: id.Value, Identifiers: []ident.Identifier{id}, Profile: in.Profile, CA: ca,
@@ -147,8 +149,10 @@ func (p *Planner) APICert(ctx context.Context, in APICertInput) (*APICert, error
 			Request: func(context.Context, int) (renew.Request, func(), error) { return req, func() {}, nil }},
 	}
 	if err := c.ensure(ctx); err != nil {
+		ca.Client.Close()
 		return nil, fmt.Errorf("obtaining the API's certificate for %s: %w", id.Value, err)
 	}
+	c.client = ca.Client
 	return c, nil
 }
 
@@ -195,6 +199,7 @@ func (c *APICert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 // RenewLoop renews the certificate when it is due until ctx is done; after
 // a failure the step's backoff decides when to try again.
 func (c *APICert) RenewLoop(ctx context.Context) {
+	defer c.client.Close()
 	for {
 		t := time.NewTimer(max(0, time.Until(c.next)))
 		select {

@@ -87,9 +87,12 @@ func Open(opts Options) (*Planner, error) {
 // Config returns the configuration the planner works from.
 func (p *Planner) Config() *config.Config { return p.cfg }
 
-// with returns a planner on the same state directory with another
-// configuration (one-off certificates carry their flags in a private
-// copy).
+// WithConfig returns a planner on the same state directory and manager
+// with another configuration: a reloaded file (the state directory is the
+// one opened at start; changing it needs a restart), or a private copy
+// that carries the flags of a one-off certificate.
+func (p *Planner) WithConfig(cfg *config.Config) *Planner { return p.with(cfg) }
+
 func (p *Planner) with(cfg *config.Config) *Planner {
 	q := *p
 	q.cfg = cfg

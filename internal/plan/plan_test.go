@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/detour-acme/detour/internal/config"
@@ -76,5 +77,47 @@ func TestPathSettingsSurviveTheRecord(t *testing.T) {
 	}
 	if got := recordPath(nil, ref); got.Setting("tsig_secret") != "" || got.Setting("server") != "192.0.2.1:53" {
 		t.Errorf("recordPath without config = %+v", got)
+	}
+}
+
+// TestOneBadCertificateDoesNotStopTheOthers: a certificate whose deploy
+// settings cannot be read (a missing password_file) fails its own
+// attempts; planning the others goes on.
+func TestOneBadCertificateDoesNotStopTheOthers(t *testing.T) {
+	cfg, err := config.Parse("detour.toml", []byte(`
+default_ca = "https://acme.invalid/directory"
+[[certificate]]
+name = "a"
+domains = ["a.example.com"]
+[[certificate.output]]
+path = "/tmp/a.p12"
+format = "pkcs12"
+password_file = "/nonexistent/detour/password"
+
+[[certificate]]
+name = "b"
+domains = ["b.example.com"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Options{Config: cfg, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := p.Renewals(t.Context(), nil, RequestOptions{})
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("Renewals = %d, %v; want both certificates", len(rs), err)
+	}
+	if _, _, err := rs[0].Target.Request(t.Context(), 0); err == nil || !strings.Contains(err.Error(), "password_file") {
+		t.Errorf("a's request: %v, want the password_file problem", err)
+	}
+	req, release, err := rs[1].Target.Request(t.Context(), 0)
+	if err != nil {
+		t.Fatalf("b's request: %v", err)
+	}
+	release()
+	if req.Name != "b" {
+		t.Errorf("request for %s, want b", req.Name)
 	}
 }

@@ -48,9 +48,6 @@ func (p *Planner) certPaths(c config.Certificate) ([]config.Path, error) {
 // configuration: its CAs (the primary, then fallback_ca), the addresses its
 // paths bind, and the request each attempt runs.
 func (p *Planner) ConfigTarget(c config.Certificate, opt RequestOptions) (renew.Target, error) {
-	if _, err := deployPlan(c); err != nil {
-		return renew.Target{}, err
-	}
 	paths, err := p.certPaths(c)
 	if err != nil {
 		return renew.Target{}, err

@@ -59,6 +59,13 @@ type StepOptions struct {
 	// Record is the certificate's record as the caller has just read it
 	// (detour renew lists them all at once); nil makes the step read it.
 	Record *store.Record
+	// DryRun runs against the CA's staging directory and stores nothing:
+	// not the certificate (the request says so), not a failure either.
+	DryRun bool
+	// Manual marks an attempt the user asked for (detour issue): it runs
+	// on the primary CA whatever failed before, and its failure is not
+	// recorded, so that it does not move the schedule of renewals.
+	Manual bool
 }
 
 // Outcome is what one renewal step did.
@@ -79,9 +86,10 @@ type Outcome struct {
 	// Interrupted reports a failure caused by the context ending: not the
 	// certificate's failure, and not recorded.
 	Interrupted bool
-	// Attempt is the failed attempt as recorded (Err set, not
-	// Interrupted); Record is the record it went into, nil when none could
-	// hold it (a certificate never issued) or saving it failed.
+	// Attempt is the failed attempt (Err set, neither Interrupted nor
+	// another process's lock); Record is the record it went into, nil
+	// when none holds it (a certificate never issued, a dry run, a manual
+	// attempt, an unreadable record) or saving it failed.
 	Attempt *store.Attempt
 	Record  *store.Record
 }
@@ -137,7 +145,17 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 		case err == nil:
 			recp = &rec
 		case !errors.Is(err, fs.ErrNotExist):
-			out.Err = err
+			// Nothing was attempted, but the caller backs off as after a
+			// failure: the record cannot be read, so none can hold it.
+			out.Err = fmt.Errorf("reading the certificate's record: %w", err)
+			out.Interrupted = ctx.Err() != nil
+			if !out.Interrupted {
+				a := store.Attempt{Time: m.Now(), Error: out.Err.Error(), Failures: 1}
+				if opt.Last != nil && !opt.Last.OK {
+					a.Failures = opt.Last.Failures + 1
+				}
+				out.Attempt = &a
+			}
 			return out
 		}
 	}
@@ -157,7 +175,9 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 	if last != nil && !last.OK {
 		failures = last.Failures
 	}
-	out.CAIndex = CAIndex(failures, t.AfterFailures, len(t.CAs))
+	if !opt.Manual {
+		out.CAIndex = CAIndex(failures, t.AfterFailures, len(t.CAs))
+	}
 	out.CA = t.CAName(out.CAIndex)
 	log := m.Logger.With("certificate", t.Name)
 	if out.CAIndex > 0 {
@@ -166,7 +186,7 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 
 	req, release, err := t.Request(ctx, out.CAIndex)
 	if err != nil {
-		return m.failed(ctx, out, t, recp, failures, fmt.Errorf("planning the renewal: %w", err), time.Time{})
+		return m.failed(ctx, out, t, recp, failures, fmt.Errorf("planning the renewal: %w", err), time.Time{}, opt)
 	}
 	out.Paths = pathNames(req)
 	if recp != nil && recp.ARIID != "" && req.CA.Client != nil && recp.CA == req.CA.Client.DirectoryURL() {
@@ -186,11 +206,11 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 			retry = at
 		}
 	}
-	return m.failed(ctx, out, t, recp, failures, err, retry)
+	return m.failed(ctx, out, t, recp, failures, err, retry, opt)
 }
 
 // failed completes out with the failure err and records the attempt.
-func (m Step) failed(ctx context.Context, out Outcome, t Target, rec *store.Record, failures int, err error, retry time.Time) Outcome {
+func (m Step) failed(ctx context.Context, out Outcome, t Target, rec *store.Record, failures int, err error, retry time.Time, opt StepOptions) Outcome {
 	out.Err = err
 	if ctx.Err() != nil {
 		out.Interrupted = true // shutting down: not the certificate's failure
@@ -201,7 +221,7 @@ func (m Step) failed(ctx context.Context, out Outcome, t Target, rec *store.Reco
 	}
 	a := store.Attempt{Time: m.Now(), Error: err.Error(), Failures: failures + 1, RetryAfter: retry, Path: out.Paths, CA: out.CA}
 	out.Attempt = &a
-	if rec == nil {
+	if rec == nil || opt.DryRun || opt.Manual {
 		return out
 	}
 	saved, serr := m.saveAttempt(ctx, t.Name, a)

@@ -43,14 +43,8 @@ var Spec = solve.Spec{
 		{Key: KeyPersistUntil, Type: solve.TypeDate,
 			Doc: "the date after which the CA ignores the record (RFC 3339, e.g. 2027-01-31)",
 			Check: func(v string) error {
-				t, err := ParsePersistUntil(v)
-				if err != nil {
-					return err
-				}
-				if !t.After(time.Now()) {
-					return fmt.Errorf("%s is in the past, so the CA would ignore the record; set a later date (and publish the record detour persist-record prints)", v)
-				}
-				return nil
+				_, err := CheckUntil(v)
+				return err
 			}},
 	},
 	Build: func(_ context.Context, s solve.Settings, env solve.Env) (solve.Solver, error) {
@@ -92,6 +86,18 @@ func ParsePersistUntil(v string) (time.Time, error) {
 		return t.UTC(), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not an RFC 3339 date; write e.g. \"2027-01-31\" or \"2027-01-31T00:00:00Z\"", v)
+}
+
+// CheckUntil parses a persist_until date and requires it in the future.
+func CheckUntil(v string) (time.Time, error) {
+	t, err := ParsePersistUntil(v)
+	if err != nil {
+		return t, err
+	}
+	if !t.After(time.Now()) {
+		return t, fmt.Errorf("%s is in the past, so the CA would ignore the record; set a later date (and publish the record detour persist-record prints)", v)
+	}
+	return t, nil
 }
 
 // BindingFor returns what a dns-persist-01 record for acct at ca needs:
