@@ -2,21 +2,17 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/acmedns"
-	"github.com/detour-acme/detour/internal/dnsserver"
 	"github.com/detour-acme/detour/internal/plan"
 )
 
@@ -177,90 +173,24 @@ func (a *app) runDNSServer(ctx context.Context, f dnsServerFlags) error {
 	if err != nil {
 		return err
 	}
-	st := pl.Store
-	dnsSrv := dnsserver.New(dnsserver.Options{Logger: a.log.With("component", "dns"), Zones: []string{p.zone}, NS: p.nsName})
-	if len(p.addrs) > 0 {
-		dnsSrv.SetAddrs(p.nsName, p.addrs...)
-		if p.apiHost != p.nsName && dns.IsSubDomain(p.zone, p.apiHost) {
-			dnsSrv.SetAddrs(p.apiHost, p.addrs...)
-		}
-	}
-	api, err := acmedns.New(ctx, acmedns.Options{
-		Logger: a.log.With("component", "acme-dns"), Storage: st, DNS: dnsSrv, Zone: p.zone,
-		TXTLifetime: f.txtLifetime, DisableRegistration: f.disableRegistration, RateLimit: f.rateLimit,
+	err = pl.ServeDNS(ctx, plan.DNSServerInput{
+		Zone: p.zone, NSName: p.nsName, APIHost: p.apiHost, Addrs: p.addrs,
+		DNSListen: f.dnsListen, APIListen: f.apiListen, TLSCert: f.tlsCert, TLSKey: f.tlsKey,
+		ACME: f.acme, Account: accountFlags{ca: f.ca, caRoots: f.caRoots, email: f.email, agreeTOS: f.agreeTOS}.input(),
+		Profile: f.profile, TXTLifetime: f.txtLifetime, DisableRegistration: f.disableRegistration, RateLimit: f.rateLimit,
+	}, plan.DNSServerEvents{
+		DNSListening: func(addr string) { a.printDelegation(p, addr) },
+		APIListening: func(scheme, addr string) { a.printAPI(p, scheme, addr) },
 	})
-	if err != nil {
-		return err
-	}
-
-	pc, dln, err := dnsserver.Listen(f.dnsListen)
-	if err != nil {
-		return explainDNSBind(f.dnsListen, err)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	errc := make(chan error, 3)
-	go func() { errc <- dnsSrv.Serve(ctx, pc, dln) }()
-	running := 1
-	select {
-	case <-dnsSrv.Ready():
-	case err := <-errc:
-		return err
-	}
-	dnsAddr := pc.LocalAddr().String()
-	a.printDelegation(p, dnsAddr)
-
-	var tlsConf *tls.Config
-	var loopDone chan struct{} // closed when the --acme renewal loop has stopped
-	scheme := "http"
-	switch {
-	case f.tlsCert != "":
-		src, err := plan.NewFileCert(f.tlsCert, f.tlsKey, a.log)
-		if err != nil {
-			cancel()
-			return errors.Join(fmt.Errorf("--%s/--%s: %w", flagTLSCert, flagTLSKey, err), <-errc)
+	var le *plan.ListenError
+	if errors.As(err, &le) {
+		flag := flagDNSListen
+		if le.Which == "api" {
+			flag = flagAPIListen
 		}
-		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
-	case f.acme:
-		src, err := pl.APICert(ctx, plan.APICertInput{
-			Account: accountFlags{ca: f.ca, caRoots: f.caRoots, email: f.email, agreeTOS: f.agreeTOS}.input(),
-			Profile: f.profile, Host: p.apiHost, Server: dnsSrv, QueryAddr: queryableAddr(dnsAddr),
-		})
-		if err != nil {
-			cancel()
-			return errors.Join(usage(err), <-errc)
-		}
-		loopDone = make(chan struct{})
-		go func() { src.RenewLoop(ctx); close(loopDone) }()
-		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
+		return fmt.Errorf("%w (choose the address with --%s)", err, flag)
 	}
-	ln, err := net.Listen("tcp", f.apiListen)
-	if err != nil {
-		cancel()
-		if loopDone != nil {
-			<-loopDone
-		}
-		return errors.Join(fmt.Errorf("binding the API on %s: %w; choose another --%s", f.apiListen, err, flagAPIListen), <-errc)
-	}
-	go func() { errc <- api.Serve(ctx, ln, tlsConf) }()
-	running++
-
-	a.printAPI(p, scheme, ln.Addr().String())
-	var errs []error
-	for ; running > 0; running-- {
-		err := <-errc
-		if err != nil {
-			errs = append(errs, err)
-		}
-		cancel() // one stopped: stop the other
-	}
-	if loopDone != nil {
-		<-loopDone
-	}
-	if len(errs) == 0 && ctx.Err() != nil {
-		return nil // interrupted: a clean exit
-	}
-	return errors.Join(errs...)
+	return usage(err)
 }
 
 // printDelegation tells the operator what the parent zone needs and where
@@ -294,33 +224,4 @@ func (a *app) printAPI(p dnsServerPlan, scheme, apiAddr string) {
 		url += ":" + port
 	}
 	fmt.Fprintf(a.stdout, "acme-dns API %s listening on %s\n", url, apiAddr)
-}
-
-// queryableAddr turns a bound address into one this host can query: an
-// unspecified host becomes loopback.
-func queryableAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-		if ip.Is6() && !ip.Is4In6() {
-			host = "::1"
-		}
-	}
-	return net.JoinHostPort(host, port)
-}
-
-// explainDNSBind says what to change when the DNS listener cannot bind.
-func explainDNSBind(addr string, err error) error {
-	switch {
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("binding the DNS server on %s: %w; port 53 needs root or CAP_NET_BIND_SERVICE "+
-			"(AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit)", addr, err)
-	case errors.Is(err, syscall.EADDRINUSE):
-		return fmt.Errorf("binding the DNS server on %s: %w; another program listens there (often systemd-resolved on 127.0.0.53:53): "+
-			"stop it, or give --%s this host's public address, e.g. 203.0.113.7:53", addr, err, flagDNSListen)
-	}
-	return fmt.Errorf("binding the DNS server on %s: %w", addr, err)
 }

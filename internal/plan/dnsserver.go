@@ -3,7 +3,11 @@ package plan
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -13,7 +17,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	mdns "github.com/miekg/dns"
+
 	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/acmedns"
 	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/dnsserver"
 	"github.com/detour-acme/detour/internal/ident"
@@ -215,4 +222,162 @@ func (c *APICert) RenewLoop(ctx context.Context) {
 			c.log.Error("renewing the API certificate failed; still serving the current one", "error", err, "retry_at", c.next)
 		}
 	}
+}
+
+// DNSServerInput describes `detour dns-server`: an authoritative DNS
+// server for a delegated zone and an acme-dns compatible API over it.
+type DNSServerInput struct {
+	// Zone is the delegated zone, NSName its name server and APIHost the
+	// API's host name, all absolute (with a trailing dot).
+	Zone, NSName, APIHost string
+	// Addrs are this server's public addresses, served for NSName and
+	// APIHost when they lie in the zone.
+	Addrs []netip.Addr
+	// DNSListen and APIListen are where the DNS server and the API bind.
+	DNSListen, APIListen string
+	// TLSCert and TLSKey serve the API from PEM files (re-read when they
+	// change); ACME obtains and renews its certificate from Account's CA
+	// through dns-01 answered by the zone itself; neither: plain HTTP (a
+	// loopback APIListen only).
+	TLSCert, TLSKey string
+	ACME            bool
+	Account         AccountInput
+	Profile         string
+	// TXTLifetime, DisableRegistration and RateLimit tune the API (see
+	// acmedns.Options).
+	TXTLifetime         time.Duration
+	DisableRegistration bool
+	RateLimit           float64
+}
+
+// DNSServerEvents tell the caller what runs where, as soon as it does.
+type DNSServerEvents struct {
+	// DNSListening is called once the DNS server answers on addr.
+	DNSListening func(addr string)
+	// APIListening is called once the API listens on addr, with its
+	// scheme ("https", or "http" on loopback).
+	APIListening func(scheme, addr string)
+}
+
+// ListenError is a server of `detour dns-server` that could not bind its
+// address; Which is "dns" or "api".
+type ListenError struct {
+	Which, Addr string
+	Err         error
+}
+
+func (e *ListenError) Error() string {
+	what := "the DNS server"
+	if e.Which == "api" {
+		what = "the API"
+	}
+	msg := fmt.Sprintf("binding %s on %s: %v", what, e.Addr, e.Err)
+	switch {
+	case e.Which == "dns" && errors.Is(e.Err, os.ErrPermission):
+		msg += "; port 53 needs root or CAP_NET_BIND_SERVICE (AmbientCapabilities=CAP_NET_BIND_SERVICE in the systemd unit)"
+	case e.Which == "dns" && errors.Is(e.Err, syscall.EADDRINUSE):
+		msg += "; another program listens there (often systemd-resolved on 127.0.0.53:53): stop it, or bind this host's public address, e.g. 203.0.113.7:53"
+	}
+	return msg
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
+// ServeDNS runs `detour dns-server` until ctx is done (a clean exit) or a
+// server fails.
+func (p *Planner) ServeDNS(ctx context.Context, in DNSServerInput, ev DNSServerEvents) error {
+	dnsSrv := dnsserver.New(dnsserver.Options{Logger: p.log.With("component", "dns"), Zones: []string{in.Zone}, NS: in.NSName})
+	if len(in.Addrs) > 0 {
+		dnsSrv.SetAddrs(in.NSName, in.Addrs...)
+		if in.APIHost != in.NSName && mdns.IsSubDomain(in.Zone, in.APIHost) {
+			dnsSrv.SetAddrs(in.APIHost, in.Addrs...)
+		}
+	}
+	api, err := acmedns.New(ctx, acmedns.Options{
+		Logger: p.log.With("component", "acme-dns"), Storage: p.Store, DNS: dnsSrv, Zone: in.Zone,
+		TXTLifetime: in.TXTLifetime, DisableRegistration: in.DisableRegistration, RateLimit: in.RateLimit,
+	})
+	if err != nil {
+		return err
+	}
+	pc, dln, err := dnsserver.Listen(in.DNSListen)
+	if err != nil {
+		return &ListenError{Which: "dns", Addr: in.DNSListen, Err: err}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- dnsSrv.Serve(ctx, pc, dln) }()
+	running := 1
+	select {
+	case <-dnsSrv.Ready():
+	case err := <-errc:
+		return err
+	}
+	dnsAddr := pc.LocalAddr().String()
+	ev.DNSListening(dnsAddr)
+
+	var tlsConf *tls.Config
+	var loopDone chan struct{} // closed when the ACME renewal loop has stopped
+	scheme := "http"
+	switch {
+	case in.TLSCert != "":
+		src, err := NewFileCert(in.TLSCert, in.TLSKey, p.log)
+		if err != nil {
+			cancel()
+			return errors.Join(err, <-errc)
+		}
+		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
+	case in.ACME:
+		src, err := p.APICert(ctx, APICertInput{Account: in.Account, Profile: in.Profile, Host: in.APIHost, Server: dnsSrv, QueryAddr: queryableAddr(dnsAddr)})
+		if err != nil {
+			cancel()
+			return errors.Join(err, <-errc)
+		}
+		loopDone = make(chan struct{})
+		go func() { src.RenewLoop(ctx); close(loopDone) }()
+		tlsConf, scheme = &tls.Config{GetCertificate: src.GetCertificate}, "https"
+	}
+	ln, err := net.Listen("tcp", in.APIListen)
+	if err != nil {
+		cancel()
+		if loopDone != nil {
+			<-loopDone
+		}
+		return errors.Join(&ListenError{Which: "api", Addr: in.APIListen, Err: err}, <-errc)
+	}
+	go func() { errc <- api.Serve(ctx, ln, tlsConf) }()
+	running++
+	ev.APIListening(scheme, ln.Addr().String())
+
+	var errs []error
+	for ; running > 0; running-- {
+		if err := <-errc; err != nil {
+			errs = append(errs, err)
+		}
+		cancel() // one stopped: stop the other
+	}
+	if loopDone != nil {
+		<-loopDone
+	}
+	if len(errs) == 0 && ctx.Err() != nil {
+		return nil // interrupted: a clean exit
+	}
+	return errors.Join(errs...)
+}
+
+// queryableAddr turns a bound address into one this host can query: an
+// unspecified host becomes loopback.
+func queryableAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+		if ip.Is6() && !ip.Is4In6() {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
