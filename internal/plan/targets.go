@@ -169,8 +169,7 @@ func (p *Planner) OneOff(in OneOff, opt RequestOptions) (renew.Target, error) {
 	}
 	name := in.Name
 	if name == "" {
-		name = strings.Replace(ids[0].Value, "*.", "wildcard.", 1)
-		name = strings.ReplaceAll(name, ":", "-")
+		name = config.DefaultName(ids[0])
 	}
 	if err := store.ValidName(name); err != nil {
 		return renew.Target{}, inputErr(FieldName, err)
