@@ -175,7 +175,7 @@ func (c *Client) fetchDirectory(ctx context.Context) (wire.Directory, error) {
 		req.Header.Set("User-Agent", c.wire.UserAgent)
 		resp, err := c.http.Do(req)
 		if err != nil {
-			lastErr = explainTransport(err)
+			lastErr = err // explained by the gate (see NetworkError)
 			// A timeout already cost RequestTimeout; retrying would multiply it.
 			var ra *RetryAfterError
 			var ne net.Error
@@ -242,19 +242,6 @@ func snippet(mt string, body []byte) string {
 		s = s[:120] + "…"
 	}
 	return fmt.Sprintf(": %q", s)
-}
-
-// explainTransport adds a hint to network errors.
-func explainTransport(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) && ue.Timeout() {
-		return fmt.Errorf("no answer in time (%w); check the URL, your network and any proxy", err)
-	}
-	var ua x509.UnknownAuthorityError
-	if errors.As(err, &ua) {
-		return fmt.Errorf("%w; for a private CA give its root bundle (root_bundle in the config or --ca-roots)", err)
-	}
-	return err
 }
 
 // Profiles returns the CA's profiles (name -> description) from the

@@ -17,6 +17,8 @@ import (
 // A wait longer than maxWait fails at once with *RetryAfterError, so a
 // renewal is rescheduled rather than blocking for hours. It also records the
 // Retry-After of every response per URL, which the pollers read as hints.
+// A request that gets no answer at all fails with a *NetworkError saying
+// what to check.
 type gate struct {
 	next    http.RoundTripper
 	maxWait time.Duration
@@ -109,7 +111,9 @@ func (g *gate) roundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := g.next.RoundTrip(req)
 	if err != nil {
-		return resp, err
+		// Every request to the CA passes here: say what to check when
+		// the CA cannot be reached.
+		return resp, explainNetwork(req, err)
 	}
 	if ra, ok := parseRetryAfter(resp.Header.Get("Retry-After"), g.now()); ok {
 		g.mu.Lock()

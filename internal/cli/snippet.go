@@ -34,6 +34,9 @@ validate while the server keeps ports 80 and 443:
 		Example: "  detour snippet http --server nginx\n  detour snippet http --server haproxy --addr unix:/run/detour/http.sock",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkServer(httpServer, snippet.HTTPForwardServers()); err != nil {
+				return err
+			}
 			addr, err := a.snippetAddr(httpAddr, plan.SnippetHTTP)
 			if err != nil {
 				return err
@@ -61,6 +64,11 @@ select it); after 'detour account rollover' print the block again.`,
 		Example: "  detour snippet stateless --server nginx --email ops@example.com",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Refuse an unsupported server before the account is
+			// registered at the CA (or the CA is contacted at all).
+			if err := checkServer(stServer, snippet.StatelessServers()); err != nil {
+				return err
+			}
 			m, ca, err := a.accountCA(acctFlags)
 			if err != nil {
 				return err
@@ -92,6 +100,9 @@ select it); after 'detour account rollover' print the block again.`,
 		Example: "  detour snippet tls-alpn --server haproxy",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkServer(alpnServer, snippet.TLSALPNForwardServers()); err != nil {
+				return err
+			}
 			addr, err := a.snippetAddr(alpnAddr, plan.SnippetTLSALPN)
 			if err != nil {
 				return err
@@ -108,6 +119,15 @@ select it); after 'detour account rollover' print the block again.`,
 	alpnCmd.Flags().StringVar(&alpnAddr, flagAddr, "", "Detour's alpn-forward address (default: the alpn-forward path of the config, else 127.0.0.1:8403)")
 	cmd.AddCommand(httpCmd, statelessCmd, alpnCmd)
 	return cmd
+}
+
+// checkServer is the usage error for a --server that a snippet does not
+// support, listing those it does.
+func checkServer(server string, supported []string) error {
+	if err := snippet.CheckServer(server, supported); err != nil {
+		return usagef("--%s: %v", flagServer, err)
+	}
+	return nil
 }
 
 // snippetAddr picks the address a snippet points at: the flag, else the

@@ -17,6 +17,9 @@ type Policy struct {
 	Jitter float64
 	// BackoffMin is the delay after the first failure; each further
 	// consecutive failure doubles it, up to BackoffMax. Defaults 1m and 6h.
+	// For a certificate that is still valid, Due starts the backoff at no
+	// more than a thirtieth of its lifetime (see RetryAtFor), so that a
+	// 90-second certificate is retried within seconds.
 	BackoffMin, BackoffMax time.Duration
 	// ARIPollMin and ARIPollMax clamp the interval between renewal-info
 	// polls that the CA's Retry-After asks for (RFC 9773 §4.3 suggests one
@@ -24,9 +27,10 @@ type Policy struct {
 	// polled every ARIPollDefault (default 6h), within the same bounds.
 	ARIPollMin, ARIPollMax, ARIPollDefault time.Duration
 	// Guard is the share of the lifetime that must be left when a renewal
-	// inside a CA's window starts at the latest: a window reaching up to
-	// expiry (as test CAs give for very short certificates) is cut so that
-	// a renewal has time to fail and be retried. Default 1/10.
+	// starts at the latest: a CA's window reaching up to expiry (as test
+	// CAs give for very short certificates) is cut so that a renewal has
+	// time to fail and be retried. Whatever the share, at least room for
+	// two retries is left (see Reserve). Default 1/10.
 	Guard float64
 }
 
@@ -77,30 +81,62 @@ func clampFrac(frac float64) float64 { return max(0, min(frac, 0.999999)) }
 // its end after its start (RFC 9773 §4.2).
 func usable(w *store.ARIWindow) bool { return w != nil && w.End.After(w.Start) }
 
+// backoffLifeShare: while a certificate is valid, its first retry comes
+// after at most this share of its lifetime (BackoffMin otherwise).
+const backoffLifeShare = 1.0 / 30
+
+// forLifetime returns p, with defaults, whose BackoffMin is at most
+// backoffLifeShare of life (when life is known).
+func (p Policy) forLifetime(life time.Duration) Policy {
+	p = p.withDefaults()
+	if b := time.Duration(backoffLifeShare * float64(life)); b > 0 && b < p.BackoffMin {
+		p.BackoffMin = b
+	}
+	return p
+}
+
+// Reserve returns how much of a lifetime of life must be left when a
+// renewal starts at the latest: Guard of the lifetime, and at least room for
+// two retries before expiry. That room is the first two backoffs (after one
+// failure, then after two, as RetryAtFor gives them for this lifetime) and
+// one more first backoff for the last retry to run. A 90-day certificate
+// keeps its Guard (9 days); a 90-second one, whose backoff starts at 3s,
+// keeps 12s rather than 9.
+func (p Policy) Reserve(life time.Duration) time.Duration {
+	q := p.forLifetime(life)
+	retries := 2*q.Backoff(1, 1) + q.Backoff(2, 1)
+	return max(time.Duration(q.Guard*float64(life)), retries)
+}
+
 // RenewAt returns when a certificate valid from notBefore to notAfter should
 // be renewed. With a usable ARI window (end after start, RFC 9773 §4.2) it is
 // the point frac of the way through the window (frac in [0,1), drawn at
-// random by the caller once per window; 0 gives the window's start), but no
-// later than when Guard of the lifetime is left. A window that has already
-// ended means "renew now" and yields its start, which is in the past.
-// Without a window it is when a third of the lifetime is left, moved earlier
-// by up to frac of Jitter of the lifetime so that a fleet issued at once does
-// not renew at once; this suits 160-hour, 45-day and 90-day certificates
-// alike.
+// random by the caller once per window; 0 gives the window's start). A
+// window that has already ended means "renew now" and yields a point of it,
+// which is in the past. Without a window it is when a third of the lifetime
+// is left, moved earlier by up to frac of Jitter of the lifetime so that a
+// fleet issued at once does not renew at once; this suits 160-hour, 45-day
+// and 90-day certificates alike. Either way it is no later than when
+// Reserve of the lifetime is left, even when that is before the start of a
+// window that begins too close to expiry: a failed renewal must still have
+// two retries before the certificate expires.
 func (p Policy) RenewAt(notBefore, notAfter time.Time, ari *store.ARIWindow, frac float64) time.Time {
 	p = p.withDefaults()
 	frac = clampFrac(frac)
 	life := notAfter.Sub(notBefore)
+	latest := notAfter.Add(-p.Reserve(life))
+	var at time.Time
 	if usable(ari) {
 		span := ari.End.Sub(ari.Start)
-		at := ari.Start.Add(time.Duration(frac * float64(span)))
-		if latest := notAfter.Add(-time.Duration(p.Guard * float64(life))); at.After(latest) && ari.Start.Before(latest) {
-			at = latest
-		}
-		return at
+		at = ari.Start.Add(time.Duration(frac * float64(span)))
+	} else {
+		at = notAfter.Add(-life / 3)
+		at = at.Add(-time.Duration(frac * p.Jitter * float64(life)))
 	}
-	at := notAfter.Add(-life / 3)
-	return at.Add(-time.Duration(frac * p.Jitter * float64(life)))
+	if at.After(latest) {
+		at = latest
+	}
+	return at
 }
 
 // RenewAt is DefaultPolicy.RenewAt.
@@ -134,11 +170,11 @@ func WindowPassed(w *store.ARIWindow) bool {
 // Due decides whether the certificate of r must be renewed at now. frac
 // places the renewal inside its window (see RenewAt); retryFrac jitters the
 // backoff after a failure (see Backoff; 1 gives the full delay). Failed
-// attempts back off exponentially from the last attempt, or until the CA's
-// Retry-After when later. An expired certificate is due at once after a
-// success, and after a failure as soon as the backoff, capped at
-// BackoffMin, and the CA's Retry-After allow: hammering a CA that refuses
-// only earns a longer rate limit.
+// attempts back off exponentially from the last attempt (see RetryAtFor),
+// or until the CA's Retry-After when later. An expired certificate is due
+// at once after a success, and after a failure as soon as the backoff,
+// capped at BackoffMin, and the CA's Retry-After allow: hammering a CA that
+// refuses only earns a longer rate limit.
 func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Decision {
 	at := p.RenewAt(r.NotBefore, r.NotAfter, r.ARI, frac)
 	reason := ReasonLifetime
@@ -159,7 +195,7 @@ func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Deci
 		return Decision{Due: true, At: r.NotAfter, Reason: ReasonExpired}
 	}
 	if r.Last != nil && !r.Last.OK && r.Last.Failures > 0 {
-		if next := p.RetryAt(*r.Last, retryFrac); next.After(at) && now.Before(next) {
+		if next := p.RetryAtFor(r.NotBefore, r.NotAfter, *r.Last, retryFrac); next.After(at) && now.Before(next) {
 			return Decision{Due: false, At: next, Reason: ReasonBackoff}
 		}
 	}
@@ -241,6 +277,14 @@ func (p Policy) RetryAt(a store.Attempt, frac float64) time.Time {
 		next = a.RetryAfter
 	}
 	return next
+}
+
+// RetryAtFor is RetryAt for a failed renewal of a certificate valid from
+// notBefore to notAfter: the backoff starts at BackoffMin or a thirtieth of
+// the lifetime, whichever is shorter, so that the retries Reserve leaves
+// room for fit before expiry. Due uses it while the certificate is valid.
+func (p Policy) RetryAtFor(notBefore, notAfter time.Time, a store.Attempt, frac float64) time.Time {
+	return p.forLifetime(notAfter.Sub(notBefore)).RetryAt(a, frac)
 }
 
 // RetryAt is DefaultPolicy.RetryAt with the full (unjittered) backoff: 1m,

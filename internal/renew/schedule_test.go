@@ -310,3 +310,98 @@ func TestDueExpiredBacksOff(t *testing.T) {
 		t.Errorf("Retry-After ignored for an expired certificate: %+v", d)
 	}
 }
+
+// A renewal inside a CA window that reaches expiry starts at the latest
+// when Reserve is left, and that leaves room for two retries (BackoffMin,
+// then its double, in proportion for short lifetimes) and the last retry's
+// run before the certificate expires. Seen before: a 90s certificate
+// renewed 7s before expiry, with a one-minute backoff after a failure.
+func TestRenewAtLeavesRoomForTwoRetries(t *testing.T) {
+	nb := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	const day = 24 * time.Hour
+	whole := func(life time.Duration) *store.ARIWindow {
+		return &store.ARIWindow{Start: nb, End: nb.Add(life), Fetched: nb}
+	}
+	// A window that opens after the Guard point, up to expiry.
+	late := func(life time.Duration) *store.ARIWindow {
+		return &store.ARIWindow{Start: nb.Add(life - life/20), End: nb.Add(life), Fetched: nb}
+	}
+	tests := []struct {
+		name    string
+		p       Policy
+		life    time.Duration
+		ari     func(time.Duration) *store.ARIWindow
+		reserve time.Duration // expected time left at the latest renewal
+		backoff time.Duration // expected first backoff
+		second  time.Duration // expected second backoff; 0: twice the first
+	}{
+		{"90s whole window", Policy{}, 90 * time.Second, whole, 12 * time.Second, 3 * time.Second, 0},
+		{"90s late window", Policy{}, 90 * time.Second, late, 12 * time.Second, 3 * time.Second, 0},
+		{"90s no window", Policy{}, 90 * time.Second, nil, 12 * time.Second, 3 * time.Second, 0},
+		{"160h whole window", Policy{}, 160 * time.Hour, whole, 16 * time.Hour, time.Minute, 0},
+		{"160h late window", Policy{}, 160 * time.Hour, late, 16 * time.Hour, time.Minute, 0},
+		{"45d whole window", Policy{}, 45 * day, whole, 45 * day / 10, time.Minute, 0},
+		{"45d late window", Policy{}, 45 * day, late, 45 * day / 10, time.Minute, 0},
+		{"90d whole window", Policy{}, 90 * day, whole, 9 * day, time.Minute, 0},
+		{"90d late window", Policy{}, 90 * day, late, 9 * day, time.Minute, 0},
+		// A small Guard: the retries decide.
+		{"160h small guard", Policy{Guard: 0.001, BackoffMin: 30 * time.Minute}, 160 * time.Hour, whole, 2 * time.Hour, 30 * time.Minute, 0},
+		{"90d small guard, capped doubling", Policy{Guard: 0.0001, BackoffMin: time.Hour, BackoffMax: 90 * time.Minute}, 90 * day, late, 3*time.Hour + 30*time.Minute, time.Hour, 90 * time.Minute},
+		{"90s small guard", Policy{Guard: 0.001}, 90 * time.Second, whole, 12 * time.Second, 3 * time.Second, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			na := nb.Add(tc.life)
+			var ari *store.ARIWindow
+			if tc.ari != nil {
+				ari = tc.ari(tc.life)
+			}
+			if got := tc.p.Reserve(tc.life); got != tc.reserve {
+				t.Errorf("Reserve(%v) = %v, want %v", tc.life, got, tc.reserve)
+			}
+			// The latest point: the end of the window (or of the jitter).
+			at := tc.p.RenewAt(nb, na, ari, 0.999999)
+			if left := na.Sub(at); left < tc.reserve {
+				t.Fatalf("RenewAt leaves %v of %v, want at least %v", left, tc.life, tc.reserve)
+			}
+			if ari != nil {
+				if left := na.Sub(at); left != tc.reserve {
+					t.Errorf("a window reaching expiry is cut at %v left, want %v", left, tc.reserve)
+				}
+				if first := tc.p.RenewAt(nb, na, ari, 0); first.After(at) {
+					t.Errorf("frac 0 gives %v, after the latest point %v", first, at)
+				}
+			}
+			// The renewal at that point fails twice; both retries, with
+			// their full backoff, come before expiry with the first backoff
+			// still left for the last one to run.
+			rec := store.Record{NotBefore: nb, NotAfter: na, ARI: ari}
+			if d := tc.p.Due(rec, at, 0.999999, 1); !d.Due {
+				t.Fatalf("not due at the latest point %v: %+v", at, d)
+			}
+			now := at
+			second := tc.second
+			if second == 0 {
+				second = 2 * tc.backoff
+			}
+			for i, wait := range []time.Duration{tc.backoff, second} {
+				failures := i + 1
+				rec.Last = &store.Attempt{Time: now, Failures: failures}
+				d := tc.p.Due(rec, now.Add(time.Nanosecond), 0.999999, 1)
+				if d.Due || d.Reason != ReasonBackoff {
+					t.Fatalf("failure %d: %+v, want backing off", failures, d)
+				}
+				if got := d.At.Sub(now); got != wait {
+					t.Errorf("failure %d: retry after %v, want %v", failures, got, wait)
+				}
+				now = d.At
+				if d := tc.p.Due(rec, now, 0.999999, 1); !d.Due || d.Reason == ReasonExpired {
+					t.Fatalf("retry %d at %v (%v before expiry): %+v, want due before expiry", failures, now, na.Sub(now), d)
+				}
+			}
+			if left := na.Sub(now); left < tc.backoff {
+				t.Errorf("the second retry starts %v before expiry, want at least %v for it to run", left, tc.backoff)
+			}
+		})
+	}
+}

@@ -86,6 +86,9 @@ backend detour_acme
 }
 
 // forwardCaddy: Caddy's reverse_proxy passes the Host header unchanged.
+// The block is indented with tabs, as `caddy fmt` writes it: `caddy
+// validate` and `caddy run` warn that a Caddyfile is "not formatted"
+// otherwise.
 func forwardCaddy(t target) string {
 	up := t.hostPort()
 	if t.unix != "" {
@@ -100,7 +103,7 @@ func forwardCaddy(t target) string {
 # redirect in a fallback `+"`handle { redir https://{host}{uri} permanent }`"+`,
 # which runs only when this more specific handle does not match.
 handle /.well-known/acme-challenge/* {
-    reverse_proxy @UP@
+	reverse_proxy @UP@
 }
 `, "@ADDR@", t.String(), "@UP@", up)
 }

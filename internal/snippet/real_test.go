@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -318,6 +319,48 @@ func TestTLSALPNForwardRealServers(t *testing.T) {
 				if got != c.want || negotiated != c.proto {
 					t.Errorf("offering %s: reached %q (negotiated %q), want %q\n%s", c.proto, got, negotiated, c.want, srv.logText())
 				}
+			}
+		})
+	}
+}
+
+// debianHAProxyDefaults is the defaults section of Debian's stock
+// /etc/haproxy/haproxy.cfg (bookworm), where HAProxy is usually installed
+// from: `option httplog` there applies to every frontend.
+const debianHAProxyDefaults = `defaults
+	log	global
+	mode	http
+	option	httplog
+	option	dontlognull
+        timeout connect 5000
+        timeout client  50000
+        timeout server  50000
+	errorfile 400 /etc/haproxy/errors/400.http
+	errorfile 403 /etc/haproxy/errors/403.http
+	errorfile 408 /etc/haproxy/errors/408.http
+	errorfile 500 /etc/haproxy/errors/500.http
+	errorfile 502 /etc/haproxy/errors/502.http
+	errorfile 503 /etc/haproxy/errors/503.http
+	errorfile 504 /etc/haproxy/errors/504.http
+`
+
+// The tls-alpn snippet pasted below Debian's stock defaults passes
+// `haproxy -c` without a warning (-dW turns any warning into a failure).
+func TestTLSALPNForwardHAProxyDebianDefaults(t *testing.T) {
+	bin := binary(t, "haproxy", "haproxy")
+	requireFile(t, "/etc/haproxy/errors/400.http", "haproxy")
+	for _, addr := range []string{"127.0.0.1:8403", "unix:/run/detour/alpn.sock"} {
+		t.Run(addr, func(t *testing.T) {
+			snip, err := TLSALPNForward(HAProxy, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			snip = strings.Replace(snip, "bind :443", "bind "+hostPort(freePort(t)), 1)
+			conf := "global\n\tlog stderr format raw local0\n" + debianHAProxyDefaults + "\n" + snip
+			p := writeConf(t, t.TempDir(), "haproxy.cfg", conf)
+			out, err := exec.Command(bin, "-dW", "-c", "-f", p).CombinedOutput()
+			if err != nil || strings.Contains(string(out), "[WARNING]") {
+				t.Errorf("haproxy -c with Debian's defaults: %v\n%s\nconfiguration:\n%s", err, out, conf)
 			}
 		})
 	}

@@ -66,6 +66,15 @@ func canonical(server string, supported []string) (string, error) {
 	return s, nil
 }
 
+// CheckServer returns an error listing supported when server is not one of
+// them ("apache2" and "httpd" count as Apache). Callers check the name
+// before any work the snippet needs, such as registering the ACME account
+// whose thumbprint Stateless prints.
+func CheckServer(server string, supported []string) error {
+	_, err := canonical(server, supported)
+	return err
+}
+
 // target is a validated address the web server forwards to.
 type target struct {
 	unix string // socket path, or ""

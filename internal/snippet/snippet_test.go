@@ -1,6 +1,7 @@
 package snippet
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -175,6 +176,91 @@ func TestErrors(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q does not contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// caddyFmtIndent checks the indentation rule of `caddy fmt`: each line,
+// comments included, is indented by one tab per enclosing block and by
+// nothing else. A line ending in "{" opens a block, one starting with "}"
+// closes one.
+func caddyFmtIndent(snip string) error {
+	depth := 0
+	for i, line := range strings.Split(strings.TrimRight(snip, "\n"), "\n") {
+		text := strings.TrimLeft(line, " \t")
+		if text == "" {
+			if line != "" {
+				return fmt.Errorf("line %d is blank but not empty: %q", i+1, line)
+			}
+			continue
+		}
+		if strings.HasPrefix(text, "}") {
+			depth--
+		}
+		if depth < 0 {
+			return fmt.Errorf("line %d closes a block that was never opened: %q", i+1, line)
+		}
+		if want := strings.Repeat("\t", depth) + text; line != want {
+			return fmt.Errorf("line %d is indented %q, caddy fmt indents it %q", i+1, line[:len(line)-len(text)], want[:depth])
+		}
+		if !strings.HasPrefix(text, "#") && strings.HasSuffix(text, "{") {
+			depth++
+		}
+	}
+	if depth != 0 {
+		return fmt.Errorf("%d blocks left open", depth)
+	}
+	return nil
+}
+
+// The Caddy snippet is indented as `caddy fmt` writes it (tabs), so that
+// `caddy validate` does not warn that the Caddyfile is not formatted.
+func TestHTTPForwardCaddyFormatted(t *testing.T) {
+	for _, addr := range []string{"", "unix:/run/detour/http.sock", "[::1]:8402"} {
+		t.Run(addr, func(t *testing.T) {
+			snip, err := HTTPForward("caddy", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := caddyFmtIndent(snip); err != nil {
+				t.Errorf("%v in:\n%s", err, snip)
+			}
+		})
+	}
+	// The rule itself: spaces are refused, tabs per depth accepted.
+	if caddyFmtIndent("a {\n    b\n}\n") == nil {
+		t.Error("space indentation accepted")
+	}
+	if err := caddyFmtIndent("# c {\na {\n\tb {\n\t\t# x\n\t\tc\n\t}\n}\n"); err != nil {
+		t.Errorf("tab indentation refused: %v", err)
+	}
+}
+
+func TestCheckServer(t *testing.T) {
+	tests := []struct {
+		server    string
+		supported []string
+		wantErr   string
+	}{
+		{"nginx", StatelessServers(), ""},
+		{" Apache2 ", StatelessServers(), ""},
+		{"httpd", StatelessServers(), ""},
+		{"lighttpd", StatelessServers(), `unknown web server "lighttpd": supported are nginx, apache, haproxy`},
+		{"lighttpd", HTTPForwardServers(), ""},
+		{"caddy", TLSALPNForwardServers(), `unknown web server "caddy": supported are nginx, haproxy`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.server, func(t *testing.T) {
+			err := CheckServer(tt.server, tt.supported)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Errorf("CheckServer(%q) = %v, want nil", tt.server, err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("CheckServer(%q) = %v, want %q", tt.server, err, tt.wantErr)
 			}
 		})
 	}

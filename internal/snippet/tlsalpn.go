@@ -43,7 +43,9 @@ stream {
 }
 
 // alpnHAProxy: a TCP frontend that waits for the ClientHello and routes on
-// its ALPN extension.
+// its ALPN extension. It sets its own log format: the HTTP log format that
+// Debian's stock defaults section sets cannot apply to a TCP frontend, and
+// `haproxy -c` warns about it.
 func alpnHAProxy(t target) string {
 	server := t.hostPort()
 	if t.unix != "" {
@@ -57,9 +59,13 @@ func alpnHAProxy(t target) string {
 # that it has left port 443; if HAProxy itself terminates TLS, bind that
 # frontend to @HTTPS@ instead of :443. Add `+"`send-proxy-v2`"+` to that server line
 # (and accept-proxy to its bind) to keep the client's address.
+# option tcplog: a defaults section with `+"`option httplog`"+` (Debian's stock
+# haproxy.cfg) would make `+"`haproxy -c`"+` warn about this TCP frontend; if your
+# configuration sets no log target at all, drop that line.
 frontend detour_tls_in
     bind :443
     mode tcp
+    option tcplog
     tcp-request inspect-delay 5s
     tcp-request content accept if { req.ssl_hello_type 1 }
     use_backend detour_alpn if { req.ssl_alpn acme-tls/1 }
