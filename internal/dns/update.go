@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -181,47 +182,111 @@ func (u *Updater) newUpdate(zone string) *mdns.Msg {
 	return m
 }
 
+// tsigFudge is the clock difference, in seconds, the TSIG of an update
+// allows between this host and the server (the Fudge field; RFC 8945
+// recommends 300).
+const tsigFudge = 300
+
 // send signs m, sends it over TCP and maps a failure to an *UpdateError.
+//
+// An answer that says the update was applied counts only when it is signed
+// with the update's key and its signature verifies (RFC 8945 §5.4): an
+// unsigned or badly signed NOERROR could be forged, so it is an error. A
+// refusal fails the update whether it verifies or not.
 func (u *Updater) send(ctx context.Context, server, zone string, m *mdns.Msg, deleting bool) error {
 	c := &mdns.Client{Net: "tcp", Timeout: u.timeout}
+	var sent int64
 	if u.key != nil {
-		m.SetTsig(u.key.Name, u.alg, 300, time.Now().Unix())
+		sent = time.Now().Unix()
+		m.SetTsig(u.key.Name, u.alg, tsigFudge, sent)
 		c.TsigSecret = map[string]string{u.key.Name: u.key.Secret}
 	}
 	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
 	r, _, err := c.ExchangeContext(ctx, m, server)
+	received := time.Now()
 	if r == nil {
 		return fmt.Errorf("sending the update to %s: %w; check the server address (server = host:port) and that it accepts TCP", server, err)
+	}
+	t := r.IsTsig()
+	if err != nil && (t == nil || errors.Is(err, mdns.ErrId)) {
+		// Not a TSIG verification failure: the answer is malformed or not
+		// the answer to this update.
+		return fmt.Errorf("reading the answer of %s to the update: %w; the update may or may not have been applied, retry it", server, err)
 	}
 	ue := &UpdateError{Server: server, Zone: mdns.Fqdn(zone), Rcode: r.Rcode}
 	if u.key != nil {
 		ue.Key = strings.TrimSuffix(u.key.Name, ".")
 	}
-	if t := r.IsTsig(); t != nil {
+	if t != nil {
 		ue.TSIGError = int(t.Error)
 	}
+	applied := ue.TSIGError == 0 && (r.Rcode == mdns.RcodeSuccess || deleting && r.Rcode == mdns.RcodeNXRrset)
 	switch {
-	case r.Rcode == mdns.RcodeSuccess && ue.TSIGError == 0 && err == nil:
+	case !applied:
+		if ue.TSIGError == mdns.RcodeBadTime {
+			ue.ClockSkew = badTimeSkew(t, sent, received)
+		}
+		return ue
+	case u.key == nil:
 		return nil
-	case deleting && r.Rcode == mdns.RcodeNXRrset:
-		return nil
-	case r.Rcode == mdns.RcodeSuccess && ue.TSIGError == 0:
-		// The server accepted the update but its signature does not check.
+	case t == nil:
+		ue.Unsigned = true
+		return ue
+	case err != nil:
 		ue.Verify = err
+		if errors.Is(err, mdns.ErrTime) {
+			ue.ClockSkew = skew(t.TimeSigned, received)
+		}
+		return ue
 	}
-	return ue
+	return nil
 }
 
-// UpdateError is an update the server refused.
+// badTimeSkew is how far the server's clock is ahead of this host's, from
+// a BADTIME answer: the Other Data holds the server's time (RFC 8945 §5.2.3);
+// failing that, a Time Signed other than the update's own is the server's.
+// 0 when the answer does not tell.
+func badTimeSkew(t *mdns.TSIG, sent int64, received time.Time) time.Duration {
+	if t.OtherLen == 6 {
+		if b, err := hex.DecodeString(t.OtherData); err == nil && len(b) == 6 {
+			var serverTime uint64
+			for _, x := range b {
+				serverTime = serverTime<<8 | uint64(x)
+			}
+			return skew(serverTime, received)
+		}
+	}
+	if d := int64(t.TimeSigned) - sent; d > tsigFudge || d < -tsigFudge {
+		return skew(t.TimeSigned, received)
+	}
+	return 0
+}
+
+// skew is how far the 48-bit TSIG time serverTime is ahead of received, to
+// the second.
+func skew(serverTime uint64, received time.Time) time.Duration {
+	return time.Unix(int64(serverTime), 0).Sub(received).Round(time.Second)
+}
+
+// UpdateError is an update the server refused, or whose answer cannot be
+// trusted.
 type UpdateError struct {
 	Server, Zone string
 	Key          string // the TSIG key's name, "" for unsigned updates
 	Rcode        int    // the DNS rcode, e.g. mdns.RcodeNotAuth
 	TSIGError    int    // the TSIG error (BADSIG, BADKEY, BADTIME), 0 when none
-	// Verify is set when the server answered NOERROR but its answer's TSIG
-	// did not verify.
+	// Verify is set when the server answered that the update was applied
+	// but the answer's TSIG did not verify (mdns.ErrSig, or mdns.ErrTime
+	// when it was signed at a time too far from this host's clock).
 	Verify error
+	// Unsigned is set when the server answered a signed update that it was
+	// applied, without signing the answer.
+	Unsigned bool
+	// ClockSkew is how far the server's clock is ahead of this host's
+	// (negative: behind), when a BADTIME answer or a signature dated too
+	// far away tells; 0 otherwise.
+	ClockSkew time.Duration
 }
 
 func (e *UpdateError) codes() string {
@@ -232,15 +297,31 @@ func (e *UpdateError) codes() string {
 	return s
 }
 
+// untrusted ends the messages of an answer that cannot be trusted.
+const untrusted = "so it cannot be trusted and the update may or may not have been applied"
+
+// fixClock tells how to fix a clock difference.
+const fixClock = "fix the time with NTP on whichever host is wrong (compare `timedatectl` or `chronyc tracking` on both)"
+
 func (e *UpdateError) Error() string {
 	zone := strings.TrimSuffix(e.Zone, ".")
 	switch {
+	case e.Unsigned:
+		return fmt.Sprintf("the answer of %s to the update of zone %s carries no TSIG signature although the update was signed with key %q, %s (RFC 8945 §5.4); the server does not check TSIG (it may take updates from anyone) or something between answers in its place: declare key %q on the server and require it for the zone (allow-update { key \"%s\"; }; in named.conf), and send updates to the primary directly",
+			e.Server, zone, e.Key, untrusted, e.Key, e.Key)
+	case e.Verify != nil && errors.Is(e.Verify, mdns.ErrTime):
+		return fmt.Sprintf("the answer of %s to the update of zone %s is signed at a time %s this host's clock, more than the %d minutes TSIG allows, %s; %s",
+			e.Server, zone, aheadOrBehind(e.ClockSkew), tsigFudge/60, untrusted, fixClock)
 	case e.Verify != nil:
-		return fmt.Sprintf("the answer of %s to the update of zone %s does not carry a valid TSIG signature (%v); check that server is the zone's primary and tsig_key/tsig_secret match its key", e.Server, zone, e.Verify)
+		return fmt.Sprintf("the answer of %s to the update of zone %s does not carry a valid TSIG signature of key %q (%v), %s; the key's secret differs between detour (tsig_secret) and the server (the key statement in named.conf), or something between them alters the answers: make the secrets equal and send updates to the zone's primary directly",
+			e.Server, zone, e.Key, e.Verify, untrusted)
 	case e.TSIGError == mdns.RcodeBadSig || e.TSIGError == mdns.RcodeBadKey:
 		return fmt.Sprintf("the server refused the update: wrong TSIG key name or secret for zone %s (%s); check tsig_key and tsig_secret against the key in named.conf", zone, e.codes())
+	case e.TSIGError == mdns.RcodeBadTime && e.ClockSkew != 0:
+		return fmt.Sprintf("the server refused the update: the server's clock is %s this host's, more than the %d minutes TSIG allows (%s); %s",
+			aheadOrBehind(e.ClockSkew), tsigFudge/60, e.codes(), fixClock)
 	case e.TSIGError == mdns.RcodeBadTime:
-		return fmt.Sprintf("the server refused the update: this host's clock and the server's differ by more than 5 minutes (%s); fix the time (NTP) on one of them", e.codes())
+		return fmt.Sprintf("the server refused the update: this host's clock and the server's differ by more than %d minutes (%s); %s", tsigFudge/60, e.codes(), fixClock)
 	case e.TSIGError != 0:
 		return fmt.Sprintf("the server refused the update's signature for zone %s (%s); check tsig_algorithm, tsig_key and tsig_secret against the key in named.conf", zone, e.codes())
 	case e.Rcode == mdns.RcodeNotAuth:
@@ -255,6 +336,15 @@ func (e *UpdateError) Error() string {
 		return fmt.Sprintf("the server %s failed to apply the update of zone %s (SERVFAIL); see its log (a zone file or journal it cannot write, for example)", e.Server, zone)
 	}
 	return fmt.Sprintf("the server %s refused the update of zone %s (%s)", e.Server, zone, e.codes())
+}
+
+// aheadOrBehind says how a time stands to another that is d earlier:
+// "16m40s ahead of", "16m40s behind".
+func aheadOrBehind(d time.Duration) string {
+	if d < 0 {
+		return (-d).String() + " behind"
+	}
+	return d.String() + " ahead of"
 }
 
 // Unwrap returns the verification error, if any.

@@ -55,8 +55,9 @@ func (r *limitedReader) ReadPacketConn(conn net.PacketConn, timeout time.Duratio
 	}
 }
 
-// admit applies the rate limit to a query from addr, counting and logging
-// what it drops.
+// admit applies the rate limit to a query from addr, counting what it drops
+// and handing the drops to the DropLog, which logs episodes rather than
+// drops.
 func (s *Server) admit(addr net.Addr) bool {
 	var src netip.Addr
 	switch a := addr.(type) {
@@ -69,12 +70,29 @@ func (s *Server) admit(addr net.Addr) bool {
 		}
 		src = ap.Addr()
 	}
-	ok, first := s.limit.Allow(src)
-	if !ok {
-		s.dropped.Add(1)
-		if first {
-			s.log.Warn("rate limiting DNS queries over UDP; excess is dropped", "source", src.String())
+	ok, _ := s.limit.Allow(src)
+	if ok {
+		s.drops.Tick() // ends episodes that went quiet; cheap
+		return true
+	}
+	s.dropped.Add(1)
+	s.drops.Drop(src)
+	return false
+}
+
+// tickDrops calls the DropLog's Tick every second until stop is closed, so
+// that an episode's end is logged even when no query comes; then it ends
+// the open episodes.
+func (s *Server) tickDrops(stop <-chan struct{}) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.drops.Tick()
+		case <-stop:
+			s.drops.Flush()
+			return
 		}
 	}
-	return ok
 }

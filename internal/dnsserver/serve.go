@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -38,10 +39,18 @@ func (s *Server) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) 
 		exited  bool
 	}
 	var units []*unit
+	stopTicks := func() {}
 	if pc != nil {
 		srv := &dns.Server{PacketConn: pc, Handler: s, UDPSize: readBufferSize, MsgAcceptFunc: acceptQuery}
 		if s.limit != nil {
 			srv.DecorateReader = s.limitReader
+			stop, stopped := make(chan struct{}), make(chan struct{})
+			go func() {
+				defer close(stopped)
+				s.tickDrops(stop)
+			}()
+			stopTicks = sync.OnceFunc(func() { close(stop); <-stopped })
+			defer stopTicks()
 		}
 		units = append(units, &unit{proto: "udp", srv: srv, started: make(chan struct{})})
 	}
@@ -121,6 +130,7 @@ start:
 			errs = append(errs, fmt.Errorf("serving DNS over %s: %w", u.proto, u.err))
 		}
 	}
+	stopTicks() // logs the end of the rate limit's episodes first
 	s.log.Info("DNS server stopped")
 	return errors.Join(errs...)
 }

@@ -28,6 +28,10 @@
 // queries beyond it are dropped silently, before they are parsed. Dropping
 // (rather than answering TC) sends nothing at all towards a spoofed victim; a
 // real client simply retries. TCP is not limited since it cannot be spoofed.
+// The drops are logged once when a source starts being limited and summed up
+// when it stops (or every minute while it lasts), for at most a few sources
+// one by one and the rest together (ratelimit.DropLog), so a flood from
+// however many spoofed addresses writes a bounded number of lines.
 package dnsserver
 
 import (
@@ -100,6 +104,7 @@ type Server struct {
 	udpSize int
 	now     func() time.Time
 	limit   *ratelimit.Limiter // nil when disabled
+	drops   *ratelimit.DropLog // logs the limit's drops; nil when disabled
 	dropped atomic.Uint64
 
 	mu         sync.Mutex
@@ -186,6 +191,11 @@ func New(opts Options) *Server {
 			MaxSources: maxSources,
 			SweepEvery: sweepInterval,
 			Now:        s.now,
+		})
+		s.drops = ratelimit.NewDropLog(ratelimit.DropLogOptions{
+			Logger: s.log,
+			What:   "DNS queries over UDP",
+			Now:    s.now,
 		})
 	}
 	s.serial = uint32(s.now().Unix())

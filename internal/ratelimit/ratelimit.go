@@ -10,6 +10,11 @@
 // overflow bucket, so a flood from many sources is still limited as a whole.
 // Buckets that have refilled are forgotten by a periodic sweep, since a new
 // bucket for the same source would be identical.
+//
+// A DropLog (droplog.go) turns the drops into log lines: one when a source
+// starts being limited and one summary when it stops (or every minute while
+// it lasts), with a bounded table of sources, so that a flood, even from
+// spoofed addresses, cannot flood the log.
 package ratelimit
 
 import (
@@ -101,7 +106,9 @@ func Key(a netip.Addr) netip.Addr {
 
 // Allow takes a token from src's bucket. It reports whether the request may
 // proceed and, when it may not, whether this is the first request of the
-// bucket dropped in a row (for logging a drop once rather than each time).
+// bucket dropped in a row. Under a steady flood every token that comes back
+// lets one request through, so a run of drops restarts at every refill; to
+// log floods, give the drops to a DropLog instead of logging firstDropped.
 func (l *Limiter) Allow(src netip.Addr) (ok, firstDropped bool) {
 	now := l.now()
 	key := Key(src)
@@ -128,6 +135,14 @@ func (l *Limiter) Allow(src netip.Addr) (ok, firstDropped bool) {
 	firstDropped = !b.limited
 	b.limited = true
 	return false, firstDropped
+}
+
+// Len reports how many buckets the Limiter holds (at most MaxSources, plus
+// the overflow bucket, which is not counted).
+func (l *Limiter) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }
 
 // refill adds the tokens b has earned since it was last refilled.
