@@ -154,6 +154,14 @@ func startSilent(t *testing.T) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveSilent(t, ln)
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serveSilent accepts connections on ln and never answers; they are closed
+// when the test ends.
+func serveSilent(t *testing.T, ln net.Listener) {
+	t.Helper()
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -179,7 +187,6 @@ func startSilent(t *testing.T) int {
 			_ = c.Close()
 		}
 	})
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // wantMismatch checks that err is a *MismatchError with reason r whose

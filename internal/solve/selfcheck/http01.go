@@ -52,6 +52,9 @@ func HTTP01(ctx context.Context, ch solve.Challenge, opts Options) error {
 type httpCheck struct {
 	o  Options
 	ch solve.Challenge
+	// comparing is set on the run that fetches from the other address
+	// family, which is not compared again.
+	comparing bool
 }
 
 // httpAnswer is what one address answered.
@@ -73,49 +76,93 @@ func (e *connectedError) Unwrap() error { return e.err }
 // run fetches the challenge URL, follows redirects and judges the answer.
 func (c *httpCheck) run(ctx context.Context) error {
 	u := &url.URL{Scheme: "http", Host: urlHost(c.ch.Identifier.Value), Path: c.ch.HTTP01Path()}
-	var chain []string // URLs fetched before u
-	seen := make(map[string]bool)
+	return c.walk(ctx, u, nil, make(map[string]bool), netip.Addr{})
+}
+
+// walk fetches u, follows redirects and judges the final answer, as the CA
+// does. chain lists the URLs fetched before u. When pin is valid, u is
+// fetched from pin alone (the other address family, compared).
+func (c *httpCheck) walk(ctx context.Context, u *url.URL, chain []string, seen map[string]bool, pin netip.Addr) error {
 	for {
 		seen[u.String()] = true
 		port, _ := c.o.connectPort(u.Scheme, u.Port()) // checked when the redirect was accepted
 		host := u.Hostname()
-		addrs, err := lookup(ctx, c.o, host)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("self-checking http-01 for %s: %w", c.ch.Identifier.Value, ctx.Err())
+		addrs := []netip.Addr{pin}
+		if !pin.IsValid() {
+			var err error
+			addrs, err = lookup(ctx, c.o, host)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("self-checking http-01 for %s: %w", c.ch.Identifier.Value, ctx.Err())
+				}
+				return c.mismatch(u, chain, ReasonDNS, err,
+					fmt.Sprintf("%s does not resolve (%v), so %s cannot be fetched", host, err, abbreviate(u.String())),
+					"create an A or AAAA record for "+host+" pointing at this host; the CA resolves it the same way")
 			}
-			return c.mismatch(u, chain, ReasonDNS, err,
-				fmt.Sprintf("%s does not resolve (%v), so %s cannot be fetched", host, err, abbreviate(u.String())),
-				"create an A or AAAA record for "+host+" pointing at this host; the CA resolves it the same way")
+		}
+		pin = netip.Addr{}
+		tried := addrs
+		if len(chain) > 0 {
+			tried = addrs[:1] // the CA does not fall back for a redirect's target
 		}
 		c.o.Logger.Debug("self-check: fetching", "challenge", solve.HTTP01, "identifier", c.ch.Identifier.Value,
-			"url", u.String(), "addrs", addrs, "port", port)
-		ans, attempts, err := tryEach(ctx, c.o, addrs, port, func(ctx context.Context, ap netip.AddrPort) (httpAnswer, error) {
+			"url", u.String(), "addrs", tried, "port", port)
+		ans, attempts, err := tryEach(ctx, c.o, tried, port, notConnected, func(ctx context.Context, ap netip.AddrPort) (httpAnswer, error) {
 			return c.fetch(ctx, ap, u)
 		})
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("self-checking http-01 for %s: %w", c.ch.Identifier.Value, ctx.Err())
-			}
-			return c.netMismatch(u, chain, attempts, err)
-		}
-		last := attempts[len(attempts)-1].Addr
-		if isRedirect(ans.status) && ans.location != "" {
+		var fail *MismatchError
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("self-checking http-01 for %s: %w", c.ch.Identifier.Value, ctx.Err())
+		case err != nil:
+			fail = c.netMismatch(u, chain, attempts, err)
+		case isRedirect(ans.status) && ans.location != "":
+			last := attempts[len(attempts)-1].Addr
 			next, problem, hint := c.followable(u, ans.location, len(chain)+1, seen)
-			if problem != "" {
-				e := c.answered(u, chain, attempts, ans, ReasonRedirect,
-					fmt.Sprintf("%s answered %d for %s with %s (Location: %s)", who(ans.server, last), ans.status, abbreviate(u.String()), problem, printable(ans.location)),
-					hint)
-				e.Location = ans.location
-				return e
+			if problem == "" {
+				c.o.Logger.Debug("self-check: following redirect", "url", u.String(), "location", next.String(), "status", ans.status)
+				chain = append(chain, u.String())
+				u = next
+				continue
 			}
-			c.o.Logger.Debug("self-check: following redirect", "url", u.String(), "location", next.String(), "status", ans.status)
-			chain = append(chain, u.String())
-			u = next
-			continue
+			fail = c.answered(u, chain, attempts, ans, ReasonRedirect,
+				fmt.Sprintf("%s answered %d for %s with %s (Location: %s)", who(ans.server, last), ans.status, abbreviate(u.String()), problem, printable(ans.location)),
+				hint)
+			fail.Location = ans.location
+		default:
+			if fail = c.judge(u, chain, attempts, ans); fail == nil {
+				return nil
+			}
 		}
-		return c.judge(u, chain, attempts, ans)
+		return c.compare(ctx, u, chain, seen, addrs, attempts, fail)
 	}
+}
+
+// compare fetches u from the address family the CA will not try, when the
+// name has one, and says how the answers differ (see compareFamilies).
+func (c *httpCheck) compare(ctx context.Context, u *url.URL, chain []string, seen map[string]bool,
+	addrs []netip.Addr, attempts []Attempt, fail *MismatchError) error {
+	other := untried(addrs, attempts)
+	if c.comparing || !other.IsValid() {
+		return fail
+	}
+	port := attempts[0].Addr.Port()
+	c.o.Logger.Debug("self-check: fetching from the other address family", "url", u.String(), "addr", other.String())
+	sub := *c
+	sub.comparing = true
+	again := make(map[string]bool, len(seen))
+	for k := range seen {
+		again[k] = seen[k]
+	}
+	f := family{typ: solve.HTTP01, host: u.Hostname(), kind: kindOf(attempts), fail: fail,
+		other: netip.AddrPortFrom(other, port), https: u.Scheme == "https"}
+	e := compareFamilies(f, "serves the key authorization", func() error {
+		return sub.walk(ctx, u, chain, again, other)
+	})
+	if ctx.Err() != nil {
+		return fmt.Errorf("self-checking http-01 for %s: %w", c.ch.Identifier.Value, ctx.Err())
+	}
+	return e
 }
 
 // connectPort maps a URL's scheme and port to the port connected to:
@@ -242,8 +289,9 @@ func (c *httpCheck) fetch(ctx context.Context, ap netip.AddrPort, u *url.URL) (h
 	return ans, nil
 }
 
-// judge compares a final (non-redirect) answer with the key authorization.
-func (c *httpCheck) judge(u *url.URL, chain []string, attempts []Attempt, ans httpAnswer) error {
+// judge compares a final (non-redirect) answer with the key authorization;
+// nil means it passes.
+func (c *httpCheck) judge(u *url.URL, chain []string, attempts []Attempt, ans httpAnswer) *MismatchError {
 	last := attempts[len(attempts)-1].Addr
 	got := strings.TrimRight(string(ans.body), trailingSpace)
 	if ans.status == http.StatusOK && !ans.truncated && got == c.ch.KeyAuthorization {
@@ -289,7 +337,11 @@ func (c *httpCheck) statusHint(ans httpAnswer, u *url.URL) string {
 		return "the server refuses /.well-known/acme-challenge/: allow it without authentication or address " +
 			"restrictions (the CA connects from addresses it does not publish), then add the block printed by " + snippet
 	case s == http.StatusBadGateway || s == http.StatusServiceUnavailable || s == http.StatusGatewayTimeout:
-		return "the server forwards the path but nothing answered behind it: check that Detour's side port is " +
+		port := "Detour's side port"
+		if c.o.Listen != "" {
+			port += " (this path listens on " + c.o.Listen + ")"
+		}
+		return "the server forwards the path but nothing answered behind it: check that " + port + " is " +
 			"listening and that the forward's target matches it (" + snippet + " prints the block)"
 	case s >= 300 && s < 400:
 		return "a CA only follows 301, 302, 303, 307 and 308 with a Location header; " +
@@ -362,8 +414,12 @@ func (c *httpCheck) netMismatch(u *url.URL, chain []string, attempts []Attempt, 
 			port = strconv.Itoa(DefaultTLSPort)
 		}
 	}
-	nat := "; if this host is behind NAT without hairpin routing it cannot reach its own public address, " +
-		"and self_check = false skips this check for the certificate"
+	nat, replace := genericNAT, ""
+	if notConnected(err) && strings.EqualFold(u.Hostname(), c.ch.Identifier.Value) {
+		// Only the identifier's own address is this host's; a redirect may
+		// lead anywhere.
+		replace, nat = c.o.unreachable(u.Hostname(), last)
+	}
 	target := abbreviate(u.String())
 	var detail, hint string
 	r := netReason(err)
@@ -385,6 +441,9 @@ func (c *httpCheck) netMismatch(u *url.URL, chain []string, attempts []Attempt, 
 		detail = fmt.Sprintf("could not fetch %s from %s: %s", target, last, describeNetErr(err))
 		hint = "check that the A/AAAA records of " + u.Hostname() + " point at this host and that port " + port +
 			" is reachable" + nat
+	}
+	if replace != "" {
+		hint = replace
 	}
 	e := c.mismatch(u, chain, r, err, detail, hint)
 	e.Attempts = attempts

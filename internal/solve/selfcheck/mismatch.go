@@ -23,6 +23,10 @@ const (
 	ReasonRedirect    Reason = "redirect"    // http-01: a redirect a CA will not follow
 	ReasonProtocol    Reason = "protocol"    // tls-alpn-01: handshake failed or acme-tls/1 not negotiated
 	ReasonCertificate Reason = "certificate" // tls-alpn-01: acme-tls/1 negotiated, certificate wrong
+	// ReasonFamily: the address the CA will use (IPv6) fails while the
+	// name's address of the other family (IPv4) answers correctly, and the
+	// CA will not fall back to it.
+	ReasonFamily Reason = "family"
 )
 
 // bodyPreview is how much of a body MismatchError keeps.

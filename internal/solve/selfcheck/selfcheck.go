@@ -4,17 +4,22 @@
 // error says what answered instead and what to change.
 //
 // HTTP01 follows RFC 8555 §8.3 as Let's Encrypt's validation authority
-// (Boulder) implements it:
+// (Boulder, va/http.go) implements it:
 //
 //   - the name's A and AAAA records are resolved; the first IPv6 address is
-//     tried first and the first IPv4 address is the fallback when the IPv6
-//     connection fails (an IP identifier, RFC 8738 §4, is connected to
-//     directly);
+//     tried first, and the first IPv4 address only when no TCP connection to
+//     it could be made (refused, timed out, unreachable: Boulder's
+//     fallbackErr takes only a failed dial). An answer, whatever it is, and a
+//     connection that was accepted and then reset or left unanswered end the
+//     attempt: the CA does not fall back after them. An IP identifier
+//     (RFC 8738 §4) is connected to directly;
 //   - GET http://<identifier>/.well-known/acme-challenge/<token> is sent with
 //     that Host header, never through a proxy (HTTP_PROXY is ignored);
 //   - up to 10 redirects are followed, only to http:// or https:// URLs on
 //     ports 80 or 443 and only to names, not IP addresses; any other Location
-//     fails the check, naming it;
+//     fails the check, naming it. A redirect's target is connected to at its
+//     first address alone (IPv6 when it has one): Boulder falls back to IPv4
+//     only for the challenge URL itself;
 //   - after a redirect to https:// the certificate is not verified.
 //     Let's Encrypt documents this ("When redirected to an HTTPS URL, it does
 //     not validate certificates (since this challenge is intended to
@@ -27,14 +32,23 @@
 //     "The server SHOULD ignore whitespace characters at the end of the
 //     body").
 //
-// TLSALPN01 follows RFC 8737 §3: it connects to <identifier>:443 (same
-// IPv6-then-IPv4 rule) with SNI set to the identifier, or to the reverse-DNS
-// name for an IP identifier (RFC 8738 §6), offers only the "acme-tls/1"
-// protocol, and checks that acme-tls/1 was negotiated, that the leaf
-// certificate names exactly the identifier, and that it carries a critical
-// id-pe-acmeIdentifier extension (1.3.6.1.5.5.7.1.31) holding the SHA-256
-// digest of the key authorization as an ASN.1 OCTET STRING. The certificate
-// is not otherwise verified: it is self-signed by design.
+// TLSALPN01 follows RFC 8737 §3: it connects to <identifier>:443 with SNI set
+// to the identifier, or to the reverse-DNS name for an IP identifier
+// (RFC 8738 §6), offers only the "acme-tls/1" protocol, and checks that
+// acme-tls/1 was negotiated, that the leaf certificate names exactly the
+// identifier, and that it carries a critical id-pe-acmeIdentifier extension
+// (1.3.6.1.5.5.7.1.31) holding the SHA-256 digest of the key authorization
+// as an ASN.1 OCTET STRING. The certificate is not otherwise verified: it is
+// self-signed by design. The first IPv6 address is tried first and the first
+// IPv4 address when the handshake with it did not complete (Boulder's
+// va/tlsalpn.go falls back after any dial or handshake error); a completed
+// handshake is an answer, and its certificate is judged without fallback.
+//
+// When the answer the CA will get fails the check and the name has an
+// address of the other family that the CA will not try, that address is
+// fetched too: when it answers correctly the error (ReasonFamily) names both
+// families, both records and both answers, and says to fix the server on the
+// failing address or the record.
 //
 // A check that finds the path broken returns a *MismatchError; any other
 // error (an invalid challenge, a cancelled context) is returned as is. The
@@ -42,7 +56,9 @@
 //
 // The check runs from this host, so it cannot see everything the CA sees:
 // split-horizon DNS or a host behind NAT without hairpin routing can make it
-// fail while the CA would succeed. Such hosts disable it (self_check = false).
+// fail while the CA would succeed. When a connection fails to an address
+// that is on no interface of this host, the error says so and how to go on
+// (self_check = false, or a DNS path).
 package selfcheck
 
 import (
@@ -106,6 +122,17 @@ type Options struct {
 	PathKind string
 	// Root is the webroot's directory, for webroot hints.
 	Root string
+	// Listen is the path's own listen address, its `listen` setting: where
+	// a side-port, alpn-forward or standalone path answers ("127.0.0.1:8403",
+	// "unix:/run/detour/alpn.sock"). A hint about a forward names it as the
+	// forward's target, and tls-alpn-01 connects to it directly to tell a
+	// forward that points elsewhere from a responder that is down. Empty
+	// when unknown.
+	Listen string
+	// LocalAddrs lists the addresses of this host's interfaces, to tell a
+	// host behind NAT (its public address on no interface) from one whose
+	// own address refuses; nil means net.InterfaceAddrs. Tests set it.
+	LocalAddrs func() ([]net.Addr, error)
 }
 
 var discardLogger = slog.New(slog.DiscardHandler)
@@ -126,6 +153,9 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.LocalAddrs == nil {
+		o.LocalAddrs = net.InterfaceAddrs
 	}
 	for _, p := range []int{o.HTTPPort, o.TLSPort} {
 		if p < 1 || p > 65535 {
@@ -230,10 +260,11 @@ func lookup(ctx context.Context, o Options, host string) ([]netip.Addr, error) {
 }
 
 // tryEach runs try against each address in turn, each under o.Timeout, and
-// moves on to the next address only when the connection failed (as the CA
-// falls back from IPv6 to IPv4). It returns the first answer and every
-// attempt made; on failure the error is the last attempt's.
-func tryEach[T any](ctx context.Context, o Options, addrs []netip.Addr, port int,
+// moves on to the next address only when fallback(err) says the CA would
+// (after a failed dial for http-01, any failure before the handshake
+// completed for tls-alpn-01). It returns the first answer and every attempt
+// made; on failure the error is the last attempt's.
+func tryEach[T any](ctx context.Context, o Options, addrs []netip.Addr, port int, fallback func(error) bool,
 	try func(ctx context.Context, ap netip.AddrPort) (T, error)) (T, []Attempt, error) {
 	var zero T
 	var attempts []Attempt
@@ -254,28 +285,23 @@ func tryEach[T any](ctx context.Context, o Options, addrs []netip.Addr, port int
 			return zero, attempts, ctx.Err()
 		}
 		o.Logger.Debug("self-check: connection attempt failed", "addr", ap.String(), "error", err)
-		if !connFailure(err) {
+		if !fallback(err) {
 			return zero, attempts, err
 		}
 	}
 	return zero, attempts, attempts[len(attempts)-1].Err
 }
 
-// connFailure reports whether err means the connection could not be made
-// or broke down, rather than that the peer answered something wrong.
-func connFailure(err error) bool {
-	if isTimeout(err) {
-		return true
-	}
-	var op *net.OpError
-	if errors.As(err, &op) {
-		switch op.Op {
-		case "dial", "read", "write":
-			return true
-		}
-	}
-	return false
+// notConnected reports whether err came before a TCP connection was made:
+// the only failure after which the CA tries the next address for http-01.
+func notConnected(err error) bool {
+	var ce *connectedError
+	return !errors.As(err, &ce)
 }
+
+// anyFailure is tls-alpn-01's fallback rule: every failure before the
+// handshake completed.
+func anyFailure(error) bool { return true }
 
 // isTimeout reports whether err is a timeout.
 func isTimeout(err error) bool {
@@ -358,8 +384,9 @@ func ResolverAt(addr string) *net.Resolver {
 }
 
 // Hint names what a path is, so that a failed check speaks of what the
-// user set up: its kind, and the webroot's directory.
-type Hint struct{ Kind, Root string }
+// user set up: its kind, the webroot's directory, and the path's listen
+// address (see Options.Listen).
+type Hint struct{ Kind, Root, Listen string }
 
 // Func returns the check a renewal runs after each Present, before the CA
 // is asked: the answer fetched the way the CA will fetch it, for the
@@ -374,7 +401,7 @@ func Func(opts Options, hint func(path string) (Hint, bool)) func(context.Contex
 		o := opts
 		if hint != nil {
 			if h, ok := hint(p.Name); ok {
-				o.PathKind, o.Root = h.Kind, h.Root
+				o.PathKind, o.Root, o.Listen = h.Kind, h.Root, h.Listen
 			}
 		}
 		return check(ctx, ch, o)

@@ -49,15 +49,14 @@ type tlsCheck struct {
 	o      Options
 	ch     solve.Challenge
 	target string // identifier:port, for messages
+	// comparing is set on the run that connects to the other address
+	// family, which is not compared again.
+	comparing bool
 }
 
 // run connects, handshakes and judges the certificate.
 func (c *tlsCheck) run(ctx context.Context) error {
 	id := c.ch.Identifier.Value
-	sni := id
-	if c.ch.Identifier.Type == ident.TypeIP {
-		sni = reverseName(netip.MustParseAddr(id)) // validated in validate
-	}
 	addrs, err := lookup(ctx, c.o, id)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -67,30 +66,64 @@ func (c *tlsCheck) run(ctx context.Context) error {
 			"create an A or AAAA record for "+id+" pointing at this host; the CA resolves it the same way")
 		return e
 	}
-	c.o.Logger.Debug("self-check: handshaking", "challenge", solve.TLSALPN01, "identifier", id,
-		"addrs", addrs, "port", c.o.TLSPort, "sni", sni)
-	state, attempts, err := tryEach(ctx, c.o, addrs, c.o.TLSPort, func(ctx context.Context, ap netip.AddrPort) (tls.ConnectionState, error) {
-		return handshake(ctx, ap, sni)
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("self-checking tls-alpn-01 for %s: %w", id, ctx.Err())
-		}
-		return c.handshakeMismatch(attempts, err, sni)
+	err = c.check(ctx, addrs)
+	if ctx.Err() != nil {
+		return fmt.Errorf("self-checking tls-alpn-01 for %s: %w", id, ctx.Err())
 	}
-	last := attempts[len(attempts)-1].Addr
-	if err := c.judge(state, last); err != nil {
-		err.Attempts, err.Addr = attempts, last
-		return err
-	}
-	c.o.Logger.Debug("self-check passed", "challenge", solve.TLSALPN01, "identifier", id, "addr", last.String())
-	return nil
+	return err
 }
 
-// handshake connects to ap and performs the CA's handshake.
-func handshake(ctx context.Context, ap netip.AddrPort, sni string) (tls.ConnectionState, error) {
+// sni is the server name the CA sends for the identifier.
+func (c *tlsCheck) sni() string {
+	if c.ch.Identifier.Type == ident.TypeIP {
+		return reverseName(netip.MustParseAddr(c.ch.Identifier.Value)) // validated in validate
+	}
+	return c.ch.Identifier.Value
+}
+
+// check handshakes with addrs as the CA does and judges the certificate;
+// when that fails and the name has an address of the other family, that
+// address is checked too (see compareFamilies).
+func (c *tlsCheck) check(ctx context.Context, addrs []netip.Addr) error {
+	id, sni := c.ch.Identifier.Value, c.sni()
+	c.o.Logger.Debug("self-check: handshaking", "challenge", solve.TLSALPN01, "identifier", id,
+		"addrs", addrs, "port", c.o.TLSPort, "sni", sni)
+	state, attempts, err := tryEach(ctx, c.o, addrs, c.o.TLSPort, anyFailure, func(ctx context.Context, ap netip.AddrPort) (tls.ConnectionState, error) {
+		return handshake(ctx, "tcp", ap.String(), sni)
+	})
+	var fail *MismatchError
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fail = c.handshakeMismatch(ctx, attempts, err, sni)
+	} else {
+		last := attempts[len(attempts)-1].Addr
+		if fail = c.judge(ctx, state, last); fail == nil {
+			c.o.Logger.Debug("self-check passed", "challenge", solve.TLSALPN01, "identifier", id, "addr", last.String())
+			return nil
+		}
+		fail.Attempts, fail.Addr = attempts, last
+	}
+	other := untried(addrs, attempts)
+	if c.comparing || !other.IsValid() {
+		return fail
+	}
+	c.o.Logger.Debug("self-check: handshaking with the other address family", "identifier", id, "addr", other.String())
+	sub := *c
+	sub.comparing = true
+	f := family{typ: solve.TLSALPN01, host: id, kind: kindOf(attempts), fail: fail,
+		other: netip.AddrPortFrom(other, uint16(c.o.TLSPort))}
+	return compareFamilies(f, "answers with the right acme-tls/1 certificate", func() error {
+		return sub.check(ctx, []netip.Addr{other})
+	})
+}
+
+// handshake connects to address and performs the CA's handshake. A failure
+// after the connection was made is a *connectedError.
+func handshake(ctx context.Context, network, address, sni string) (tls.ConnectionState, error) {
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", ap.String())
+	raw, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		return tls.ConnectionState{}, err
 	}
@@ -109,10 +142,11 @@ func handshake(ctx context.Context, ap netip.AddrPort, sni string) (tls.Connecti
 	return conn.ConnectionState(), nil
 }
 
-// judge checks a completed handshake against RFC 8737 §3.
-func (c *tlsCheck) judge(state tls.ConnectionState, addr netip.AddrPort) *MismatchError {
+// judge checks a completed handshake against RFC 8737 §3; nil means it
+// passes.
+func (c *tlsCheck) judge(ctx context.Context, state tls.ConnectionState, addr netip.AddrPort) *MismatchError {
 	if len(state.PeerCertificates) == 0 {
-		return c.mismatch(ReasonCertificate, nil, fmt.Sprintf("the server on %s (%s) sent no certificate", c.target, addr), useFrontDoor)
+		return c.mismatch(ReasonCertificate, nil, fmt.Sprintf("the server on %s (%s) sent no certificate", c.target, addr), c.notReached(ctx))
 	}
 	leaf := state.PeerCertificates[0]
 	subject, issuer := certNames(leaf), certIssuer(leaf)
@@ -124,7 +158,7 @@ func (c *tlsCheck) judge(state tls.ConnectionState, addr netip.AddrPort) *Mismat
 		return fill(c.mismatch(ReasonProtocol, nil,
 			fmt.Sprintf("the server on %s (%s) did not negotiate %s: it answered with a certificate for %s %s",
 				c.target, addr, acmez.ACMETLS1Protocol, subject, issuedBy(issuer)),
-			useFrontDoor))
+			c.notReached(ctx)))
 	}
 	if !namesOnly(leaf, c.ch.Identifier) {
 		return fill(c.mismatch(ReasonCertificate, nil,
@@ -168,10 +202,12 @@ func (c *tlsCheck) judge(state tls.ConnectionState, addr netip.AddrPort) *Mismat
 
 // handshakeMismatch builds the MismatchError for a failed connection or
 // handshake.
-func (c *tlsCheck) handshakeMismatch(attempts []Attempt, err error, sni string) *MismatchError {
+func (c *tlsCheck) handshakeMismatch(ctx context.Context, attempts []Attempt, err error, sni string) *MismatchError {
 	last := attempts[len(attempts)-1].Addr
-	nat := "; if this host is behind NAT without hairpin routing it cannot reach its own public address, " +
-		"and self_check = false skips this check for the certificate"
+	nat, replace := genericNAT, ""
+	if notConnected(err) {
+		replace, nat = c.o.unreachable(c.ch.Identifier.Value, last)
+	}
 	port := strconv.Itoa(c.o.TLSPort)
 	var detail, hint string
 	r := netReason(err)
@@ -198,23 +234,37 @@ func (c *tlsCheck) handshakeMismatch(attempts []Attempt, err error, sni string) 
 		detail = fmt.Sprintf("%s did not answer TLS on port %s for %s", last, port, c.target)
 		hint = "a service that does not speak TLS (plain HTTP?) holds port " + port + "; free the port for the " +
 			"standalone path, or put Detour's front door (`detour router`) there"
+	case errors.As(err, &ce) && closedSilently(err):
+		r = ReasonProtocol
+		detail = fmt.Sprintf("%s accepted the connection for %s and closed it after the ClientHello offering %s, "+
+			"without any TLS answer", last, c.target, acmez.ACMETLS1Protocol)
+		hint = "that is what a forward on port " + port + " (nginx stream with ssl_preread, HAProxy in tcp mode) " +
+			"does when nothing answers at its " + acmez.ACMETLS1Protocol + " target: the forward is there, but it " +
+			"sends " + acmez.ACMETLS1Protocol + " where nothing answers; " + c.forwardTarget(ctx)
 	case errors.As(err, &op) && op.Op == "remote error" && strings.Contains(op.Err.Error(), "no application protocol"):
 		r = ReasonProtocol
 		detail = fmt.Sprintf("the TLS server on %s (%s) refused %s (alert: no application protocol)", c.target, last, acmez.ACMETLS1Protocol)
-		hint = useFrontDoor
+		hint = c.notReached(ctx)
 	case errors.As(err, &op) && op.Op == "remote error":
 		r = ReasonProtocol
 		detail = fmt.Sprintf("the TLS server on %s (%s) rejected the %s handshake for SNI %q (%v)", c.target, last, acmez.ACMETLS1Protocol, sni, op.Err)
 		hint = "if it is Detour's responder, this challenge is not presented there: check that the ALPN forward or " +
 			"front door points at this Detour; otherwise " + useFrontDoor
+		if c.o.PathKind == alpnForwardKind && c.o.Listen != "" {
+			hint = "the " + acmez.ACMETLS1Protocol + " connection reached a responder that does not hold this " +
+				"challenge (another Detour, or another ACME client); " + c.forwardTarget(ctx)
+		}
 	case errors.As(err, &ce):
 		r = ReasonProtocol
 		detail = fmt.Sprintf("the TLS handshake with %s for %s failed: %v", last, c.target, errors.Unwrap(err))
-		hint = useFrontDoor
+		hint = c.notReached(ctx)
 	default:
 		detail = fmt.Sprintf("could not connect to %s for %s: %s", last, c.target, describeNetErr(err))
 		hint = "check that the A/AAAA records of " + c.ch.Identifier.Value + " point at this host and that port " +
 			port + " is reachable" + nat
+	}
+	if replace != "" {
+		hint = replace
 	}
 	e := c.mismatch(r, err, detail, hint)
 	e.Attempts, e.Addr = attempts, last

@@ -30,6 +30,14 @@ func startTLS(t *testing.T, cfg *tls.Config) int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveTLS(t, ln, cfg)
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serveTLS accepts TLS handshakes with cfg on ln until the test ends. Each
+// connection is closed after its handshake.
+func serveTLS(t *testing.T, ln net.Listener, cfg *tls.Config) {
+	t.Helper()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
@@ -49,7 +57,6 @@ func startTLS(t *testing.T, cfg *tls.Config) int {
 		_ = ln.Close()
 		wg.Wait()
 	})
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // challengeCert makes the RFC 8737 certificate for id with acmez, as a
