@@ -8,9 +8,16 @@
 // web server never serves half an answer. Directories that do not exist are
 // created and, once the last answer is cleaned up, removed again if empty;
 // directories that existed before are never removed. Tokens are checked to
-// be base64url (RFC 8555 §8.1), and .well-known or acme-challenge being a
-// symbolic link that leads outside the root is refused, so nothing is ever
-// written outside the document root.
+// be base64url (RFC 8555 §8.1).
+//
+// Nothing is ever created or removed outside the document root, even while
+// someone who can write it swaps directories for symbolic links: every file
+// and directory below the root is reached from the root's file descriptor
+// one name at a time, with openat2(2) RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
+// where the kernel has it and openat(2) O_NOFOLLOW otherwise, so the kernel
+// follows no link there. A link at .well-known or acme-challenge that stays
+// inside the root is read and followed by Detour itself, confined to the
+// root; one that leads out of it is refused.
 package webroot
 
 import (
@@ -20,10 +27,13 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
@@ -60,8 +70,9 @@ type Options struct {
 
 var discardLogger = slog.New(slog.DiscardHandler)
 
-// mkdir is os.Mkdir; tests replace it to fail halfway through Present.
-var mkdir = os.Mkdir
+// mkdirat is unix.Mkdirat; tests replace it to fail halfway through
+// Present.
+var mkdirat = unix.Mkdirat
 
 // Solver writes http-01 answers into a web server's document root. It is
 // safe for concurrent use.
@@ -72,8 +83,14 @@ type Solver struct {
 	fileMode fs.FileMode
 
 	mu      sync.Mutex
-	files   map[string]int // token -> Presents holding its file
-	created []string       // directories this solver created, outermost first
+	files   map[string]answer // token -> its file
+	created []string          // directories this solver created, relative to the root, outermost first
+}
+
+// answer is a file Present wrote.
+type answer struct {
+	n   int    // Presents holding it
+	dir string // its directory relative to the root, symbolic links resolved
 }
 
 var _ solve.Solver = (*Solver)(nil)
@@ -92,7 +109,7 @@ func New(opts Options) (*Solver, error) {
 		root:     root,
 		dirMode:  opts.DirMode.Perm(),
 		fileMode: opts.FileMode.Perm(),
-		files:    make(map[string]int),
+		files:    make(map[string]answer),
 	}
 	if s.log == nil {
 		s.log = discardLogger
@@ -126,31 +143,25 @@ func (s *Solver) Check(ctx context.Context, id ident.Identifier) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	realRoot, err := s.checkRoot(id.Value)
+	r, err := s.openRoot(id.Value)
 	if err != nil {
 		return err
 	}
+	defer unix.Close(r.fd)
 	// Probe the deepest directory that exists: that is where Present
 	// writes (or creates the next directory).
-	probeDir := s.root
-	for _, d := range []string{s.wellKnownDir(), s.challengeDir()} {
-		ok, err := s.checkDir(d, realRoot)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			break
-		}
-		probeDir = d
-	}
-	f, err := os.CreateTemp(probeDir, ".detour-probe-*")
+	fd, rel, err := s.walk(r, false)
 	if err != nil {
-		return s.explainWrite(probeDir, err)
+		return err
 	}
-	name := f.Name()
+	defer unix.Close(fd)
+	name, f, err := createTemp(fd, ".detour-probe-")
+	if err != nil {
+		return s.explainWrite(s.display(rel), err)
+	}
 	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("removing probe file %s: %w", name, err)
+	if err := unix.Unlinkat(fd, name, 0); err != nil {
+		return fmt.Errorf("removing probe file %s: %w", s.display(path.Join(rel, name)), err)
 	}
 	return nil
 }
@@ -166,102 +177,104 @@ func (s *Solver) Present(ctx context.Context, ch solve.Challenge) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.present(ch); err != nil {
+	r, err := s.openRoot(ch.Identifier.Value)
+	if err != nil {
+		return fmt.Errorf("presenting http-01 for %q in webroot %s: %w", ch.Identifier.Value, s.root, err)
+	}
+	defer unix.Close(r.fd)
+	dir, err := s.present(r, ch)
+	if err != nil {
 		if s.total() == 0 {
 			// Nothing else is presented: undo the directories this
 			// failed attempt created.
-			s.removeCreated()
+			s.removeCreated(r.fd)
 		}
 		return fmt.Errorf("presenting http-01 for %q in webroot %s: %w", ch.Identifier.Value, s.root, err)
 	}
-	s.files[ch.Token]++
-	s.log.Debug("wrote http-01 answer", "identifier", ch.Identifier.Value, "path", s.answerPath(ch.Token))
+	s.files[ch.Token] = answer{n: s.files[ch.Token].n + 1, dir: dir}
+	s.log.Debug("wrote http-01 answer", "identifier", ch.Identifier.Value, "path", s.display(path.Join(dir, ch.Token)))
 	return nil
 }
 
-// present does Present's work; s.mu is held.
-func (s *Solver) present(ch solve.Challenge) error {
-	realRoot, err := s.checkRoot(ch.Identifier.Value)
+// present does Present's work and returns the answer's directory relative
+// to the root; s.mu is held.
+func (s *Solver) present(r rootDir, ch solve.Challenge) (string, error) {
+	fd, rel, err := s.walk(r, true)
 	if err != nil {
-		return err
+		return "", err
 	}
-	for _, d := range []string{s.wellKnownDir(), s.challengeDir()} {
-		ok, err := s.checkDir(d, realRoot)
-		if err != nil {
-			return err
-		}
-		if ok {
-			continue
-		}
-		if err := mkdir(d, s.dirMode); err != nil {
-			return s.explainWrite(filepath.Dir(d), err)
-		}
-		s.created = append(s.created, d)
-		s.log.Debug("created directory", "path", d)
-		if err := os.Chmod(d, s.dirMode); err != nil {
-			return fmt.Errorf("setting mode %o on %s: %w", s.dirMode, d, err)
-		}
-	}
-	return s.writeAtomic(s.answerPath(ch.Token), []byte(ch.KeyAuthorization))
+	defer unix.Close(fd)
+	return rel, s.writeAtomic(fd, rel, ch.Token, []byte(ch.KeyAuthorization))
 }
 
-// writeAtomic writes data to a temporary file in path's directory and
-// renames it over path.
-func (s *Solver) writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".detour-"+filepath.Base(path)+"-*")
+// writeAtomic writes data to a temporary file in the directory dirfd (rel
+// below the root) and renames it over name.
+func (s *Solver) writeAtomic(dirfd int, rel, name string, data []byte) (err error) {
+	tmp, f, err := createTemp(dirfd, ".detour-"+name[:min(len(name), 64)]+"-")
 	if err != nil {
-		return s.explainWrite(dir, err)
+		return s.explainWrite(s.display(rel), err)
 	}
-	tmp := f.Name()
+	shown := s.display(path.Join(rel, tmp))
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(tmp)
+			unix.Unlinkat(dirfd, tmp, 0)
 		}
 	}()
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
+		return fmt.Errorf("writing %s: %w", shown, err)
 	}
 	if err := f.Chmod(s.fileMode); err != nil {
-		return fmt.Errorf("setting mode %o on %s: %w", s.fileMode, tmp, err)
+		return fmt.Errorf("setting mode %o on %s: %w", s.fileMode, shown, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
+		return fmt.Errorf("writing %s: %w", shown, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("renaming %s to %s: %w", tmp, path, err)
+	if err := unix.Renameat(dirfd, tmp, dirfd, name); err != nil {
+		return fmt.Errorf("renaming %s to %s: %w", shown, name, err)
 	}
 	return nil
 }
 
 // CleanUp removes ch's answer file once no Present holds it, and after the
 // last answer the directories this solver created, if they are empty.
-// Cleaning up a challenge that was never presented does nothing.
+// Cleaning up a challenge that was never presented does nothing. It
+// follows no symbolic link: a directory replaced by one since Present is
+// left alone and reported.
 func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	if !solve.ValidToken(ch.Token) {
 		return nil // Present refused it, so nothing is in place.
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n, ok := s.files[ch.Token]
+	a, ok := s.files[ch.Token]
 	if !ok {
 		return nil
 	}
+	if a.n > 1 {
+		a.n--
+		s.files[ch.Token] = a
+		return nil
+	}
+	delete(s.files, ch.Token)
+	rootfd, err := openRootDir(s.root)
+	if errors.Is(err, unix.ENOENT) {
+		s.created = nil
+		return nil // the whole webroot is gone, answers and all
+	}
+	if err != nil {
+		return fmt.Errorf("cleaning up http-01 for %q: opening webroot %s: %w", ch.Identifier.Value, s.root, err)
+	}
+	defer unix.Close(rootfd)
 	var errs []error
-	if n > 1 {
-		s.files[ch.Token] = n - 1
+	p := s.display(path.Join(a.dir, ch.Token))
+	if err := s.remove(rootfd, a.dir, ch.Token, 0); err != nil {
+		errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
 	} else {
-		delete(s.files, ch.Token)
-		p := s.answerPath(ch.Token)
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, fmt.Errorf("removing %s: %w", p, err))
-		} else {
-			s.log.Debug("removed http-01 answer", "identifier", ch.Identifier.Value, "path", p)
-		}
+		s.log.Debug("removed http-01 answer", "identifier", ch.Identifier.Value, "path", p)
 	}
 	if s.total() == 0 {
-		errs = append(errs, s.removeCreated())
+		errs = append(errs, s.removeCreated(rootfd))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cleaning up http-01 for %q: %w", ch.Identifier.Value, err)
@@ -269,11 +282,58 @@ func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	return nil
 }
 
+// remove unlinks name in the directory dir (relative to the root; no
+// element of it may be a symbolic link now). A name already gone is not an
+// error. flags is 0 or unix.AT_REMOVEDIR. unlinkat's own error is returned
+// as the bare errno.
+func (s *Solver) remove(rootfd int, dir, name string, flags int) error {
+	fd, err := openDir(rootfd, dir)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return nil
+	case isLinkOrNotDir(err):
+		return fmt.Errorf("%s since Detour wrote there, and Detour follows no links below the webroot, so it removed nothing; find out who changed it, and remove %s yourself if Detour put it there", s.changed(rootfd, dir), name)
+	case err != nil:
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Unlinkat(fd, name, flags); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return nil
+}
+
+// changed says which element of dir (relative to the root) is no longer
+// a directory, for an error message.
+func (s *Solver) changed(rootfd int, dir string) string {
+	fd, err := openat(rootfd, ".", dirOpenFlags)
+	if err != nil {
+		return s.display(dir) + " changed"
+	}
+	defer func() { unix.Close(fd) }()
+	rel := "."
+	for name := range strings.SplitSeq(dir, "/") {
+		rel = path.Join(rel, name)
+		next, err := openat(fd, name, dirOpenFlags)
+		if err == nil {
+			unix.Close(fd)
+			fd = next
+			continue
+		}
+		var sb unix.Stat_t
+		if unix.Fstatat(fd, name, &sb, unix.AT_SYMLINK_NOFOLLOW) == nil && sb.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return s.display(rel) + " is now a symbolic link"
+		}
+		return s.display(rel) + " is no longer a directory"
+	}
+	return s.display(dir) + " changed"
+}
+
 // total is the number of Presents in place; s.mu is held.
 func (s *Solver) total() int {
 	n := 0
-	for _, c := range s.files {
-		n += c
+	for _, a := range s.files {
+		n += a.n
 	}
 	return n
 }
@@ -281,17 +341,19 @@ func (s *Solver) total() int {
 // removeCreated removes the directories this solver created, innermost
 // first, keeping any that are no longer empty (someone else put files
 // there). s.mu is held.
-func (s *Solver) removeCreated() error {
+func (s *Solver) removeCreated(rootfd int) error {
 	var errs []error
 	for i := len(s.created) - 1; i >= 0; i-- {
-		d := s.created[i]
-		err := os.Remove(d)
+		rel := s.created[i]
+		d := s.display(rel)
+		err := s.remove(rootfd, path.Dir(rel), path.Base(rel), unix.AT_REMOVEDIR)
 		switch {
 		case err == nil:
 			s.log.Debug("removed directory", "path", d)
-		case errors.Is(err, fs.ErrNotExist):
-		case errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST):
+		case errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST):
 			s.log.Info("keeping directory that is not empty", "path", d)
+		case err == unix.ENOTDIR: // from unlinkat itself, not from reaching its parent
+			errs = append(errs, fmt.Errorf("removing directory %s: it is no longer the directory Detour created but a symbolic link or a file, so Detour left it alone; find out who replaced it", d))
 		default:
 			errs = append(errs, fmt.Errorf("removing directory %s: %w", d, err))
 		}
@@ -300,51 +362,43 @@ func (s *Solver) removeCreated() error {
 	return errors.Join(errs...)
 }
 
-// checkRoot verifies the root is an existing directory and returns its
-// real path (symbolic links resolved).
-func (s *Solver) checkRoot(name string) (string, error) {
+// rootDir is the open webroot.
+type rootDir struct {
+	fd   int
+	real string // its path with symbolic links resolved
+}
+
+// openRoot verifies the root is an existing directory and opens it. The
+// root's own path may contain symbolic links: the operator configured it.
+func (s *Solver) openRoot(name string) (rootDir, error) {
 	fi, err := os.Stat(s.root)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return "", fmt.Errorf("webroot %s does not exist: set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, name)
+		return rootDir{}, fmt.Errorf("webroot %s does not exist: set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, name)
 	case err != nil:
-		return "", fmt.Errorf("webroot %s cannot be used: %w; set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, err, name)
+		return rootDir{}, fmt.Errorf("webroot %s cannot be used: %w; set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, err, name)
 	case !fi.IsDir():
-		return "", fmt.Errorf("webroot %s is not a directory: set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, name)
+		return rootDir{}, fmt.Errorf("webroot %s is not a directory: set root = to the directory your web server serves for %s (nginx: its `root` directive; Apache: DocumentRoot)", s.root, name)
 	}
 	real, err := filepath.EvalSymlinks(s.root)
 	if err != nil {
-		return "", fmt.Errorf("resolving webroot %s: %w", s.root, err)
+		return rootDir{}, fmt.Errorf("resolving webroot %s: %w", s.root, err)
 	}
-	return real, nil
+	fd, err := openRootDir(s.root)
+	if err != nil {
+		return rootDir{}, fmt.Errorf("opening webroot %s: %w", s.root, err)
+	}
+	return rootDir{fd: fd, real: real}, nil
 }
 
-// checkDir reports whether directory d exists. It fails when d exists but
-// is not a directory, or is a symbolic link that resolves outside realRoot.
-func (s *Solver) checkDir(d, realRoot string) (bool, error) {
-	fi, err := os.Lstat(d)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("inspecting %s: %w", d, err)
-	}
-	if fi.Mode().Type() == fs.ModeSymlink {
-		target, err := filepath.EvalSymlinks(d)
-		if err != nil {
-			return false, fmt.Errorf("%s is a symbolic link that cannot be followed (%w); remove it so Detour can create the directory, or point it at a directory inside %s", d, err, s.root)
-		}
-		if !within(realRoot, target) {
-			return false, fmt.Errorf("%s is a symbolic link to %s, outside the webroot %s; Detour writes only inside the webroot: replace the link with a directory, or point root = at the directory the link leads to", d, target, s.root)
-		}
-		if fi, err = os.Stat(target); err != nil {
-			return false, fmt.Errorf("inspecting %s: %w", target, err)
+// openRootDir opens the directory at p, following symbolic links.
+func openRootDir(p string) (int, error) {
+	for {
+		fd, err := unix.Open(p, dirOpenFlags|unix.O_CLOEXEC, 0)
+		if err != unix.EINTR {
+			return fd, err
 		}
 	}
-	if !fi.IsDir() {
-		return false, fmt.Errorf("%s exists but is not a directory; remove or rename it so Detour can create the directory the web server serves challenges from", d)
-	}
-	return true, nil
 }
 
 // explainWrite describes a failure to create a file or directory in dir.
@@ -356,7 +410,7 @@ func (s *Solver) explainWrite(dir string, err error) error {
 }
 
 // within reports whether path is root or below it. Both are clean,
-// absolute, symlink-free paths.
+// absolute paths.
 func within(root, path string) bool {
 	if path == root {
 		return true
@@ -365,11 +419,8 @@ func within(root, path string) bool {
 	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
-func (s *Solver) wellKnownDir() string { return filepath.Join(s.root, wellKnown) }
-func (s *Solver) challengeDir() string { return filepath.Join(s.root, wellKnown, acmeChallenge) }
-func (s *Solver) answerPath(token string) string {
-	return filepath.Join(s.challengeDir(), token)
-}
+// display turns a path relative to the root into the one to show.
+func (s *Solver) display(rel string) string { return filepath.Join(s.root, filepath.FromSlash(rel)) }
 
 // validate checks that ch can be written: http-01, a safe token, a key
 // authorization.

@@ -14,9 +14,30 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
 )
+
+// bothWays runs f twice: with openDir forced to openat2(2), and to the
+// component-by-component walk older kernels get.
+func bothWays(t *testing.T, f func(t *testing.T)) {
+	t.Helper()
+	for _, w := range []struct {
+		name string
+		open func(int, string) (int, error)
+	}{{"openat2", openDirOpenat2}, {"walk", openDirWalk}} {
+		t.Run(w.name, func(t *testing.T) {
+			if w.name == "openat2" && !openat2Supported() {
+				t.Skip("this kernel has no openat2(2) (Linux before 5.6, or a seccomp filter refuses it); the walk subtest covers the fallback Detour uses there")
+			}
+			openDir = w.open
+			t.Cleanup(func() { openDir = openDirDefault })
+			f(t)
+		})
+	}
+}
 
 func newSolver(t *testing.T, root string) *Solver {
 	t.Helper()
@@ -81,7 +102,9 @@ func fetch(t *testing.T, addr, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func TestPresentCleanUp(t *testing.T) {
+func TestPresentCleanUp(t *testing.T) { bothWays(t, testPresentCleanUp) }
+
+func testPresentCleanUp(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name     string
@@ -161,7 +184,9 @@ func TestPresentCleanUp(t *testing.T) {
 	}
 }
 
-func TestModes(t *testing.T) {
+func TestModes(t *testing.T) { bothWays(t, testModes) }
+
+func testModes(t *testing.T) {
 	root := t.TempDir()
 	s, err := New(Options{Root: root, DirMode: 0o750, FileMode: 0o640})
 	if err != nil {
@@ -179,7 +204,9 @@ func TestModes(t *testing.T) {
 	}
 }
 
-func TestConcurrentSharedDirectories(t *testing.T) {
+func TestConcurrentSharedDirectories(t *testing.T) { bothWays(t, testConcurrentSharedDirectories) }
+
+func testConcurrentSharedDirectories(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	s := newSolver(t, root)
@@ -228,6 +255,10 @@ func TestConcurrentSharedDirectories(t *testing.T) {
 }
 
 func TestCreatedDirectoryKeptWhenNotEmpty(t *testing.T) {
+	bothWays(t, testCreatedDirectoryKeptWhenNotEmpty)
+}
+
+func testCreatedDirectoryKeptWhenNotEmpty(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	s := newSolver(t, root)
@@ -251,17 +282,19 @@ func TestCreatedDirectoryKeptWhenNotEmpty(t *testing.T) {
 	}
 }
 
-func TestPresentFailsHalfway(t *testing.T) {
+func TestPresentFailsHalfway(t *testing.T) { bothWays(t, testPresentFailsHalfway) }
+
+func testPresentFailsHalfway(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	s := newSolver(t, root)
-	mkdir = func(name string, perm fs.FileMode) error {
+	mkdirat = func(dirfd int, name string, mode uint32) error {
 		if filepath.Base(name) == "acme-challenge" {
-			return &fs.PathError{Op: "mkdir", Path: name, Err: syscall.ENOSPC}
+			return syscall.ENOSPC
 		}
-		return os.Mkdir(name, perm)
+		return unix.Mkdirat(dirfd, name, mode)
 	}
-	t.Cleanup(func() { mkdir = os.Mkdir })
+	t.Cleanup(func() { mkdirat = unix.Mkdirat })
 	ch := chal("example.com", "tok")
 	if err := s.Present(ctx, ch); err == nil {
 		t.Fatal("Present succeeded")
@@ -274,7 +307,9 @@ func TestPresentFailsHalfway(t *testing.T) {
 	}
 }
 
-func TestRefused(t *testing.T) {
+func TestRefused(t *testing.T) { bothWays(t, testRefused) }
+
+func testRefused(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name    string
@@ -339,7 +374,9 @@ func TestRefused(t *testing.T) {
 	}
 }
 
-func TestSymlinkInsideRootAllowed(t *testing.T) {
+func TestSymlinkInsideRootAllowed(t *testing.T) { bothWays(t, testSymlinkInsideRootAllowed) }
+
+func testSymlinkInsideRootAllowed(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
 	mkdirAll(t, filepath.Join(root, "shared/acme"))
@@ -364,7 +401,9 @@ func TestSymlinkInsideRootAllowed(t *testing.T) {
 	}
 }
 
-func TestCheck(t *testing.T) {
+func TestCheck(t *testing.T) { bothWays(t, testCheck) }
+
+func testCheck(t *testing.T) {
 	ctx := context.Background()
 	base := t.TempDir()
 	file := filepath.Join(base, "file")
