@@ -24,13 +24,28 @@ func (a *app) configCommand() *cobra.Command {
 	}, &cobra.Command{
 		Use:   "check",
 		Short: "Load and validate the configuration file; report every problem with its line",
-		Args:  cobra.NoArgs,
+		Long: `Load and validate the configuration file; report every problem with its line.
+Warnings (settings that are valid but probably a mistake, such as a private key
+other users can read) are printed too; they do not make the check fail.`,
+		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			cfg, err := a.config(true)
+			// Not a.config: it would log the warnings printed here.
+			cfg, err := a.loadConfig(true)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "%s: ok (%d certificates, %d paths, %d CAs)\n", cfg.File, len(cfg.Certificates), len(cfg.Paths), len(cfg.CAs))
+			for _, w := range cfg.Warnings {
+				fmt.Fprintf(a.stdout, "warning: %v\n", w)
+			}
+			warnings := ""
+			switch n := len(cfg.Warnings); n {
+			case 0:
+			case 1:
+				warnings = ", 1 warning"
+			default:
+				warnings = fmt.Sprintf(", %d warnings", n)
+			}
+			fmt.Fprintf(a.stdout, "%s: ok (%d certificates, %d paths, %d CAs%s)\n", cfg.File, len(cfg.Certificates), len(cfg.Paths), len(cfg.CAs), warnings)
 			return nil
 		},
 	})

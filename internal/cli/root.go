@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -104,12 +106,14 @@ whatever happens.
 Start with a rehearsal against a local CA:    detour sandbox
 Issue a certificate:                          detour issue -d example.com --email you@example.com --agree-tos
 Renew everything that is due (cron/systemd):  detour renew`,
+		Version:       version(debug.ReadBuildInfo()),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.setupLogging()
 		},
 	}
+	root.SetVersionTemplate("detour {{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{fmt.Errorf("%w\nSee '%s --help'.", err, c.CommandPath())}
 	})
@@ -141,8 +145,52 @@ Renew everything that is due (cron/systemd):  detour renew`,
 		a.dnsServerCommand(),
 		a.acmeDNSCommand(),
 		a.pathsCommand(),
+		versionCommand(root),
 	)
 	return root
+}
+
+// versionCommand prints what --version prints.
+func versionCommand(root *cobra.Command) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print Detour's version, commit and Go version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "detour %s\n", root.Version)
+			return err
+		},
+	}
+}
+
+// version describes the build from its embedded information: the module
+// version ("devel" when built from a checkout), the commit and whether the
+// work tree had changes, the Go version and the platform, e.g.
+// "v1.2.0 (commit 0123456789ab, modified) go1.26.8 linux/amd64". A build
+// without VCS stamping (go build -buildvcs=false, go install of a module)
+// has commit "unknown".
+func version(info *debug.BuildInfo, ok bool) string {
+	v, commit, modified, goVersion := "devel", "unknown", false, runtime.Version()
+	if ok {
+		if m := info.Main.Version; m != "" && m != "(devel)" {
+			v = m
+		}
+		if info.GoVersion != "" {
+			goVersion = info.GoVersion
+		}
+		for _, s := range info.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				commit = s.Value[:min(len(s.Value), 12)]
+			case "vcs.modified":
+				modified = s.Value == "true"
+			}
+		}
+	}
+	if modified {
+		commit += ", modified"
+	}
+	return fmt.Sprintf("%s (commit %s) %s %s/%s", v, commit, goVersion, runtime.GOOS, runtime.GOARCH)
 }
 
 func (a *app) setupLogging() error {
@@ -174,10 +222,26 @@ func (a *app) setupLogging() error {
 	return nil
 }
 
-// config loads the configuration file. When no file was named and the
-// default one does not exist, it returns defaults (one-off use with flags);
-// required reports whether a missing file is an error.
+// config loads the configuration file (see loadConfig) and logs its
+// warnings the first time.
 func (a *app) config(required bool) (*config.Config, error) {
+	if a.cfg != nil || a.cfgErr != nil {
+		return a.cfg, a.cfgErr
+	}
+	cfg, err := a.loadConfig(required)
+	if err == nil {
+		for _, w := range cfg.Warnings {
+			a.log.Warn("configuration warning", "warning", w)
+		}
+	}
+	return cfg, err
+}
+
+// loadConfig loads the configuration file once. When no file was named and
+// the default one does not exist, it returns defaults (one-off use with
+// flags); required reports whether a missing file is an error. It does not
+// log the warnings: `detour config check` prints them.
+func (a *app) loadConfig(required bool) (*config.Config, error) {
 	if a.cfg != nil || a.cfgErr != nil {
 		return a.cfg, a.cfgErr
 	}

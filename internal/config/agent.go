@@ -1,9 +1,12 @@
 package config
 
 import (
+	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // Agent holds the settings of the running agent (`detour run`): where it
@@ -47,10 +50,14 @@ func agentFields(a *Agent) []field {
 // validateAgent checks the agent's settings and applies their defaults.
 func validateAgent(l *errList, a *Agent, hasDays bool) {
 	if a.MetricsListen != "" {
-		if _, port, err := net.SplitHostPort(a.MetricsListen); err != nil {
+		if host, port, err := net.SplitHostPort(a.MetricsListen); err != nil {
 			l.add(keyMetricsListen, "%q is not host:port; write e.g. metrics_listen = \"127.0.0.1:9464\"", a.MetricsListen)
 		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
 			l.add(keyMetricsListen, "port %q is not a number from 0 to 65535", port)
+		} else if where := beyondLoopback(host); where != "" {
+			l.warn(keyMetricsListen, "%q serves /metrics and /status %s: whoever can reach the port learns the certificates' names, "+
+				"expiry and renewal schedule; listen on loopback (metrics_listen = %q) unless a firewall limits who connects",
+				a.MetricsListen, where, net.JoinHostPort("127.0.0.1", port))
 		}
 	}
 	if a.NotifyWebhook != "" {
@@ -66,4 +73,25 @@ func validateAgent(l *errList, a *Agent, hasDays bool) {
 	case !hasDays:
 		a.NotifyDays = DefaultNotifyDays
 	}
+}
+
+// beyondLoopback says where a listener on host is reachable from when that
+// is more than this host: "" for a loopback address or localhost.
+func beyondLoopback(host string) string {
+	if host == "" {
+		return "on every interface"
+	}
+	if strings.EqualFold(host, "localhost") {
+		return ""
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("on %s, a host name rather than a loopback address", host)
+	case ip.IsLoopback():
+		return ""
+	case ip.IsUnspecified():
+		return "on every interface"
+	}
+	return fmt.Sprintf("on %s, which is not a loopback address", host)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -51,6 +52,10 @@ type Config struct {
 	Router Router
 	// Agent holds the settings of `detour run` (metrics, notifications).
 	Agent Agent
+	// Warnings are settings that are valid but probably not meant: a
+	// private key other users can read, metrics served beyond this host.
+	// They are sorted by line; nil when there are none.
+	Warnings []*Error
 }
 
 // Certificate is one [[certificate]] entry with defaults applied.
@@ -88,7 +93,7 @@ type Certificate struct {
 
 // Error is one problem in a configuration file. Parse and Load return every
 // Error found, joined with errors.Join and sorted by line; use errors.As to
-// inspect the first.
+// inspect the first. Config.Warnings has the same shape.
 type Error struct {
 	// File is the configuration file name.
 	File string
@@ -116,6 +121,18 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(e.Msg)
 	return b.String()
+}
+
+// LogValue logs the problem as its parts: file, line, key and message.
+func (e *Error) LogValue() slog.Value {
+	attrs := []slog.Attr{slog.String("file", e.File)}
+	if e.Line > 0 {
+		attrs = append(attrs, slog.Int("line", e.Line))
+	}
+	if e.Key != "" {
+		attrs = append(attrs, slog.String("key", e.Key))
+	}
+	return slog.GroupValue(append(attrs, slog.String("message", e.Msg))...)
 }
 
 // Default returns the configuration of an empty file: defaults only, no
@@ -162,6 +179,7 @@ func Parse(filename string, data []byte) (*Config, error) {
 	if err := errs.join(); err != nil {
 		return nil, err
 	}
+	cfg.Warnings = errs.warnings()
 	return cfg, nil
 }
 
@@ -185,8 +203,9 @@ type errList struct {
 	idx  lineIndex
 	// bad holds key paths whose value had the wrong type; later errors
 	// about them or anything under them would only repeat the problem.
-	bad  map[string]bool
-	errs []*Error
+	bad   map[string]bool
+	errs  []*Error
+	warns []*Error
 }
 
 // add records a problem at key, located through the line index.
@@ -203,6 +222,18 @@ func (l *errList) addAt(key, lineKey, format string, args ...any) {
 		}
 	}
 	l.errs = append(l.errs, &Error{File: l.file, Line: l.idx.line(lineKey), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warn records a warning at key: a valid setting that is probably a
+// mistake.
+func (l *errList) warn(key, format string, args ...any) {
+	l.warns = append(l.warns, &Error{File: l.file, Line: l.idx.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// warnings returns the collected warnings sorted by line, or nil.
+func (l *errList) warnings() []*Error {
+	sort.SliceStable(l.warns, func(i, j int) bool { return l.warns[i].Line < l.warns[j].Line })
+	return l.warns
 }
 
 // typeErr records a wrong type at key and suppresses follow-on errors.

@@ -1,12 +1,15 @@
 package config
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // applyDefaults fills every value the file left out. It never reports
@@ -57,16 +60,38 @@ func applyDefaults(f *file, filename string) {
 	}
 }
 
-// DefaultName is the name of a certificate that does not set one: its first
-// identifier, with a leading "*." spelled "wildcard." and the colons of an
-// IPv6 address replaced by "-".
+// DefaultName is the name of a certificate that does not set one, the one
+// rule for config entries and one-off certificates alike. It is the first
+// identifier, with a leading "*." spelled "wildcard.", and an IPv6 address
+// written with "-" for ":" ("2001:db8::1" is "2001-db8--1"); an address
+// that starts with "::" gets its first zero group written out ("::1" is
+// "0--1", from the equivalent "0::1"), as a name may not start with "-".
+// The result is always accepted by store.ValidName: a name longer than
+// store.MaxNameLen (a DNS name may have 253 characters) keeps its start and
+// ends in "-" and the first hex digits of its SHA-256, so that it stays
+// recognisable, distinct and the same on every run.
 func DefaultName(first ident.Identifier) string {
 	n := first.Value
 	if first.IsWildcard() {
 		n = "wildcard." + first.Base()
 	}
-	return strings.ReplaceAll(n, ":", "-")
+	if first.Type == ident.TypeIP && strings.HasPrefix(n, "::") {
+		// The canonical text (RFC 5952) never starts with "0::", so the
+		// names of distinct addresses stay distinct.
+		n = "0" + n
+	}
+	n = strings.ReplaceAll(n, ":", "-")
+	if len(n) <= store.MaxNameLen {
+		return n
+	}
+	sum := sha256.Sum256([]byte(n))
+	suffix := "-" + hex.EncodeToString(sum[:])[:shortHashLen]
+	return strings.TrimRight(n[:store.MaxNameLen-len(suffix)], ".-") + suffix
 }
+
+// shortHashLen is how many hex digits of SHA-256 tell shortened default
+// names apart: 40 bits, and config validation reports any clash anyway.
+const shortHashLen = 10
 
 // relativeTo resolves a file named in the configuration against the
 // configuration file's directory.

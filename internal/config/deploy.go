@@ -3,6 +3,7 @@ package config
 import (
 	"github.com/detour-acme/detour/internal/suggest"
 
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"slices"
@@ -70,6 +71,11 @@ const (
 	// and the chain (Java keystores, Windows).
 	FormatPKCS12 = "pkcs12"
 )
+
+// FormatHoldsKey reports whether an output of format holds the private key.
+func FormatHoldsKey(format string) bool {
+	return format == FormatPrivkey || format == FormatCombined || format == FormatPKCS12
+}
 
 // OutputFormats lists the formats an output accepts.
 var OutputFormats = []string{FormatCert, FormatChain, FormatFullchain, FormatPrivkey, FormatCombined, FormatPKCS12}
@@ -269,8 +275,51 @@ func validateCertExtras(l *errList, cfg *Config, t *certTable, c *Certificate) {
 			l.add(elem(k(keyOutput), i), "%s is written by output %d already; give each output its own path", o.Path, j)
 		}
 		seen[o.Path] = i
+		warnKeyMode(l, elem(k(keyOutput), i), o)
 	}
 	if t.has[keyDeployHookTimeout] && c.DeployHook == "" {
 		l.add(k(keyDeployHookTimeout), "deploy_hook_timeout needs deploy_hook; add the command or remove the timeout")
 	}
+}
+
+// warnKeyMode warns about an output at key whose mode lets others than its
+// owner at the private key: every user (always a mistake), or a group the
+// file does not name (root's, usually) or that may change it. A group that
+// is named and may only read is what group is for (e.g. haproxy's).
+func warnKeyMode(l *errList, key string, o Output) {
+	if !FormatHoldsKey(o.Format) || o.Mode == 0 {
+		return
+	}
+	at := join(key, keyMode)
+	mode := fmt.Sprintf("mode %q", fmt.Sprintf("%04o", uint32(o.Mode)))
+	if verb := access(o.Mode & 0o7); verb != "" {
+		l.warn(at, "%s lets every user on this host %s the private key (format %s); use mode = \"0600\", "+
+			"or \"0640\" with group = \"NAME\" for a service that reads it through its group", mode, verb, o.Format)
+		return
+	}
+	verb := access(o.Mode >> 3 & 0o7)
+	switch {
+	case verb == "":
+	case o.Group == "":
+		l.warn(at, "%s lets the file's group %s the private key (format %s), and group is not set: the file gets the group "+
+			"Detour runs as (usually root), or the directory's if it is set-group-ID; set group = \"NAME\" to the group that "+
+			"should read it, or use mode = \"0600\"", mode, verb, o.Format)
+	case o.Mode&0o020 != 0:
+		l.warn(at, "%s lets group %q %s the private key (format %s): any member could replace it; use mode = \"0640\"",
+			mode, o.Group, verb, o.Format)
+	}
+}
+
+// access names what permission bits (one class, 0-7) allow on a file's
+// contents; execute alone allows nothing.
+func access(bits fs.FileMode) string {
+	switch {
+	case bits&0o6 == 0o6:
+		return "read and change"
+	case bits&0o4 != 0:
+		return "read"
+	case bits&0o2 != 0:
+		return "change"
+	}
+	return ""
 }

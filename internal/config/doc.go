@@ -50,12 +50,15 @@
 //
 // Each [[certificate]] entry has domains (DNS names, wildcards, IP addresses
 // per RFC 8738; parsed with ident.Parse) and optionally name (default: the
-// first domain, with "*." spelled "wildcard."; lower-case letters, digits,
-// '.', '_', '-'), ca, key_type, profile (an ACME profile name), preferred_chain
-// (an issuer common name) and paths (path names in order of preference,
-// default ["standalone-http"]). A wildcard needs a DNS path (RFC 8555
-// §7.1.3); an IP address needs an http-01 or tls-alpn-01 path (RFC 8738
-// §7); solve.Applicable is the rule.
+// first domain, with "*." spelled "wildcard.", see DefaultName; at most 64
+// lower-case letters, digits, '.', '_', '-'), ca, key_type, profile (an ACME
+// profile name), preferred_chain (an issuer common name) and paths (path
+// names in order of preference, default ["standalone-http"]). A wildcard
+// needs a DNS path (RFC 8555 §7.1.3); an IP address needs an http-01 or
+// tls-alpn-01 path (RFC 8738 §7); solve.Applicable is the rule.
+//
+// Settings that are valid but probably a mistake (a private key other users
+// can read, metrics served beyond loopback) load with Config.Warnings.
 //
 // Example holds a complete, commented file.
 package config

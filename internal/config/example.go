@@ -37,8 +37,11 @@ agree_tos = true
 # The agent (detour run): Prometheus metrics, off unless set.
 # metrics_listen = "127.0.0.1:9402"
 # Tell someone when a certificate is within notify_days of expiry and its
-# last renewal failed (a command, a webhook, or both).
-# notify_command = "mail -s 'detour: $DETOUR_NAME' ops@example.com"
+# last renewal failed (a command, a webhook, or both). The command runs under
+# /bin/sh with DETOUR_NAME, DETOUR_DOMAINS, DETOUR_NOT_AFTER, DETOUR_ERROR and
+# DETOUR_FAILURES set. The outer '...' are TOML's: the shell sees "...", in
+# which it expands $DETOUR_NAME (it would not in single quotes).
+# notify_command = 'mail -s "detour: $DETOUR_NAME" ops@example.com'
 # notify_webhook = "https://hooks.example.com/detour"
 # notify_days = 7
 
@@ -74,6 +77,7 @@ after_failures = 3
 path = "/etc/haproxy/certs/example.pem"
 format = "combined"                              # cert, chain, fullchain, privkey, combined, pkcs12
 owner = "haproxy"
+group = "haproxy"                                # mode 0640: the group reads the key too
 mode = "0640"
 
 [[certificate]]

@@ -20,6 +20,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // validName is the syntax of certificate, CA and path names: they become
@@ -274,6 +275,8 @@ func validateCert(l *errList, cfg *Config, t *certTable, seen map[string]*certTa
 	switch {
 	case t.has[keyName] && !validName.MatchString(c.Name):
 		l.add(nameKey, "%q is not a valid certificate name; %s", c.Name, nameRule)
+	case t.has[keyName] && len(c.Name) > store.MaxNameLen:
+		l.add(nameKey, "%q is %d characters long; a certificate name may have at most %d", c.Name, len(c.Name), store.MaxNameLen)
 	case c.Name == "":
 		// No usable domain to name it after; reported above.
 	case seen[c.Name] != nil:

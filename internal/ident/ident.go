@@ -45,8 +45,17 @@ var profile = idna.New(
 	idna.BidiRule(),
 	idna.StrictDomainName(true),
 	idna.ValidateLabels(true),
-	idna.VerifyDNSLength(true),
+	// Lengths and empty labels are checked by Parse itself, after the
+	// conversion, so that its messages can say what to change.
+	idna.VerifyDNSLength(false),
 	idna.Transitional(false),
+)
+
+// DNS length limits (RFC 1035 §2.3.4): 63 octets per label, 255 octets on
+// the wire, which is 253 characters of text without the trailing dot.
+const (
+	MaxLabelLen = 63
+	MaxNameLen  = 253
 )
 
 // Parse normalises s into an identifier. IP addresses (v4 or v6, no zone)
@@ -73,6 +82,9 @@ func Parse(s string) (Identifier, error) {
 		}
 		return Identifier{Type: TypeIP, Value: ip.Unmap().String()}, nil
 	}
+	if err := checkDots(raw, s); err != nil {
+		return Identifier{}, err
+	}
 	s = strings.TrimSuffix(s, ".")
 	wildcard := false
 	if s == "*" {
@@ -88,16 +100,27 @@ func Parse(s string) (Identifier, error) {
 	if strings.Contains(s, "_") {
 		return Identifier{}, fmt.Errorf("%w %q: underscores are not allowed in certificate names (CA/Browser Forum rules); use a hyphen", ErrInvalid, raw)
 	}
-	for _, label := range strings.Split(s, ".") {
-		if len(label) > 63 {
-			return Identifier{}, fmt.Errorf("%w %q: the label %.20q… is %d characters long; DNS allows at most 63 per label", ErrInvalid, raw, label, len(label))
-		}
-	}
 	ascii, err := profile.ToASCII(s)
 	if err != nil {
 		return Identifier{}, fmt.Errorf("%w %q: %v", ErrInvalid, raw, err)
 	}
 	ascii = strings.ToLower(ascii)
+	// Lengths count the A-labels: mapping (U+3002 is a dot) and punycode
+	// change labels and their length.
+	form := ""
+	if !strings.EqualFold(ascii, s) {
+		form = " in its ASCII (punycode) form"
+	}
+	if err := checkLabels(raw, ascii, form); err != nil {
+		return Identifier{}, err
+	}
+	full := len(ascii)
+	if wildcard {
+		full += len("*.")
+	}
+	if full > MaxNameLen {
+		return Identifier{}, fmt.Errorf("%w %q: the name is %d characters long%s; a DNS name may have at most %d", ErrInvalid, raw, full, form, MaxNameLen)
+	}
 	if !strings.Contains(ascii, ".") {
 		return Identifier{}, fmt.Errorf("%w %q: a certificate name needs at least two labels (e.g. \"host.example.com\")", ErrInvalid, raw)
 	}
@@ -108,6 +131,45 @@ func Parse(s string) (Identifier, error) {
 		ascii = "*." + ascii
 	}
 	return Identifier{Type: TypeDNS, Value: ascii}, nil
+}
+
+// checkDots explains a misplaced dot in s, the trimmed input: more than one
+// at the end, one at the start, or two in a row. Each message shows the name
+// to write instead.
+func checkDots(raw, s string) error {
+	trimmed := strings.TrimRight(s, ".")
+	if trimmed == "" {
+		return fmt.Errorf("%w %q: the name is only dots; write a name such as \"host.example.com\"", ErrInvalid, raw)
+	}
+	switch n := len(s) - len(trimmed); {
+	case n == 2:
+		return fmt.Errorf("%w %q: the name ends with two dots; write %q", ErrInvalid, raw, trimmed)
+	case n > 2:
+		return fmt.Errorf("%w %q: the name ends with %d dots; write %q", ErrInvalid, raw, n, trimmed)
+	}
+	if strings.HasPrefix(s, ".") {
+		return fmt.Errorf("%w %q: the name starts with a dot; write %q", ErrInvalid, raw, strings.TrimLeft(trimmed, "."))
+	}
+	if strings.Contains(trimmed, "..") {
+		labels := strings.FieldsFunc(trimmed, func(r rune) bool { return r == '.' })
+		return fmt.Errorf("%w %q: the name has two dots in a row (an empty label); did you mean %q?", ErrInvalid, raw, strings.Join(labels, "."))
+	}
+	return nil
+}
+
+// checkLabels rejects empty labels and labels longer than MaxLabelLen in
+// ascii, a converted name without wildcard or trailing dot; form says how
+// it differs from what the user wrote.
+func checkLabels(raw, ascii, form string) error {
+	for _, label := range strings.Split(ascii, ".") {
+		if label == "" {
+			return fmt.Errorf("%w %q: the name has an empty label (two dots in a row, or a dot at either end); remove the extra dot", ErrInvalid, raw)
+		}
+		if len(label) > MaxLabelLen {
+			return fmt.Errorf("%w %q: the label %.20q… is %d characters long%s; DNS allows at most %d per label", ErrInvalid, raw, label, len(label), form, MaxLabelLen)
+		}
+	}
+	return nil
 }
 
 // ParseAll parses every name, stopping at the first error, and rejects

@@ -23,6 +23,12 @@ func TestParse(t *testing.T) {
 		{"XN--BCHER-KVA.example", TypeDNS, "xn--bcher-kva.example"},
 		{"123.example.com", TypeDNS, "123.example.com"},
 		{strings.Repeat("a", 63) + ".example.com", TypeDNS, strings.Repeat("a", 63) + ".example.com"},
+		// The longest name DNS allows: 253 characters, 254 with the root dot.
+		{name253, TypeDNS, name253},
+		{name253 + ".", TypeDNS, name253},
+		{"*." + name253[2:], TypeDNS, "*." + name253[2:]},
+		// Lengths count the A-label: 70 bytes of UTF-8, 42 in punycode.
+		{strings.Repeat("ü", 35) + ".example", TypeDNS, "xn--tdaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.example"},
 		// Unicode names become A-labels.
 		{"bücher.example", TypeDNS, "xn--bcher-kva.example"},
 		{"BÜCHER.example", TypeDNS, "xn--bcher-kva.example"},
@@ -105,6 +111,23 @@ func TestParseRejects(t *testing.T) {
 		{"URL", "https://example.com", nil},
 		{"comma list", "a.example.com,b.example.com", nil},
 		{"port", "example.com:443", nil},
+		// Misplaced dots: the message says where and shows the name to write.
+		{"two trailing dots", "www.example.com..", []string{"the name ends with two dots", `write "www.example.com"`}},
+		{"three trailing dots", "www.example.com...", []string{"the name ends with 3 dots", `write "www.example.com"`}},
+		{"wildcard two trailing dots", "*.Example.com..", []string{"ends with two dots", `write "*.Example.com"`}},
+		{"IPv4 two trailing dots", "192.0.2.1..", []string{"ends with two dots", `write "192.0.2.1"`}},
+		{"leading dot", ".example.com", []string{"starts with a dot", `write "example.com"`}},
+		{"only dots", "..", []string{"only dots"}},
+		{"only a dot", ".", []string{"only dots"}},
+		{"empty label said", "a..example.com", []string{"two dots in a row", `did you mean "a.example.com"?`}},
+		{"wildcard empty label", "*..example.com", []string{"two dots in a row", `did you mean "*.example.com"?`}},
+		{"ideographic full stops", "a\u3002\u3002example.com", []string{"empty label"}},
+		// Lengths: the limit is named.
+		{"254 characters", name253 + "a", []string{"254 characters long", "at most 253"}},
+		{"wildcard 255 characters", "*." + name253, []string{"255 characters long", "at most 253"}},
+		{"label too long said", strings.Repeat("a", 64) + ".example.com", []string{"64 characters long", "at most 63 per label"}},
+		{"punycode label too long", strings.Repeat("a", 56) + "ü.example", []string{"64 characters long in its ASCII (punycode) form", "at most 63"}},
+		{"punycode name too long", strings.Repeat(strings.Repeat("a", 50)+"ü.", 5) + "com", []string{"in its ASCII (punycode) form", "at most 253"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,6 +153,9 @@ func TestParseRejects(t *testing.T) {
 		})
 	}
 }
+
+// name253 is a valid DNS name of 253 characters, the most DNS allows.
+var name253 = strings.Repeat(strings.Repeat("a", 62)+".", 3) + strings.Repeat("a", 60) + ".com"
 
 // quote mirrors the %q the error messages use.
 func quote(s string) string {

@@ -22,12 +22,22 @@ var archiveFileRE = regexp.MustCompile(`^(cert|chain|fullchain|privkey)([0-9]+)\
 // and captures its version.
 var versionDirRE = regexp.MustCompile(`^\.v([0-9]+)$`)
 
-// ValidName checks a certificate name: 1-64 characters of a-z, 0-9, '.',
-// '-' and '_', not starting with '.' or '-'. The name becomes a directory
-// under archive/ and live/ and a file under renewal/.
+// MaxNameLen is the longest certificate name ValidName accepts. A name is
+// one path component of several files ("renewal/<name>.json",
+// "locks/.cert-<name>.lock", temporary ".tmp-<name>.json-<random>" and
+// ".tmp-<name>-<16 hex>"), and file systems allow 255 bytes per component;
+// 64 leaves room for every decoration and keeps paths such as
+// live/<name>/fullchain.pem short enough to type into a server's
+// configuration. DNS names are longer (253 characters): config.DefaultName
+// shortens the names it derives from them to fit.
+const MaxNameLen = 64
+
+// ValidName checks a certificate name: 1 to MaxNameLen characters of a-z,
+// 0-9, '.', '-' and '_', not starting with '.' or '-'. The name becomes a
+// directory under archive/ and live/ and a file under renewal/.
 func ValidName(name string) error {
-	if len(name) == 0 || len(name) > 64 {
-		return fmt.Errorf("invalid certificate name %q: must be 1-64 characters long", name)
+	if len(name) == 0 || len(name) > MaxNameLen {
+		return fmt.Errorf("invalid certificate name %q: must be 1-%d characters long", name, MaxNameLen)
 	}
 	if name[0] == '.' || name[0] == '-' {
 		return fmt.Errorf("invalid certificate name %q: must not start with %q", name, name[0])
