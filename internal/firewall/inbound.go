@@ -242,6 +242,9 @@ func (st *inboundState) stages(p packet, skipDetour bool) []stage {
 		}
 		if v.nft {
 			for name := range rs.tables {
+				if rs.incompatible[name] {
+					continue
+				}
 				deferred[nftFamilyName(p.fam)+" "+name] = true
 			}
 		}

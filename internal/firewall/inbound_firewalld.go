@@ -227,14 +227,14 @@ func fwdRichRule(rr fwdRich, z *firewalldZone, p packet) (evRule, int, vKind) {
 			if k, val, ok := strings.Cut(w, "="); ok && k == key {
 				return val
 			}
-			if !strings.Contains(w, "=") && w != "not" {
+			if !strings.Contains(w, "=") && !strings.EqualFold(w, "not") {
 				break
 			}
 		}
 		return ""
 	}
 	for i, w := range words {
-		neg := i+1 < len(words) && words[i+1] == "not"
+		neg := i+1 < len(words) && strings.EqualFold(words[i+1], "not") // firewall-cmd prints NOT
 		k, val, _ := strings.Cut(w, "=")
 		switch k {
 		case "family":

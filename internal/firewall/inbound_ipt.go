@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -37,7 +38,13 @@ type iptRuleset struct {
 	tables map[string]map[string]*iptSaveChain // table -> chain
 	// unreadable says why the ruleset exists but could not be read.
 	unreadable string
+	// incompatible are the tables iptables-nft-save cannot show (nft
+	// made them): it prints an empty stand-in, so nftables' own view of
+	// them is evaluated instead.
+	incompatible map[string]bool
 }
+
+var iptIncompatible = regexp.MustCompile("^# Table `([^']+)' .*incompatible")
 
 type iptSaveChain struct {
 	policy string     // ACCEPT, DROP; "-" for a user chain
@@ -99,10 +106,13 @@ func readProcNet(netns int, name string) (string, error) {
 
 // parseIptablesSave parses iptables-save output.
 func parseIptablesSave(text string) (*iptRuleset, error) {
-	rs := &iptRuleset{tables: map[string]map[string]*iptSaveChain{}}
+	rs := &iptRuleset{tables: map[string]map[string]*iptSaveChain{}, incompatible: map[string]bool{}}
 	var table map[string]*iptSaveChain
 	for n, line := range strings.Split(text, "\n") {
 		line = strings.TrimSpace(line)
+		if m := iptIncompatible.FindStringSubmatch(line); m != nil {
+			rs.incompatible[m[1]] = true
+		}
 		switch {
 		case line == "" || strings.HasPrefix(line, "#") || line == "COMMIT":
 		case strings.HasPrefix(line, "*"):
@@ -148,6 +158,9 @@ func (rs *iptRuleset) stages(p packet, variant string, ufwOuts, fwdOuts []outcom
 		return []stage{{backend: variant, hook: 2, outs: []outcome{{action: Unknown, why: rs.unreadable}}}}, false, false
 	}
 	for _, h := range iptHooks {
+		if rs.incompatible[h.table] {
+			continue
+		}
 		t := rs.tables[h.table]
 		ch := t[h.chain]
 		if ch == nil {
