@@ -48,6 +48,13 @@
 // Processes that use different state directories do not see each other's
 // leases.
 //
+// Inbound reads the rulesets, changing nothing, and says what they do to
+// an inbound TCP connection to a port from a remote address, per address
+// family: accept, drop, reject or unknown, which firewall and which rule or
+// policy decided, and whether a Detour window is what accepts it. A
+// self-check cannot tell: a request the host makes to itself never crosses
+// its own inbound filter.
+//
 // Solver wraps any http-01 or tls-alpn-01 solver: the window opens just
 // before the inner Present and closes right after the inner CleanUp, which
 // the renewal runs after the CA's validation.
