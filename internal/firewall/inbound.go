@@ -193,11 +193,15 @@ func (st *inboundState) verdict(port int, now time.Time) Verdict {
 	for _, f := range []Family{IPv4, IPv6} {
 		p := packet{fam: f, port: port, iface: st.iface, now: now}
 		fv := combine(st.stages(p, false))
+		fv.Window = false
 		if fv.Action == Accept {
-			without := combine(st.stages(p, true))
-			fv.Window = without.Action != Accept
-		} else {
-			fv.Window = false
+			// Without Detour's rules: does the user's ruleset accept it
+			// by itself? Then that rule, not the window, is the answer.
+			if without := combine(st.stages(p, true)); without.Action == Accept {
+				fv = without
+			} else {
+				fv.Window = true
+			}
 		}
 		if f == IPv4 {
 			v.IPv4 = fv
