@@ -22,7 +22,8 @@ import (
 // directory, in the layout store.FS reads (archive/<name>/ with its .v1
 // directory, live/<name> pointing at it, renewal/<name>.json), and returns
 // their names. One self-signed certificate is shared by all: the decision
-// reads the records, and the agent loads a certificate only to poll ARI,
+// reads the records and checks each live pair (the serial is the
+// record's), and the agent loads a certificate only to poll ARI,
 // which none needs for hours.
 func synthesize(dir string, n int, now time.Time) ([]string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -49,6 +50,7 @@ func synthesize(dir string, n int, now time.Time) ([]string, error) {
 			return nil, err
 		}
 	}
+	sum := store.Bundle{CertPEM: files["cert"], KeyPEM: files["privkey"]}.LiveSum()
 	r := mrand.New(mrand.NewPCG(1, 2))
 	names := make([]string, n)
 	for i := range n {
@@ -79,7 +81,7 @@ func synthesize(dir string, n int, now time.Time) ([]string, error) {
 			Name: name, Identifiers: []string{name}, CA: "https://acme.invalid/directory", CAName: "bench",
 			Account: "https://acme.invalid/acct/1", KeyType: "ecdsa-p256",
 			Paths:   []store.PathRef{{Name: "standalone-http", Kind: "standalone", Settings: map[string]string{"challenge": "http-01", "listen": "127.0.0.1:1"}}},
-			Version: 1, Serial: fmt.Sprintf("%x", i+1), NotBefore: issued, NotAfter: issued.Add(90 * 24 * time.Hour), Issued: issued,
+			Version: 1, Serial: "1", LiveSum: sum, NotBefore: issued, NotAfter: issued.Add(90 * 24 * time.Hour), Issued: issued,
 			ARI: &store.ARIWindow{Start: mid.Add(-24 * time.Hour), End: mid.Add(24 * time.Hour),
 				Fetched: now.Add(-time.Hour), RetryAfter: now.Add(6 * time.Hour)},
 			Last: &store.Attempt{Time: issued, OK: true, Path: "standalone-http"},

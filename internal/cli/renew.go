@@ -58,6 +58,10 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 	notDue := 0
 	for _, r := range renewals {
 		t := r.Target
+		if r.Broken != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, plan.BrokenRecordError{Record: r.Broken}))
+			continue
+		}
 		out := p.Manager.Renew(ctx, t, renew.StepOptions{Force: force || dryRun, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1, Record: r.Record})
 		if out.Err != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, out.Err))

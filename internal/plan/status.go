@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/detour-acme/detour/internal/agent"
@@ -41,13 +43,32 @@ type CertStatus struct {
 	Running  bool   `json:"running,omitempty"`
 	NextCA   string `json:"next_ca,omitempty"`
 	Failures int    `json:"failures,omitempty"`
+	// State is the verdict: "ok"; "failing" (the last renewal failed);
+	// "expired"; "broken" (the record cannot be read, or the live pair is
+	// not what a server can use: Problem says what, Fix what to do).
+	State   string `json:"state"`
+	Problem string `json:"problem,omitempty"`
+	Fix     string `json:"fix,omitempty"`
+	// Alert is what `detour status --check` fails on: broken, expired, or
+	// in the last third of its life with the last renewal failed.
+	Alert bool `json:"alert"`
 }
+
+// States of a certificate.
+const (
+	StateOK      = "ok"
+	StateFailing = "failing"
+	StateExpired = "expired"
+	StateBroken  = "broken"
+	// StatePending is a certificate the running agent has to obtain yet.
+	StatePending = "pending"
+)
 
 // Status returns a row for each certificate named (every one when none
 // is), from the records, overlaid with the running agent's view when an
 // agent answers on the state directory's socket.
 func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, error) {
-	recs, err := p.Store.ListRecords(ctx)
+	scan, err := p.Store.ScanRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -57,13 +78,24 @@ func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, err
 	}
 	now := time.Now()
 	rows := []CertStatus{}
-	for _, r := range recs {
+	for _, r := range scan.Records {
 		if len(want) > 0 && !want[r.Name] {
 			continue
 		}
 		delete(want, r.Name)
 		rows = append(rows, p.statusOf(r, now))
 	}
+	for _, b := range scan.Broken {
+		if len(want) > 0 && !want[b.Name] {
+			continue
+		}
+		delete(want, b.Name)
+		rows = append(rows, p.brokenRecordStatus(b))
+	}
+	for _, file := range scan.Ignored {
+		p.log.Warn("ignoring a file in renewal/ that is not a certificate record", "file", file)
+	}
+	slices.SortFunc(rows, func(a, b CertStatus) int { return strings.Compare(a.Name, b.Name) })
 	rows = p.mergeAgentStatus(ctx, rows, want)
 	for n := range want {
 		return nil, fmt.Errorf("no certificate named %q in %s", n, p.Store.Dir())
@@ -71,6 +103,19 @@ func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, err
 	return rows, nil
 }
 
+// brokenRecordStatus is the row of a certificate whose record cannot be
+// read.
+func (p *Planner) brokenRecordStatus(b store.BrokenRecord) CertStatus {
+	s := CertStatus{Name: b.Name, Identifiers: []string{}, Paths: []string{}, Source: "store", State: StateBroken, Alert: true,
+		Fullchain: p.Store.LivePath(b.Name, "fullchain.pem"), Privkey: p.Store.LivePath(b.Name, "privkey.pem"),
+		Problem: fmt.Sprintf("its record %s cannot be read: %v", b.File, b.Err)}
+	if _, err := p.cfg.Certificate(b.Name); err == nil {
+		s.Fix = fmt.Sprintf("`detour renew %s` (and the agent) rebuild the record from live/%s and the configuration; the broken file is kept beside it", b.Name, b.Name)
+	} else {
+		s.Fix = fmt.Sprintf("this certificate was issued with flags and its record is the only description of it: restore %s from a backup, or issue it again with `detour issue -d ...` (live/%s is untouched)", b.File, b.Name)
+	}
+	return s
+}
 func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
 	d := renew.Due(r, now, 0)
 	s := CertStatus{
@@ -88,6 +133,31 @@ func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
 	}
 	if r.Last != nil {
 		s.LastOK, s.LastTime, s.LastError = &r.Last.OK, &r.Last.Time, r.Last.Error
+	}
+	s.State = StateOK
+	if r.Last != nil && !r.Last.OK {
+		s.State = StateFailing
+		s.Problem = "the last renewal failed: " + firstLine(r.Last.Error)
+		s.Fix = "see the error; the next attempt is at " + d.At.UTC().Format(time.RFC3339)
+		// In the last third of its life, failing means trouble.
+		s.Alert = !now.Before(r.NotAfter.Add(-r.NotAfter.Sub(r.NotBefore) / 3))
+	}
+	var le *store.LiveError
+	if err := p.Store.CheckLive(r.Name, r, now); errors.As(err, &le) {
+		s.Problem, s.Alert = le.Problem, true
+		if le.Expired {
+			s.State, s.Fix = StateExpired, fmt.Sprintf("`detour renew %s` renews it now", r.Name)
+		} else {
+			s.State, s.Fix = StateBroken, fmt.Sprintf("`detour renew` (and the agent) renew it at once; the files web servers read are %s and %s", s.Fullchain, s.Privkey)
+		}
+	}
+	return s
+}
+
+// firstLine returns the first line of s.
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
 	}
 	return s
 }
@@ -117,7 +187,7 @@ func (p *Planner) mergeAgentStatus(ctx context.Context, rows []CertStatus, want 
 				continue
 			}
 			delete(want, s.Name)
-			rows = append(rows, CertStatus{Name: s.Name, Identifiers: s.Identifiers, Paths: []string{}})
+			rows = append(rows, CertStatus{Name: s.Name, Identifiers: s.Identifiers, Paths: []string{}, State: StatePending})
 			i = len(rows) - 1
 		}
 		r := &rows[i]
@@ -129,6 +199,9 @@ func (p *Planner) mergeAgentStatus(ctx context.Context, rows []CertStatus, want 
 		if s.LastOK != nil {
 			ok, at := *s.LastOK, s.LastTime
 			r.LastOK, r.LastTime, r.LastError = &ok, &at, s.LastError
+			if !ok && (r.State == StateOK || r.State == StatePending) {
+				r.State, r.Problem = StateFailing, "the last attempt failed: "+firstLine(s.LastError)
+			}
 		}
 	}
 	return rows

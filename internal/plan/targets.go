@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"path/filepath"
 	"slices"
@@ -28,19 +29,21 @@ var ErrNoCertificates = errors.New("no certificates yet: issue one with `detour 
 type Renewal struct {
 	Target renew.Target
 	Record *store.Record
+	// Broken is the unreadable record of a certificate issued with flags
+	// (one of the configuration gets its record rebuilt instead).
+	Broken *store.BrokenRecord
 }
 
 // Renewals returns a renewal for every certificate of the configuration,
 // then every certificate issued with flags (known from its record), or
 // only those named. A name that is neither is an error.
 func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptions) ([]Renewal, error) {
-	recs, err := p.Store.ListRecords(ctx)
+	scan, err := p.Store.ScanRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
-	byName := make(map[string]*store.Record, len(recs))
-	for i := range recs {
-		byName[recs[i].Name] = &recs[i]
+	for _, file := range scan.Ignored {
+		p.log.WarnContext(ctx, "ignoring a file in renewal/ that is not a certificate record", "file", file)
 	}
 	configured := make(map[string]config.Certificate, len(p.cfg.Certificates))
 	var all []string
@@ -48,9 +51,34 @@ func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptio
 		configured[c.Name] = c
 		all = append(all, c.Name)
 	}
-	for _, r := range recs {
+	byName := make(map[string]*store.Record, len(scan.Records))
+	for i := range scan.Records {
+		byName[scan.Records[i].Name] = &scan.Records[i]
+	}
+	broken := map[string]*store.BrokenRecord{}
+	for i, b := range scan.Broken {
+		if c, ok := configured[b.Name]; ok {
+			// The configuration describes the certificate: the record
+			// can be written again from it and the live files.
+			if rec, err := p.repair(ctx, c); err != nil {
+				p.log.ErrorContext(ctx, "a certificate record cannot be read, nor rebuilt", "certificate", b.Name, "file", b.File, "error", b.Err, "rebuild_error", err)
+			} else if rec != nil {
+				byName[b.Name] = rec
+			}
+			continue
+		}
+		broken[b.Name] = &scan.Broken[i]
+		p.log.ErrorContext(ctx, "a certificate record cannot be read; this certificate is not renewed until it is restored or issued again",
+			"certificate", b.Name, "file", b.File, "error", b.Err)
+	}
+	for _, r := range scan.Records {
 		if _, ok := configured[r.Name]; !ok {
 			all = append(all, r.Name)
+		}
+	}
+	for _, b := range scan.Broken {
+		if broken[b.Name] != nil {
+			all = append(all, b.Name)
 		}
 	}
 	if len(names) == 0 {
@@ -67,6 +95,12 @@ func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptio
 			out = append(out, Renewal{Target: t, Record: rec})
 			continue
 		}
+		if b := broken[n]; b != nil {
+			out = append(out, Renewal{Target: renew.Target{Name: n, CAs: []string{"?"}, Request: func(context.Context, int) (renew.Request, func(), error) {
+				return renew.Request{}, nil, BrokenRecordError{b}
+			}}, Broken: b})
+			continue
+		}
 		if rec == nil {
 			return nil, fmt.Errorf("no certificate named %q: `detour list` shows the known ones", n)
 		}
@@ -76,6 +110,39 @@ func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptio
 		return nil, ErrNoCertificates
 	}
 	return out, nil
+}
+
+// BrokenRecordError is a certificate issued with flags whose record, the
+// only description of it, cannot be read.
+type BrokenRecordError struct{ Record *store.BrokenRecord }
+
+func (e BrokenRecordError) Error() string {
+	return fmt.Sprintf("its record %s cannot be read (%v); it was issued with flags and the record is the only description of it: "+
+		"restore the file from a backup, or issue the certificate again with `detour issue -d ...` (live/%s is untouched meanwhile)",
+		e.Record.File, e.Record.Err, e.Record.Name)
+}
+
+// repair rebuilds the unreadable record of certificate c of the
+// configuration (see renew.Manager.RebuildRecord) and returns the new
+// record, nil when there is no live certificate to build it from.
+func (p *Planner) repair(ctx context.Context, c config.Certificate) (*store.Record, error) {
+	t, err := p.ConfigTarget(c, RequestOptions{})
+	if err != nil {
+		return nil, err
+	}
+	req, release, err := t.Request(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if _, err := p.Manager.RebuildRecord(ctx, req); err != nil {
+		return nil, err
+	}
+	rec, err := p.Store.LoadRecord(ctx, c.Name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return &rec, err
 }
 
 // Targets returns the targets of Renewals, for the agent, which reads

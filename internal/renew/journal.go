@@ -238,6 +238,7 @@ func (m *Manager) reconcileRecord(ctx context.Context, name string) error {
 	rec.Version = version
 	rec.Serial = leaf.SerialNumber.Text(16)
 	rec.ARIID, _ = acme.ARIID(leaf)
+	rec.LiveSum = b.LiveSum()
 	rec.NotBefore, rec.NotAfter = leaf.NotBefore, leaf.NotAfter
 	rec.Issued = leaf.NotBefore
 	rec.ARI = nil
@@ -246,4 +247,42 @@ func (m *Manager) reconcileRecord(ctx context.Context, name string) error {
 		return fmt.Errorf("updating the record to live version %d: %w", version, err)
 	}
 	return nil
+}
+
+// RebuildRecord replaces the record of req.Name, which cannot be read, by
+// one written from the live certificate and req (the configuration's
+// description of the certificate); the unreadable file is kept beside it
+// (see store.FS.SetAsideRecord). Without a live certificate only the file
+// is set aside, and the certificate counts as never issued. It returns
+// where the file went.
+func (m *Manager) RebuildRecord(ctx context.Context, req Request) (string, error) {
+	unlock, err := m.store.TryLock(ctx, req.Name)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	kept, err := m.store.SetAsideRecord(ctx, req.Name)
+	if err != nil {
+		return "", err
+	}
+	b, version, err := m.store.LoadCertificate(ctx, req.Name)
+	if errors.Is(err, fs.ErrNotExist) {
+		m.log.WarnContext(ctx, "set an unreadable record aside; there is no live certificate, so this one counts as never issued",
+			"certificate", req.Name, "kept", kept)
+		return kept, nil
+	} else if err != nil {
+		return kept, err
+	}
+	leaf, err := parseLeaf(b.CertPEM)
+	if err != nil {
+		return kept, fmt.Errorf("reading live version %d: %w", version, err)
+	}
+	rec := recordFor(req, leaf, b, version)
+	rec.Last = &store.Attempt{Time: m.now(), OK: true}
+	if err := m.store.SaveRecord(ctx, rec); err != nil {
+		return kept, fmt.Errorf("writing the rebuilt record: %w", err)
+	}
+	m.log.WarnContext(ctx, "rebuilt an unreadable record from the live certificate and the configuration",
+		"certificate", req.Name, "version", version, "kept", kept)
+	return kept, nil
 }

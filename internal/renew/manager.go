@@ -26,6 +26,9 @@ type Backend interface {
 	store.Locker
 	// LiveDir is the directory of name's live files, given to deploy hooks.
 	LiveDir(name string) string
+	// SetAsideRecord moves name's record file out of the way, keeping it,
+	// and returns where it went.
+	SetAsideRecord(ctx context.Context, name string) (string, error)
 }
 
 // Options configure a Manager.

@@ -182,21 +182,15 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	// The steps are local and short; they get their own deadline.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer scancel()
-	version, err := m.store.PutCertificate(sctx, req.Name, store.Bundle{CertPEM: leafPEM, ChainPEM: chainPEM, KeyPEM: keyPEM})
+	bundle := store.Bundle{CertPEM: leafPEM, ChainPEM: chainPEM, KeyPEM: keyPEM}
+	version, err := m.store.PutCertificate(sctx, req.Name, bundle)
 	if err != nil {
 		return fail("store", true, err)
 	}
 	res.Version = version
-	ariID, _ := acme.ARIID(leaf)
-	rec := store.Record{
-		Name: req.Name, Identifiers: ident.Values(req.Identifiers),
-		CA: req.CA.Client.DirectoryURL(), CAName: req.CA.Name, RootBundle: req.CA.RootBundle,
-		Account: acct.Location, Email: req.CA.Email,
-		KeyType: string(keyType), Profile: req.Profile, PreferredChain: req.PreferredChain,
-		Paths: req.Refs, DeployHook: req.DeployHook.Command, NoSelfCheck: req.SelfCheck == nil, Version: version, Serial: res.Serial, ARIID: ariID,
-		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Issued: m.now(), ARI: res.ARI,
-		Last: &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(res.PathUsed)},
-	}
+	rec := recordFor(req, leaf, bundle, version)
+	rec.Account, rec.KeyType, rec.Issued, rec.ARI = acct.Location, string(keyType), m.now(), res.ARI
+	rec.Last = &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(res.PathUsed)}
 	if err := m.store.SaveRecord(sctx, rec); err != nil {
 		keepMarker = true // Sweep rebuilds the record from live/
 		return fail("store", true, fmt.Errorf("the certificate is live (version %d) but its record could not be saved: %w", version, err))
@@ -213,6 +207,24 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// recordFor describes version of req's certificate, whose leaf is leaf
+// and files bundle: how it was obtained (req) and what it is (leaf).
+func recordFor(req Request, leaf *x509.Certificate, bundle store.Bundle, version int) store.Record {
+	ariID, _ := acme.ARIID(leaf)
+	keyType := req.KeyType
+	if keyType == "" {
+		keyType = acme.ECDSAP256
+	}
+	return store.Record{
+		Name: req.Name, Identifiers: ident.Values(req.Identifiers),
+		CA: req.CA.Client.DirectoryURL(), CAName: req.CA.Name, RootBundle: req.CA.RootBundle, Email: req.CA.Email,
+		KeyType: string(keyType), Profile: req.Profile, PreferredChain: req.PreferredChain,
+		Paths: req.Refs, DeployHook: req.DeployHook.Command, NoSelfCheck: req.SelfCheck == nil,
+		Version: version, Serial: leaf.SerialNumber.Text(16), ARIID: ariID, LiveSum: bundle.LiveSum(),
+		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Issued: leaf.NotBefore,
+	}
 }
 
 func joinPaths(used map[string]string) string {

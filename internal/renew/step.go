@@ -72,6 +72,8 @@ type StepOptions struct {
 type Outcome struct {
 	// Decision says why the step ran, or why it did nothing (Due false).
 	Decision Decision
+	// Broken is what is wrong with the live pair, when something is.
+	Broken *store.LiveError
 	// Ran reports that an attempt was made (Due, or forced).
 	Ran bool
 	// CAIndex and CA name the CA the attempt used.
@@ -100,6 +102,13 @@ type Records interface {
 	LoadRecord(ctx context.Context, name string) (store.Record, error)
 	SaveRecord(ctx context.Context, r store.Record) error
 	TryLock(ctx context.Context, name string) (unlock func() error, err error)
+}
+
+// LiveChecker verifies a certificate's live pair against its record
+// (*store.FS implements it; see store.FS.CheckLive). A Records that is one
+// has the step renew a broken pair at once.
+type LiveChecker interface {
+	CheckLive(name string, rec store.Record, now time.Time) error
 }
 
 // Obtainer obtains one certificate; *Manager implements it.
@@ -160,6 +169,19 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 		}
 	}
 	out.Decision = m.Policy.DueFor(recp, opt.Last, t.Identifiers, m.Now(), opt.Frac, opt.RetryFrac)
+	if lc, ok := m.Records.(LiveChecker); ok && recp != nil {
+		// The record says how things should be; live/ is what servers
+		// read. A broken pair is renewed at once (unless backing off).
+		var le *store.LiveError
+		if err := lc.CheckLive(t.Name, *recp, m.Now()); errors.As(err, &le) && !le.Expired {
+			out.Broken = le
+			if d := m.Policy.DueFor(nil, recp.Last, nil, m.Now(), opt.Frac, opt.RetryFrac); d.Due {
+				out.Decision = Decision{Due: true, At: d.At, Reason: le.Error()}
+			} else if !out.Decision.Due {
+				out.Decision = d
+			}
+		}
+	}
 	if !out.Decision.Due && !opt.Force {
 		return out
 	}

@@ -2,7 +2,9 @@ package store
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -23,6 +25,20 @@ func (b Bundle) Leaf() (*x509.Certificate, error) {
 		return nil, fmt.Errorf("parsing leaf certificate: %w", err)
 	}
 	return leaf, nil
+}
+
+// LiveSum identifies the files a web server reads, cert.pem and
+// privkey.pem, as stored for b: hex SHA-256 of the certificate's PEM, a
+// zero byte and the key's PEM. A record keeps it so that checking an
+// unchanged live pair needs no parsing.
+func (b Bundle) LiveSum() string { return liveSum(b.CertPEM, b.KeyPEM) }
+
+func liveSum(certPEM, keyPEM []byte) string {
+	h := sha256.New()
+	h.Write(certPEM)
+	h.Write([]byte{0})
+	h.Write(keyPEM)
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // Verify checks that b is usable as a server certificate: the leaf parses,

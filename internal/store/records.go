@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // recordKey returns the key of the record of certificate name.
@@ -34,7 +35,7 @@ func (f *FS) decodeRecord(name string, raw []byte) (Record, error) {
 	file := f.path(recordKey(name))
 	var r Record
 	if err := json.Unmarshal(raw, &r); err != nil {
-		return Record{}, fmt.Errorf("reading record %s: %w; fix or remove the file", file, err)
+		return Record{}, fmt.Errorf("reading record %s: %w; restore it from a backup, or move it away: a certificate of the configuration then gets a new record from its live files, one issued with flags must be issued again", file, err)
 	}
 	if r.Name != name {
 		return Record{}, fmt.Errorf("reading record %s: it is for %q, not %q; rename the file or fix its \"name\"", file, r.Name, name)
@@ -58,45 +59,111 @@ func (f *FS) SaveRecord(ctx context.Context, r Record) error {
 	return nil
 }
 
-// ListRecords returns every record in renewal/, sorted by name. Files not
-// ending in ".json" are ignored; a record file that cannot be read or
-// parsed is an error naming the file, never silently skipped.
-func (f *FS) ListRecords(ctx context.Context) ([]Record, error) {
+// BrokenRecord is a record file that cannot be read: its certificate is
+// affected, no other one.
+type BrokenRecord struct {
+	// Name is the certificate's name, File the record file.
+	Name, File string
+	// Err says what is wrong with it.
+	Err error
+}
+
+// RecordScan is what renewal/ holds.
+type RecordScan struct {
+	// Records are the records that read, sorted by name.
+	Records []Record
+	// Broken are the record files that do not (truncated, empty, not
+	// JSON), sorted by name.
+	Broken []BrokenRecord
+	// Ignored are files that are not records (a copy such as
+	// www.old.json holding www's record, a name no certificate can have).
+	Ignored []string
+}
+
+// ScanRecords reads every file of renewal/. One bad file affects only its
+// certificate: it is returned in Broken or Ignored, and every other record
+// is still read. The error is for renewal/ itself (unreadable) or ctx.
+func (f *FS) ScanRecords(ctx context.Context) (RecordScan, error) {
+	var scan RecordScan
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return scan, err
 	}
 	dir := filepath.Join(f.dir, "renewal")
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
+		return scan, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("listing records: %w", err)
+		return scan, fmt.Errorf("listing records: %w", err)
 	}
-	var names []string
 	for _, e := range ents {
 		n := e.Name()
 		if e.IsDir() || strings.HasPrefix(n, tmpPrefix) || !strings.HasSuffix(n, ".json") {
 			continue
 		}
+		file := filepath.Join(dir, n)
 		name := strings.TrimSuffix(n, ".json")
 		if err := ValidName(name); err != nil {
-			return nil, fmt.Errorf("listing records: %s: %w", filepath.Join(dir, n), err)
+			scan.Ignored = append(scan.Ignored, file)
+			continue
 		}
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	out := make([]Record, 0, len(names))
-	for _, name := range names {
 		raw, err := f.Load(ctx, recordKey(name))
 		if err != nil {
-			return nil, fmt.Errorf("listing records: %w", err)
+			if ctx.Err() != nil {
+				return scan, ctx.Err()
+			}
+			scan.Broken = append(scan.Broken, BrokenRecord{Name: name, File: file, Err: err})
+			continue
 		}
-		r, err := f.decodeRecord(name, raw)
-		if err != nil {
-			return nil, fmt.Errorf("listing records: %w", err)
+		var r Record
+		if err := json.Unmarshal(raw, &r); err != nil {
+			scan.Broken = append(scan.Broken, BrokenRecord{Name: name, File: file,
+				Err: fmt.Errorf("reading record %s: %w", file, err)})
+			continue
 		}
-		out = append(out, r)
+		if r.Name != name {
+			// A copy of another certificate's record, e.g. www.old.json.
+			scan.Ignored = append(scan.Ignored, file)
+			continue
+		}
+		scan.Records = append(scan.Records, r)
 	}
-	return out, nil
+	sort.Slice(scan.Records, func(i, j int) bool { return scan.Records[i].Name < scan.Records[j].Name })
+	return scan, nil
+}
+
+// ListRecords returns every record of renewal/ that reads, sorted by name.
+// Files that do not (see ScanRecords) are logged, once each per call, and
+// left out: one bad file never hides the others.
+func (f *FS) ListRecords(ctx context.Context) ([]Record, error) {
+	scan, err := f.ScanRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range scan.Broken {
+		f.log.WarnContext(ctx, "a certificate record cannot be read; that certificate is left out", "certificate", b.Name, "file", b.File, "error", b.Err)
+	}
+	for _, file := range scan.Ignored {
+		f.log.WarnContext(ctx, "ignoring a file in renewal/ that is not a certificate record", "file", file)
+	}
+	return scan.Records, nil
+}
+
+// SetAsideRecord renames renewal/<name>.json to
+// renewal/<name>.json.broken-<UTC time>, which ScanRecords ignores, so
+// that a new record can be written while the old file is kept for a human
+// to look at. It returns the new file name.
+func (f *FS) SetAsideRecord(ctx context.Context, name string) (string, error) {
+	if err := ValidName(name); err != nil {
+		return "", err
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	from := f.path(recordKey(name))
+	to := from + ".broken-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(from, to); err != nil {
+		return "", fmt.Errorf("setting the record of %q aside: %w", name, err)
+	}
+	return to, nil
 }

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,34 +91,68 @@ func TestListRecords(t *testing.T) {
 	}
 }
 
+// TestListRecordsCorrupt: one bad file in renewal/ affects only its own
+// certificate. A record that does not read is reported as broken, naming
+// its file; a file that is not a record (a copy holding another
+// certificate's record, a name no certificate can have) is ignored; every
+// good record is still listed, and ListRecords says what it left out.
 func TestListRecordsCorrupt(t *testing.T) {
 	tests := []struct {
 		name    string
 		file    string
 		content string
-		wantErr string
+		broken  string // the file reported as broken, or ""
+		ignored string // the file ignored, or ""
 	}{
-		{"truncated JSON", "bad.example.json", `{"name": "bad.ex`, "bad.example.json"},
-		{"wrong name inside", "bad.example.json", `{"name": "other.example"}`, "not \"bad.example\""},
-		{"invalid file name", "Bad Name.json", `{}`, "Bad Name.json"},
+		{"truncated JSON", "bad.example.json", `{"name": "bad.ex`, "bad.example.json", ""},
+		{"empty", "bad.example.json", ``, "bad.example.json", ""},
+		{"a copy of another record", "good.example.old.json", `{"name": "good.example"}`, "", "good.example.old.json"},
+		{"invalid file name", "Bad Name.json", `{}`, "", "Bad Name.json"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
-			f := newFS(t)
-			if err := f.SaveRecord(ctx, testRecord("good.example")); err != nil {
+			var logs bytes.Buffer
+			f, err := NewFS(t.TempDir(), FSOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
 				t.Fatal(err)
+			}
+			for _, n := range []string{"a.example", "good.example"} {
+				if err := f.SaveRecord(ctx, testRecord(n)); err != nil {
+					t.Fatal(err)
+				}
 			}
 			p := filepath.Join(f.Dir(), "renewal", tt.file)
 			if err := os.WriteFile(p, []byte(tt.content), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			_, err := f.ListRecords(ctx)
-			if err == nil {
-				t.Fatal("ListRecords skipped the corrupt record silently")
+			scan, err := f.ScanRecords(ctx)
+			if err != nil {
+				t.Fatalf("ScanRecords: %v", err)
 			}
-			if !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
+			var names []string
+			for _, r := range scan.Records {
+				names = append(names, r.Name)
+			}
+			if strings.Join(names, ",") != "a.example,good.example" {
+				t.Errorf("records = %v, want a.example and good.example", names)
+			}
+			switch {
+			case tt.broken != "":
+				if len(scan.Broken) != 1 || scan.Broken[0].File != p || !strings.Contains(scan.Broken[0].Err.Error(), tt.broken) {
+					t.Errorf("broken = %+v, want %s", scan.Broken, p)
+				}
+			case tt.ignored != "":
+				if len(scan.Ignored) != 1 || scan.Ignored[0] != p || len(scan.Broken) != 0 {
+					t.Errorf("ignored = %v, broken = %v; want %s ignored", scan.Ignored, scan.Broken, p)
+				}
+			}
+			recs, err := f.ListRecords(ctx)
+			if err != nil || len(recs) != 2 {
+				t.Fatalf("ListRecords = %d records, %v; want the two good ones", len(recs), err)
+			}
+			if !strings.Contains(logs.String(), tt.file) {
+				t.Errorf("ListRecords left %s out silently; logs:\n%s", tt.file, logs.String())
 			}
 		})
 	}

@@ -106,9 +106,12 @@ type Record struct {
 	DeployHook     string    `json:"deploy_hook,omitempty"`
 	NoSelfCheck    bool      `json:"no_self_check,omitempty"`
 
-	Version   int       `json:"version"` // archive version live/ points at
-	Serial    string    `json:"serial,omitempty"`
-	ARIID     string    `json:"ari_id,omitempty"` // RFC 9773 unique identifier
+	Version int    `json:"version"` // archive version live/ points at
+	Serial  string `json:"serial,omitempty"`
+	ARIID   string `json:"ari_id,omitempty"` // RFC 9773 unique identifier
+	// LiveSum is Bundle.LiveSum of the version stored: what CheckLive
+	// expects in live/ without parsing it again.
+	LiveSum   string    `json:"live_sum,omitempty"`
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	Issued    time.Time `json:"issued"`
