@@ -99,6 +99,9 @@ func (l *loop) failed(ctx context.Context, j job, out renew.Outcome) func(*certS
 		saved = &r
 	}
 	next := l.a.policy.RetryAt(*attempt, 0.5)
+	if saved != nil {
+		next = l.a.policy.RetryAtFor(saved.NotBefore, saved.NotAfter, *attempt, 0.5)
+	}
 	log.ErrorContext(ctx, "renewal failed; the live certificate is untouched", "error", out.Err, "ca", out.CA,
 		"failures", attempt.Failures, "retry_after", attempt.RetryAfter, "next_try_about", next.Round(time.Second))
 	if saved != nil {

@@ -212,7 +212,7 @@ func (p *Planner) SelfCheck(paths map[string]config.Path) func(context.Context, 
 	}
 	return selfcheck.Func(opts, func(name string) (selfcheck.Hint, bool) {
 		cp, ok := paths[name]
-		return selfcheck.Hint{Kind: cp.Kind, Root: cp.Setting("root")}, ok
+		return selfcheck.Hint{Kind: cp.Kind, Root: cp.Setting("root"), Listen: cp.Setting("listen")}, ok
 	})
 }
 

@@ -229,8 +229,10 @@ func (p Policy) DueFor(rec *store.Record, last *store.Attempt, want []string, no
 		return Decision{Due: true, At: now, Reason: ReasonNotIssued}
 	}
 	if len(want) > 0 && !SameNames(want, rec.Identifiers) {
-		if d, ok := backingOff(rec.Last); ok {
-			return d
+		if a := rec.Last; a != nil && !a.OK {
+			if retry := p.RetryAtFor(rec.NotBefore, rec.NotAfter, *a, retryFrac); retry.After(now) {
+				return Decision{At: retry, Reason: ReasonBackoff}
+			}
 		}
 		return Decision{Due: true, At: now, Reason: ReasonNamesChanged}
 	}
