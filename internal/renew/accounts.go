@@ -18,6 +18,13 @@ type accountMeta struct {
 	Directory string    `json:"directory"`
 	Email     string    `json:"email,omitempty"`
 	Created   time.Time `json:"created"`
+	// Thumbprint is the RFC 7638 thumbprint of the account's key, so that
+	// a key that went missing or was replaced is noticed before anything
+	// is signed with it.
+	Thumbprint string `json:"thumbprint,omitempty"`
+	// Replaced is the URL of the account this one replaced after its key
+	// was lost.
+	Replaced string `json:"replaced,omitempty"`
 }
 
 // AccountKeyPrefix returns the storage prefix of the account for email at the
@@ -72,8 +79,10 @@ func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account,
 	}
 	defer unlock()
 	keyPEM, err := m.store.Load(ctx, prefix+"/account.key")
+	keyLost := false
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		keyLost = true
 		key, gerr := acme.ECDSAP256.Generate()
 		if gerr != nil {
 			return acme.Account{}, gerr
@@ -91,11 +100,32 @@ func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account,
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("account key %s/account.key: %w", prefix, err)
 	}
+	tp, err := acme.Thumbprint(acme.Account{PrivateKey: key})
+	if err != nil {
+		return acme.Account{}, err
+	}
 	var meta accountMeta
 	if data, err := m.store.Load(ctx, prefix+"/account.json"); err == nil {
 		if err := json.Unmarshal(data, &meta); err != nil {
 			return acme.Account{}, fmt.Errorf("account record %s/account.json is corrupt: %w", prefix, err)
 		}
+	}
+	lost := ""
+	switch {
+	case meta.URL != "" && keyLost:
+		lost = prefix + "/account.key was missing"
+	case meta.URL != "" && meta.Thumbprint != "" && meta.Thumbprint != tp:
+		lost = prefix + "/account.key is not the key of the account (its thumbprint differs from the one recorded)"
+	}
+	if lost != "" {
+		// Orders signed with this key under the old account URL would
+		// fail ("JWS verification error") forever: the key is not that
+		// account's. The account cannot be recovered without its key.
+		m.log.ErrorContext(ctx, "the ACME account key was lost; registering a new account with a new key",
+			"ca", ca.Client.DirectoryURL(), "account", meta.URL, "cause", lost,
+			"consequences", "certificates stay valid; renewals go on under the new account; a dns-persist-01 record and a stateless snippet name the account: publish them again (detour persist-record, detour snippet stateless)")
+		meta = accountMeta{Replaced: meta.URL}
+		fresh = true
 	}
 	if meta.URL != "" && meta.Directory == ca.Client.DirectoryURL() && !fresh {
 		// Known account: no request needed. If the CA has since forgotten
@@ -106,8 +136,8 @@ func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account,
 	if err != nil {
 		return acme.Account{}, err
 	}
-	if meta.URL != acct.Location {
-		meta = accountMeta{URL: acct.Location, Directory: ca.Client.DirectoryURL(), Email: ca.Email, Created: m.now()}
+	if meta.URL != acct.Location || meta.Thumbprint != tp {
+		meta = accountMeta{URL: acct.Location, Directory: ca.Client.DirectoryURL(), Email: ca.Email, Created: m.now(), Thumbprint: tp, Replaced: meta.Replaced}
 		data, _ := json.MarshalIndent(meta, "", "  ")
 		if err := m.store.Store(ctx, prefix+"/account.json", data); err != nil {
 			return acme.Account{}, fmt.Errorf("storing account record: %w", err)

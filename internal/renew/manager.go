@@ -94,6 +94,10 @@ type Request struct {
 	// (same order, same length).
 	Paths []solve.Path
 	Refs  []store.PathRef
+	// Replaces is the ARI identifier of the certificate being replaced,
+	// and ReplacesAccount the URL of the account it was issued to: a CA
+	// refuses "replaces" from another account, so it is left out then.
+	ReplacesAccount string
 	// Replaces is the ARI identifier of the certificate being replaced.
 	Replaces string
 	// DryRun runs the whole flow but stores nothing.

@@ -119,11 +119,21 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return fail("account", false, err)
 	}
-	order, err := req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: req.Replaces})
-	if err != nil && (acme.IsProblem(err, "urn:ietf:params:acme:error:accountDoesNotExist") || acme.IsProblem(err, "urn:ietf:params:acme:error:unauthorized")) {
-		m.log.WarnContext(ctx, "the CA does not know the stored account; registering again", "ca", req.CA.Client.DirectoryURL())
+	replaces := func(acct acme.Account) string {
+		if req.Replaces != "" && req.ReplacesAccount != "" && req.ReplacesAccount != acct.Location {
+			// Issued to another account (a lost key made a new one): the
+			// CA refuses "replaces" from this one.
+			m.log.InfoContext(ctx, "ordering without replaces: the certificate was issued to another account",
+				"certificate", req.Name, "account", acct.Location, "issued_to", req.ReplacesAccount)
+			return ""
+		}
+		return req.Replaces
+	}
+	order, err := req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: replaces(acct)})
+	if err != nil && (acme.IsProblem(err, "urn:ietf:params:acme:error:accountDoesNotExist") || acme.IsProblem(err, "urn:ietf:params:acme:error:unauthorized") || keyNotAccounts(err)) {
+		m.log.WarnContext(ctx, "the CA does not know the stored account, or not with this key; registering again", "ca", req.CA.Client.DirectoryURL(), "error", err)
 		if acct, err = m.account(ctx, req.CA, true); err == nil {
-			order, err = req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: req.Replaces})
+			order, err = req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: replaces(acct)})
 		}
 	}
 	if err != nil {
@@ -207,6 +217,15 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// keyNotAccounts reports an error saying the request's signature does not
+// verify with the account's key: the stored key is not the account's
+// (lost and replaced by a new one, with an account record that predates
+// thumbprints).
+func keyNotAccounts(err error) bool {
+	var p acme.Problem
+	return errors.As(err, &p) && p.Type == "urn:ietf:params:acme:error:malformed" && strings.Contains(strings.ToLower(p.Detail), "jws verification")
 }
 
 // recordFor describes version of req's certificate, whose leaf is leaf

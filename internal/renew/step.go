@@ -212,7 +212,7 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 	}
 	out.Paths = pathNames(req)
 	if recp != nil && recp.ARIID != "" && req.CA.Client != nil && recp.CA == req.CA.Client.DirectoryURL() {
-		req.Replaces = recp.ARIID
+		req.Replaces, req.ReplacesAccount = recp.ARIID, recp.Account
 	}
 	out.Result, err = m.Obtainer.Obtain(ctx, req)
 	release()
