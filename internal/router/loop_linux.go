@@ -43,6 +43,12 @@ import (
 // connection whose type is not the net package's own is served by
 // goroutines throughout, as off Linux.
 //
+// The guard (guard.go) is consulted when a connection is accepted and when
+// its ClientHello is complete or it closes before that, never per read. A
+// pair it evicts is closed under its loop's lock, taken after the
+// accepting loop's (the order newConn keeps); a pair in the loops of
+// another Serve call is closed by a goroutine.
+//
 // Sockets are taken out of the runtime's poller (their descriptors are
 // duplicated and the net.Conns closed) before the loop registers them, so
 // that the runtime does not wake up for their events too.
@@ -193,11 +199,28 @@ func (l *loop) acceptAll(p *pair) {
 		case unix.EINTR, unix.ECONNABORTED:
 			continue
 		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
+			ln := p.lsn
+			if err == unix.EMFILE || err == unix.ENFILE {
+				// Out of descriptors: close connections still waiting
+				// for their ClientHello (guard.go) and accept on.
+				closed, freed := l.r.guard.exhausted(l)
+				if freed > 0 {
+					continue
+				}
+				if closed > 0 {
+					// Their descriptors are freed by other goroutines.
+					if !ln.retrying {
+						ln.retrying = true
+						time.AfterFunc(time.Millisecond, func() { l.retryAccept(p) })
+					}
+					return
+				}
+			}
 			// Transient: back off as net/http does. The connections
 			// wait in the listen queue; the retry takes them.
 			// Logged once per retry, not per connection that arrives
 			// meanwhile.
-			if ln := p.lsn; !ln.retrying {
+			if !ln.retrying {
 				ln.backoff = min(max(2*ln.backoff, 5*time.Millisecond), time.Second)
 				l.r.log.Warn("accepting connection", "error", os.NewSyscallError("accept4", err), "retry_in", ln.backoff)
 				ln.retrying = true
@@ -244,7 +267,17 @@ func (l *loop) closeListener(p *pair) {
 func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	r, s := l.r, l.ls.s
 	cn := &conn{}
+	t := l.ls.pick()
+	p := &pair{cn: cn, fd: [2]int{fd, -1}, rsa: sa}
+	if !r.guard.admit(cn, sockaddrIP(sa), t, p) {
+		_ = unix.Close(fd) // too many from its source; counted
+		return
+	}
+	if r.guard.pressure(fd) {
+		r.guard.evict(2, cn, l, fd)
+	}
 	if !s.track(cn) {
+		r.guard.leave(cn)
 		_ = unix.Close(fd) // shutting down
 		return
 	}
@@ -257,17 +290,18 @@ func (l *loop) newConn(fd int, sa unix.Sockaddr) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 9)
-	p := &pair{cn: cn, fd: [2]int{fd, -1}, rsa: sa,
-		hello: r.bufs.Get().(*[]byte), deadline: time.Now().Add(r.opts.PeekTimeout)}
+	p.hello, p.deadline = r.bufs.Get().(*[]byte), time.Now().Add(r.opts.PeekTimeout)
 	var err error
-	if t := l.ls.pick(); t == l {
+	if t == l {
 		err = l.addLocked(p, true)
 	} else {
 		err = t.add(p, true) // lock order: the accepting loop, then another
 	}
 	if err != nil {
 		r.log.Error("router event loop refused a connection", "remote_addr", p.remoteAddr().String(), "error", err)
+		r.guard.leave(cn)
 		r.bufs.Put(p.hello)
+		p.hello = nil
 		_ = unix.Close(fd)
 		l.dead = append(l.dead, p)
 	}
@@ -285,12 +319,21 @@ func (ls *loops) accept(cn *conn) bool {
 	}
 	r := ls.r
 	r.active.Add(1)
+	l := ls.pick()
 	p := &pair{cn: cn, fd: [2]int{fd, -1},
 		remote: cn.client.RemoteAddr(), local: cn.client.LocalAddr(),
 		hello: r.bufs.Get().(*[]byte), deadline: time.Now().Add(r.opts.PeekTimeout)}
 	_ = cn.client.Close()
-	if err := ls.pick().add(p, true); err != nil {
+	if !r.guard.attach(cn, l, p) {
+		// Evicted while it changed hands; counted.
+		r.bufs.Put(p.hello)
+		_ = unix.Close(fd)
+		r.release(ls.s, cn)
+		return true
+	}
+	if err := l.add(p, true); err != nil {
 		r.log.Error("router event loop refused a connection", "remote_addr", p.remoteAddr().String(), "error", err)
+		r.guard.leave(cn)
 		r.bufs.Put(p.hello)
 		_ = unix.Close(fd)
 		r.release(ls.s, cn)
@@ -780,6 +823,10 @@ func (l *loop) readHello(p *pair) {
 		p.helloN += n
 		h, perr := parseHello(peek[:p.helloN], len(peek))
 		if perr == nil {
+			// Complete: no longer the guard's. Should the guard have
+			// chosen p to evict meanwhile, the hello wins: closeHello
+			// finds p past it.
+			l.r.guard.leave(p.cn)
 			l.routeHello(p, h)
 			return
 		}
@@ -1009,6 +1056,7 @@ func (l *loop) closePair(p *pair) {
 		}
 	}
 	if p.hello != nil {
+		l.r.guard.leave(p.cn)
 		l.r.bufs.Put(p.hello)
 		p.hello = nil
 	}

@@ -16,3 +16,11 @@ func (*loops) listen(context.Context, net.Listener) (bool, error) { return false
 func (*loops) adopt(*conn) bool                                   { return false }
 func (*loops) close()                                             {}
 func (*loops) shutdownAll()                                       {}
+
+// loop and pair are empty off Linux: no connection is served by a loop.
+type (
+	loop struct{}
+	pair struct{}
+)
+
+func evictPair(*loop, *pair, *loop) (closed, async bool) { return false, false }

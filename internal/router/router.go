@@ -21,6 +21,12 @@
 //     backend that trusts PROXY headers must not receive one forged by a
 //     client, and a backend that speaks only TLS gains nothing from junk.
 //
+// Connections still sending their ClientHello are bounded, so that clients
+// that send part of one (or nothing) and wait cannot take every file
+// descriptor: Options.MaxPeekPerSource per IPv4 address or IPv6 /64, and
+// Options.FDReserve descriptors kept free by closing the ones that have
+// waited longest (guard.go).
+//
 // On Linux, connections are served by event loops of the router's own (one
 // per four CPUs; see loop_linux.go): a loop accepts from a TCP listener,
 // reads the ClientHello, connects to a local backend and copies both ways,
@@ -47,6 +53,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -73,7 +80,9 @@ type ACMEResponder interface {
 // Options configures a Router.
 type Options struct {
 	// Logger receives start, stop and backend failures (rate limited) at
-	// info/warn level and per-connection diagnostics at debug level. Nil
+	// info/warn level, the start and end of each episode of connections
+	// closed by MaxPeekPerSource or FDReserve (once each, not per
+	// connection), and per-connection diagnostics at debug level. Nil
 	// discards everything.
 	Logger *slog.Logger
 	// ACME answers connections whose ALPN offers "acme-tls/1". Nil passes
@@ -93,6 +102,25 @@ type Options struct {
 	// on for this long, and those still open then are closed. Default
 	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// MaxPeekPerSource bounds the connections from one source (an IPv4
+	// address, or an IPv6 /64) that are still sending their ClientHello:
+	// one more is closed as soon as it is accepted (Stats.OverSource).
+	// Connections past their ClientHello do not count, so many clients
+	// behind one NAT address are not limited by how many connections they
+	// keep open. Default DefaultMaxPeekPerSource (64); negative: no limit.
+	// Clients with an address of another kind (a Unix socket) are not
+	// limited.
+	MaxPeekPerSource int
+	// FDReserve is the number of file descriptors kept free for new
+	// clients and their backends, below the process's RLIMIT_NOFILE read
+	// by New: when a connection is accepted with its descriptor within
+	// FDReserve of the limit, the two connections that have waited longest
+	// for their ClientHello are closed, and when accepting fails for want
+	// of descriptors (EMFILE, ENFILE) up to FDReserve of them are
+	// (Stats.Evicted). Default DefaultFDReserve (256), and at most a
+	// quarter of the limit; negative: none kept, and nothing closed. No
+	// effect where there is no RLIMIT_NOFILE.
+	FDReserve int
 }
 
 // Stats counts connections since the Router was created.
@@ -103,7 +131,15 @@ type Stats struct {
 	Rejected uint64 // closed before routing: not TLS, malformed, too large or too slow
 	NoRoute  uint64 // a ClientHello no route matched, with no default route
 	Failed   uint64 // backend unreachable, or a failed acme-tls/1 handshake
-	Active   int64  // open now
+	// OverSource counts connections closed as soon as they were accepted:
+	// their source had Options.MaxPeekPerSource connections sending their
+	// ClientHello already. They are counted in Accepted, never in Active.
+	OverSource uint64
+	// Evicted counts connections closed while sending their ClientHello,
+	// to keep Options.FDReserve descriptors free.
+	Evicted uint64
+	Active  int64 // open now
+	Peeking int64 // open now and still sending their ClientHello
 }
 
 // Router routes TLS connections by their ClientHello. It is safe for
@@ -121,6 +157,8 @@ type Router struct {
 	bufs        sync.Pool // *[]byte of maxProxyHeader+MaxHello bytes
 
 	noLoops bool // serve with goroutines only, as off Linux (tests)
+
+	guard *guard // connections still sending their ClientHello
 
 	accepted, routed, acme, rejected, noRoute, failed atomic.Uint64
 	active                                            atomic.Int64
@@ -146,6 +184,12 @@ func New(opts Options, t *Table) (*Router, error) {
 	if opts.DrainTimeout == 0 {
 		opts.DrainTimeout = DefaultDrainTimeout
 	}
+	if opts.MaxPeekPerSource == 0 {
+		opts.MaxPeekPerSource = DefaultMaxPeekPerSource
+	}
+	if opts.FDReserve == 0 {
+		opts.FDReserve = DefaultFDReserve
+	}
 	switch {
 	case opts.PeekTimeout < 0 || opts.DialTimeout < 0 || opts.DrainTimeout < 0:
 		return nil, errors.New("creating router: timeouts must be positive")
@@ -157,6 +201,7 @@ func New(opts Options, t *Table) (*Router, error) {
 		opts:        opts,
 		dialer:      net.Dialer{Timeout: opts.DialTimeout},
 		localDialer: net.Dialer{Timeout: opts.DialTimeout, KeepAlive: -1},
+		guard:       newGuard(opts.Logger, opts.MaxPeekPerSource, opts.FDReserve, fdLimit()),
 	}
 	r.table.Store(t)
 	size := maxProxyHeader + opts.MaxHello
@@ -189,13 +234,16 @@ func (r *Router) Table() *Table { return r.table.Load() }
 // Stats returns the connection counters.
 func (r *Router) Stats() Stats {
 	return Stats{
-		Accepted: r.accepted.Load(),
-		Routed:   r.routed.Load(),
-		ACME:     r.acme.Load(),
-		Rejected: r.rejected.Load(),
-		NoRoute:  r.noRoute.Load(),
-		Failed:   r.failed.Load(),
-		Active:   r.active.Load(),
+		Accepted:   r.accepted.Load(),
+		Routed:     r.routed.Load(),
+		ACME:       r.acme.Load(),
+		Rejected:   r.rejected.Load(),
+		NoRoute:    r.noRoute.Load(),
+		Failed:     r.failed.Load(),
+		OverSource: r.guard.overSource.Load(),
+		Evicted:    r.guard.evicted.Load(),
+		Active:     r.active.Load(),
+		Peeking:    int64(r.guard.peeking()),
 	}
 }
 
@@ -261,6 +309,19 @@ func (r *Router) acceptLoop(ctx, connCtx context.Context, s *session, ln net.Lis
 			if errors.Is(err, net.ErrClosed) {
 				return fmt.Errorf("accepting connections on %s: %w", ln.Addr(), err)
 			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				// Out of descriptors: close connections still waiting
+				// for their ClientHello (guard.go). Their descriptors
+				// are freed once their readers have woken: accept
+				// again shortly.
+				if closed, _ := r.guard.exhausted(nil); closed > 0 {
+					select {
+					case <-time.After(time.Millisecond):
+					case <-ctx.Done():
+					}
+					continue
+				}
+			}
 			// Transient, such as EMFILE: back off as net/http does.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			r.log.Warn("accepting connection", "error", err, "retry_in", backoff)
@@ -273,7 +334,17 @@ func (r *Router) acceptLoop(ctx, connCtx context.Context, s *session, ln net.Lis
 		backoff = 0
 		r.accepted.Add(1)
 		cn := &conn{client: c}
+		if !r.guard.admit(cn, remoteIP(c), nil, nil) {
+			_ = c.Close()
+			continue
+		}
+		if r.guard.reserve > 0 {
+			if fd := connFD(c); fd >= 0 && r.guard.pressure(fd) {
+				r.guard.evict(2, cn, nil, fd)
+			}
+		}
 		if !s.track(cn) {
+			r.guard.leave(cn)
 			_ = c.Close()
 			return nil
 		}
@@ -299,6 +370,7 @@ type conn struct {
 	backend  net.Conn // set under session.mu
 	up, down halfPipe // client to backend, backend to client
 	ended    atomic.Int32
+	peek     peekEntry // while it sends its ClientHello: guarded by guard.mu
 }
 
 func (s *session) track(c *conn) bool {
@@ -459,6 +531,9 @@ func (r *Router) route(ctx context.Context, s *session, cn *conn) routeResult {
 	defer r.bufs.Put(bp)
 	_ = c.SetReadDeadline(time.Now().Add(r.opts.PeekTimeout))
 	n, hello, err := readHello(c, (*bp)[maxProxyHeader:])
+	if r.guard.leave(cn) {
+		return routeFailed // closed to keep descriptors free; counted
+	}
 	if err != nil {
 		r.rejected.Add(1)
 		r.log.Debug("closing connection: no valid client hello", "remote_addr", c.RemoteAddr().String(), "bytes", n, "error", err)
