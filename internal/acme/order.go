@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -311,24 +314,58 @@ func splitLeaf(chainPEM []byte) ([]byte, []byte, error) {
 	return pem.EncodeToMemory(b), []byte(strings.TrimLeft(string(rest), "\r\n")), nil
 }
 
-// RenewalInfo fetches the CA's suggested renewal window for leaf (RFC 9773).
-// It returns wire.ErrUnsupported when the CA has no renewalInfo endpoint.
-// The window is accepted when its end is after its start; a window in the
-// past means "renew now" and is returned as is.
+// RenewalInfo fetches the CA's suggested renewal window for leaf (RFC 9773
+// §4.1: an unauthenticated GET of renewalInfo/<unique identifier>), with
+// the Retry-After the CA sends. It returns ErrUnsupported (wrapped) when
+// the CA has no renewalInfo endpoint. The window is accepted when its end
+// is after its start; a window in the past means "renew now" (Pebble and
+// Let's Encrypt answer a revoked certificate with a one-second window an
+// hour ago) and is returned as is. One request, no retry: the caller polls
+// again later (acmez's own GetRenewalInfo retries twice, sleeping 2 s and
+// 5 s, and refuses windows of one second).
 func (c *Client) RenewalInfo(ctx context.Context, leaf *x509.Certificate) (RenewalInfo, error) {
 	d, err := c.Directory(ctx)
 	if err != nil {
 		return RenewalInfo{}, err
 	}
 	if d.RenewalInfo == "" {
-		return RenewalInfo{}, wire.ErrUnsupported
+		return RenewalInfo{}, fmt.Errorf("%w: the CA's directory has no renewalInfo", wire.ErrUnsupported)
 	}
-	ri, err := c.wire.GetRenewalInfo(ctx, leaf)
+	id, err := wire.ARIUniqueIdentifier(leaf)
 	if err != nil {
-		return ri, fmt.Errorf("fetching renewal info: %w", err)
+		return RenewalInfo{}, fmt.Errorf("computing the certificate's ARI identifier: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(d.RenewalInfo, "/")+"/"+id, nil)
+	if err != nil {
+		return RenewalInfo{}, err
+	}
+	req.Header.Set("User-Agent", "detour/"+Version)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return RenewalInfo{}, fmt.Errorf("fetching renewal info: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return RenewalInfo{}, fmt.Errorf("reading renewal info: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return RenewalInfo{}, fmt.Errorf("fetching renewal info: %s: %.200s", resp.Status, body)
+	}
+	var ri RenewalInfo
+	if err := json.Unmarshal(body, &ri); err != nil {
+		return RenewalInfo{}, fmt.Errorf("decoding renewal info: %w", err)
 	}
 	if !ri.SuggestedWindow.End.After(ri.SuggestedWindow.Start) {
-		return ri, fmt.Errorf("the CA's renewal window is empty or reversed (%s to %s); ignoring it", ri.SuggestedWindow.Start, ri.SuggestedWindow.End)
+		return RenewalInfo{}, fmt.Errorf("the CA's renewal window is empty or reversed (%s to %s); ignoring it", ri.SuggestedWindow.Start, ri.SuggestedWindow.End)
+	}
+	if v := resp.Header.Get("Retry-After"); v != "" {
+		if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+			t := time.Now().Add(time.Duration(s) * time.Second)
+			ri.RetryAfter = &t
+		} else if t, err := http.ParseTime(v); err == nil {
+			ri.RetryAfter = &t
+		}
 	}
 	return ri, nil
 }

@@ -65,7 +65,7 @@ func pebbleCert(t *testing.T, env *testenv.Env, client *acme.Client, name, profi
 
 // renewalInfo asks env's CA through client for the window of a leaf.
 func renewalInfo(env *testenv.Env, client *acme.Client) func(context.Context, store.Record, *x509.Certificate) (acme.RenewalInfo, error) {
-	return RenewalInfoFunc(client, env.CA.HTTPClient())
+	return RenewalInfoFunc(client)
 }
 
 // runAgent starts an agent on env's store and stops it at the end of the

@@ -155,16 +155,13 @@ func (l *loop) pollARI(ctx context.Context, j job) func(*certState) {
 		return retryLater(p.ARIRetry())
 	}
 	now := time.Now()
-	w := &store.ARIWindow{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End, ExplanationURL: ri.ExplanationURL, Fetched: now}
-	if ri.RetryAfter != nil {
-		w.RetryAfter = *ri.RetryAfter
-	}
+	w := renew.WindowOf(ri, now)
 	if renew.WindowPassed(w) {
 		log.WarnContext(ctx, "the CA asks for this certificate to be replaced now (revoked?)", "window_end", w.End, "explanation", w.ExplanationURL)
 	} else {
 		log.DebugContext(ctx, "renewal window", "start", w.Start, "end", w.End, "retry_after", w.RetryAfter)
 	}
-	saved, err := l.saveWindow(ctx, j.cert.Name, j.rec.Serial, w)
+	saved, err := renew.SaveWindow(ctx, l.a.opts.Store, j.cert.Name, j.rec.Serial, w)
 	if err != nil {
 		log.WarnContext(ctx, "could not store the renewal window; keeping it in memory", "error", err)
 	}
@@ -179,28 +176,6 @@ func (l *loop) pollARI(ctx context.Context, j job) func(*certState) {
 			s.rec = &r
 		}
 	}
-}
-
-// saveWindow stores w in name's record unless the certificate changed
-// meanwhile.
-func (l *loop) saveWindow(ctx context.Context, name, serial string, w *store.ARIWindow) (*store.Record, error) {
-	unlock, err := l.a.opts.Store.TryLock(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	rec, err := l.a.opts.Store.LoadRecord(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if rec.Serial != serial {
-		return &rec, nil // renewed meanwhile; the window is for the old one
-	}
-	rec.ARI = w
-	if err := l.a.opts.Store.SaveRecord(ctx, rec); err != nil {
-		return nil, err
-	}
-	return &rec, nil
 }
 
 // maybeNotify tells the plan's notifier that rec failed to renew, when it

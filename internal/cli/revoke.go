@@ -67,6 +67,9 @@ cessationOfOperation.`,
 				return usage(err)
 			}
 			fmt.Fprintf(a.stdout, "revoked certificate %s (serial %s), reason %s\n", r.Label, r.Serial, reason)
+			if r.Marked {
+				fmt.Fprintf(a.stdout, "%s is replaced by the next `detour renew` (cron or the systemd timer), or by a running agent when it next asks the CA for the renewal window (within hours); run `detour renew %s` to replace it now\n", in.Name, in.Name)
+			}
 			return nil
 		},
 	}

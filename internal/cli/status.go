@@ -41,12 +41,14 @@ serial the record names) and reads every record, so the state is the truth:
   ok        nothing to do
   failing   the last renewal failed (it is retried with backoff)
   expired   the live certificate has expired
+  revoked   revoked with detour revoke, or the CA asks for it to be replaced now
   broken    a record cannot be read, or the live pair is unusable
   pending   the running agent has still to obtain it
 
 A problem is printed with what to do. With --check the command exits 1 when a
-certificate is broken, expired, or in the last third of its life with its last
-renewal failed: for monitoring scripts (--json carries the same verdict, "alert").`,
+certificate is broken, expired, revoked, or in the last third of its life with
+its last renewal failed: for monitoring scripts (--json carries the same
+verdict, "alert").`,
 		Example: "  detour status\n  detour status --check   # exit 1 when something needs attention\n  detour status www --json",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.status(cmd, args, asJSON, true, check)

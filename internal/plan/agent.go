@@ -2,11 +2,9 @@ package plan
 
 import (
 	"context"
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
 	"sync"
 	"time"
 
@@ -63,25 +61,42 @@ func (p *Planner) renewalInfo() func(context.Context, store.Record, *x509.Certif
 	}
 }
 
+// ariFetcher asks the CA that issued a certificate for the renewal window
+// of its live certificate, for the renewal step run from cron.
+func (p *Planner) ariFetcher() renew.ARIFetcher {
+	info := p.renewalInfo()
+	return func(ctx context.Context, rec store.Record) (*store.ARIWindow, error) {
+		b, _, err := p.Store.LoadCertificate(ctx, rec.Name)
+		if err != nil {
+			return nil, fmt.Errorf("reading the live certificate to ask for its renewal window: %w", err)
+		}
+		leaf, err := b.Leaf()
+		if err != nil {
+			return nil, fmt.Errorf("reading the live certificate to ask for its renewal window: %w", err)
+		}
+		ri, err := info(ctx, rec, leaf)
+		if err != nil {
+			return nil, err
+		}
+		return renew.WindowOf(ri, time.Now()), nil
+	}
+}
+
 // renewalInfoFor builds the lookup for the CA that issued rec.
 func (p *Planner) renewalInfoFor(rec store.Record) (func(context.Context, store.Record, *x509.Certificate) (acme.RenewalInfo, error), error) {
 	opts := acme.Options{Directory: rec.CA, Logger: p.log}
-	hc := &http.Client{Timeout: 30 * time.Second}
 	if rec.RootBundle != "" {
 		roots, err := acme.ReadRoots(rec.RootBundle)
 		if err != nil {
 			return nil, fmt.Errorf("CA roots of %s: %w", rec.Name, err)
 		}
 		opts.RootsPEM = roots
-		pool := x509.NewCertPool()
-		pool.AppendCertsFromPEM(roots)
-		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
 	c, err := acme.New(opts)
 	if err != nil {
 		return nil, err
 	}
-	return agent.RenewalInfoFunc(c, hc), nil
+	return agent.RenewalInfoFunc(c), nil
 }
 
 // tempAge is how old a temporary file must be before it is swept: a

@@ -76,6 +76,9 @@ type RevokeInput struct {
 // Revoked describes a revoked certificate.
 type Revoked struct {
 	Label, Serial, CA string
+	// Marked reports that the certificate's record now says it was
+	// revoked: the next renewal replaces it at once.
+	Marked bool
 }
 
 // ErrAlreadyRevoked is returned (wrapped) by Revoke for a certificate the
@@ -132,7 +135,32 @@ func (p *Planner) Revoke(ctx context.Context, in RevokeInput) (Revoked, error) {
 		}
 		return out, err
 	}
+	if in.Name != "" {
+		out.Marked = p.markRevoked(ctx, in.Name, out.Serial)
+	}
 	return out, nil
+}
+
+// markRevoked notes in name's record that its certificate (serial) was
+// revoked, so that the next renewal step replaces it at once; it reports
+// whether the record now says so.
+func (p *Planner) markRevoked(ctx context.Context, name, serial string) bool {
+	unlock, err := p.Store.Lock(ctx, name)
+	if err != nil {
+		p.log.Warn("could not note the revocation in the record", "certificate", name, "error", err)
+		return false
+	}
+	defer unlock()
+	rec, err := p.Store.LoadRecord(ctx, name)
+	if err == nil && rec.Serial == serial {
+		rec.Revoked = time.Now()
+		err = p.Store.SaveRecord(ctx, rec)
+	}
+	if err != nil {
+		p.log.Warn("could not note the revocation in the record", "certificate", name, "error", err)
+		return false
+	}
+	return rec.Serial == serial
 }
 
 // CertLabel names a certificate in messages: its common name, else its

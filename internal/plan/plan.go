@@ -77,11 +77,11 @@ func Open(opts Options) (*Planner, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := renew.New(renew.Options{Store: st, Logger: opts.Logger, Policy: opts.Policy})
-	if err != nil {
+	p := &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st}
+	if p.Manager, err = renew.New(renew.Options{Store: st, Logger: opts.Logger, Policy: opts.Policy, RenewalInfo: p.ariFetcher()}); err != nil {
 		return nil, err
 	}
-	return &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st, Manager: m}, nil
+	return p, nil
 }
 
 // Config returns the configuration the planner works from.

@@ -60,6 +60,9 @@ const (
 	StateFailing = "failing"
 	StateExpired = "expired"
 	StateBroken  = "broken"
+	// StateRevoked is a certificate revoked (or one the CA asks to
+	// replace now).
+	StateRevoked = "revoked"
 	// StatePending is a certificate the running agent has to obtain yet.
 	StatePending = "pending"
 )
@@ -141,6 +144,18 @@ func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
 		s.Fix = "see the error; the next attempt is at " + d.At.UTC().Format(time.RFC3339)
 		// In the last third of its life, failing means trouble.
 		s.Alert = !now.Before(r.NotAfter.Add(-r.NotAfter.Sub(r.NotBefore) / 3))
+	}
+	if !r.Revoked.IsZero() {
+		s.State, s.Alert = StateRevoked, true
+		s.Problem = "revoked with detour revoke at " + r.Revoked.UTC().Format(time.RFC3339)
+		s.Fix = fmt.Sprintf("`detour renew %s` replaces it now (cron and the agent do at their next run)", r.Name)
+	} else if renew.WindowPassed(r.ARI) {
+		s.State, s.Alert = StateRevoked, true
+		s.Problem = "the CA asks for it to be replaced now (its renewal window has passed: revoked?)"
+		if r.ARI.ExplanationURL != "" {
+			s.Problem += "; see " + r.ARI.ExplanationURL
+		}
+		s.Fix = fmt.Sprintf("`detour renew %s` replaces it now", r.Name)
 	}
 	var le *store.LiveError
 	if err := p.Store.CheckLive(r.Name, r, now); errors.As(err, &le) {

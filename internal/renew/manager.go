@@ -42,6 +42,9 @@ type Options struct {
 	CleanupTimeout time.Duration
 	// Policy tunes the schedule Renew decides with.
 	Policy Policy
+	// RenewalInfo, when set, lets Renew poll the CA's renewal window (see
+	// Step.RenewalInfo).
+	RenewalInfo ARIFetcher
 }
 
 // Manager obtains, renews and records certificates.
@@ -51,6 +54,7 @@ type Manager struct {
 	now     func() time.Time
 	cleanup time.Duration
 	policy  Policy
+	ari     ARIFetcher
 }
 
 // New returns a Manager.
@@ -67,7 +71,7 @@ func New(opts Options) (*Manager, error) {
 	if opts.CleanupTimeout <= 0 {
 		opts.CleanupTimeout = 30 * time.Second
 	}
-	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout, policy: opts.Policy}, nil
+	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout, policy: opts.Policy, ari: opts.RenewalInfo}, nil
 }
 
 // CA is one certificate authority as a renewal uses it.

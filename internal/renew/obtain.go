@@ -176,7 +176,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	res.NotBefore, res.NotAfter = leaf.NotBefore, leaf.NotAfter
 	res.Serial = leaf.SerialNumber.Text(16)
 	if ri != nil {
-		res.ARI = ariWindow(*ri, m.now())
+		res.ARI = WindowOf(*ri, m.now())
 	} else {
 		res.ARI = m.fetchARI(ctx, req.CA.Client, leaf)
 	}
@@ -438,10 +438,12 @@ func (m *Manager) fetchARI(ctx context.Context, c *acme.Client, leaf *x509.Certi
 		}
 		return nil
 	}
-	return ariWindow(ri, m.now())
+	return WindowOf(ri, m.now())
 }
 
-func ariWindow(ri acme.RenewalInfo, now time.Time) *store.ARIWindow {
+// WindowOf is the window the CA answered, as a record keeps it, fetched at
+// now.
+func WindowOf(ri acme.RenewalInfo, now time.Time) *store.ARIWindow {
 	w := &store.ARIWindow{Start: ri.SuggestedWindow.Start, End: ri.SuggestedWindow.End, ExplanationURL: ri.ExplanationURL, Fetched: now}
 	if ri.RetryAfter != nil {
 		w.RetryAfter = *ri.RetryAfter

@@ -158,6 +158,7 @@ const (
 	ReasonARIPassed = "the CA's renewal window has passed: the CA asks for renewal now (revoked?)"
 	ReasonExpired   = "expired"
 	ReasonBackoff   = "backing off after a failure"
+	ReasonRevoked   = "revoked with detour revoke: to be replaced now"
 )
 
 // WindowPassed reports whether the CA's window w had already ended when it
@@ -183,6 +184,9 @@ func (p Policy) Due(r store.Record, now time.Time, frac, retryFrac float64) Deci
 		if WindowPassed(r.ARI) || !r.ARI.End.After(now) {
 			reason = ReasonARIPassed
 		}
+	}
+	if !r.Revoked.IsZero() && r.Revoked.Before(at) {
+		at, reason = r.Revoked, ReasonRevoked
 	}
 	if !now.Before(r.NotAfter) {
 		if r.Last != nil && !r.Last.OK && r.Last.Failures > 0 {

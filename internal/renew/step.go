@@ -104,6 +104,10 @@ type Records interface {
 	TryLock(ctx context.Context, name string) (unlock func() error, err error)
 }
 
+// ARIFetcher asks the CA that issued rec for the renewal window of its
+// live certificate; acme.ErrUnsupported (wrapped) when the CA has no ARI.
+type ARIFetcher func(ctx context.Context, rec store.Record) (*store.ARIWindow, error)
+
 // LiveChecker verifies a certificate's live pair against its record
 // (*store.FS implements it; see store.FS.CheckLive). A Records that is one
 // has the step renew a broken pair at once.
@@ -122,7 +126,13 @@ type Step struct {
 	Obtainer Obtainer // required
 	Records  Records  // required
 	Policy   Policy
-	Logger   *slog.Logger // nil discards
+	// RenewalInfo, when set, asks the CA that issued a certificate for its
+	// renewal window (RFC 9773): the step polls it before deciding, when
+	// the last answer's Retry-After has passed (at least daily), so that a
+	// revocation or an early renewal the CA asks for is acted on from cron
+	// as from the agent. Forced steps do not poll.
+	RenewalInfo ARIFetcher
+	Logger      *slog.Logger // nil discards
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -130,7 +140,7 @@ type Step struct {
 // Renew runs the renewal step (see Step.Run) with the manager's store and
 // policy.
 func (m *Manager) Renew(ctx context.Context, t Target, opt StepOptions) Outcome {
-	return Step{Obtainer: m, Records: m.store, Policy: m.policy, Logger: m.log, Now: m.now}.Run(ctx, t, opt)
+	return Step{Obtainer: m, Records: m.store, Policy: m.policy, RenewalInfo: m.ari, Logger: m.log, Now: m.now}.Run(ctx, t, opt)
 }
 
 // Run runs one renewal step for t: due? (unless forced) -> which CA (the
@@ -167,6 +177,9 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 			}
 			return out
 		}
+	}
+	if recp != nil && !opt.Force && m.RenewalInfo != nil && !m.Now().Before(m.Policy.ARIPollAt(recp.ARI, m.Now())) {
+		recp = m.pollWindow(ctx, *recp)
 	}
 	out.Decision = m.Policy.DueFor(recp, opt.Last, t.Identifiers, m.Now(), opt.Frac, opt.RetryFrac)
 	if lc, ok := m.Records.(LiveChecker); ok && recp != nil {
@@ -280,4 +293,51 @@ func pathNames(req Request) string {
 		names[i] = p.Name
 	}
 	return strings.Join(names, ",")
+}
+
+// pollWindow asks the CA for rec's renewal window and returns rec with it,
+// saved in the record; on failure rec as it was (the last known window is
+// followed).
+func (m Step) pollWindow(ctx context.Context, rec store.Record) *store.Record {
+	w, err := m.RenewalInfo(ctx, rec)
+	if err != nil {
+		if !errors.Is(err, acme.ErrUnsupported) && ctx.Err() == nil {
+			m.Logger.WarnContext(ctx, "asking the CA for the renewal window failed; following the last known one", "certificate", rec.Name, "error", err)
+		}
+		return &rec
+	}
+	if WindowPassed(w) {
+		m.Logger.WarnContext(ctx, "the CA asks for this certificate to be replaced now (revoked?)", "certificate", rec.Name,
+			"window_end", w.End, "explanation", w.ExplanationURL)
+	}
+	saved, err := SaveWindow(ctx, m.Records, rec.Name, rec.Serial, w)
+	if err != nil {
+		m.Logger.WarnContext(ctx, "could not store the renewal window", "certificate", rec.Name, "error", err)
+		rec.ARI = w
+		return &rec
+	}
+	return saved
+}
+
+// SaveWindow stores w in name's record, under its lock, unless the
+// certificate changed meanwhile (the record's serial is no longer serial),
+// and returns the record as it now is.
+func SaveWindow(ctx context.Context, records Records, name, serial string, w *store.ARIWindow) (*store.Record, error) {
+	unlock, err := records.TryLock(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rec, err := records.LoadRecord(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if rec.Serial != serial {
+		return &rec, nil // renewed meanwhile; the window is for the old one
+	}
+	rec.ARI = w
+	if err := records.SaveRecord(ctx, rec); err != nil {
+		return nil, err
+	}
+	return &rec, nil
 }

@@ -116,6 +116,10 @@ type Record struct {
 	NotAfter  time.Time `json:"not_after"`
 	Issued    time.Time `json:"issued"`
 
+	// Revoked is when `detour revoke` revoked this certificate: it is to
+	// be replaced at once.
+	Revoked time.Time `json:"revoked,omitzero"`
+
 	ARI  *ARIWindow `json:"ari,omitempty"`
 	Last *Attempt   `json:"last,omitempty"`
 }
