@@ -1,6 +1,7 @@
 package renew
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io/fs"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/deploy"
@@ -21,6 +23,9 @@ import (
 //	pending/<name>.renewing       a renewal is (or was, if it died) under way
 //	pending/<name>.cleanup.json   challenges presented and not yet cleaned up
 //	pending/<name>.deploy.json    a live version not yet deployed
+//	pending/<name>.issued.json    a certificate the CA issued, kept until it
+//	                              is stored (a full disk, a crash): it is
+//	                              never thrown away nor ordered again
 //
 // A later Obtain of the same certificate, or Sweep, finishes it: Recover of
 // an interrupted store, CleanUp of every recorded challenge on the path of
@@ -30,9 +35,19 @@ const pendingPrefix = "pending/"
 func cleanupKey(name string) string  { return pendingPrefix + name + ".cleanup.json" }
 func deployKey(name string) string   { return pendingPrefix + name + ".deploy.json" }
 func renewingKey(name string) string { return pendingPrefix + name + ".renewing" }
+func issuedKey(name string) string   { return pendingPrefix + name + ".issued.json" }
 
 // pendingSuffixes are the endings of the keys under pending/.
-var pendingSuffixes = []string{".renewing", ".cleanup.json", ".deploy.json"}
+var pendingSuffixes = []string{".renewing", ".cleanup.json", ".deploy.json", ".issued.json"}
+
+// pendingIssued is a certificate the CA issued, kept until it is stored.
+type pendingIssued struct {
+	Bundle   store.Bundle      `json:"bundle"`
+	Account  string            `json:"account"`
+	KeyType  string            `json:"key_type"`
+	PathUsed map[string]string `json:"path_used,omitempty"`
+	Issued   time.Time         `json:"issued"`
+}
 
 // journalEntry is one challenge that may be in place.
 type journalEntry struct {
@@ -123,6 +138,11 @@ func (m *Manager) sweepLocked(ctx context.Context, req Request) error {
 		return err
 	}
 	var errs []error
+	if !req.DryRun {
+		if _, err := m.installIssued(ctx, req); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if err := m.reconcileRecord(ctx, req.Name); err != nil {
 		errs = append(errs, err)
 	}
@@ -285,4 +305,62 @@ func (m *Manager) RebuildRecord(ctx context.Context, req Request) (string, error
 	m.log.WarnContext(ctx, "rebuilt an unreadable record from the live certificate and the configuration",
 		"certificate", req.Name, "version", version, "kept", kept)
 	return kept, nil
+}
+
+// keepIssued writes the issued certificate of req aside, before anything
+// else is stored, so that a full disk or a crash while storing it does not
+// throw it away (it counted against the CA's rate limits).
+func (m *Manager) keepIssued(ctx context.Context, req Request, p pendingIssued) error {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	return m.store.Store(ctx, issuedKey(req.Name), data)
+}
+
+// installIssued stores a certificate an earlier renewal of req kept aside
+// (see keepIssued) and could not store, and its record. It returns the
+// result when there was one to install; an error keeps it for the next
+// try.
+func (m *Manager) installIssued(ctx context.Context, req Request) (*Result, error) {
+	data, err := m.store.Load(ctx, issuedKey(req.Name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("reading the issued certificate kept aside: %w", err)
+	}
+	var p pendingIssued
+	if err := json.Unmarshal(data, &p); err != nil {
+		m.log.ErrorContext(ctx, "discarding an unreadable issued certificate kept aside", "certificate", req.Name, "error", err)
+		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+	}
+	leaf, err := parseLeaf(p.Bundle.CertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the issued certificate kept aside: %w", err)
+	}
+	if live, _, err := m.store.LoadCertificate(ctx, req.Name); err == nil && bytes.Equal(live.CertPEM, p.Bundle.CertPEM) {
+		// Stored already (the record is reconciled from live/ by Sweep);
+		// only the note was left.
+		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+	}
+	if !m.now().Before(leaf.NotAfter) {
+		m.log.WarnContext(ctx, "discarding an issued certificate kept aside: it has expired", "certificate", req.Name, "not_after", leaf.NotAfter)
+		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+	}
+	version, err := m.store.PutCertificate(ctx, req.Name, p.Bundle)
+	if err != nil {
+		return nil, fmt.Errorf("storing the certificate issued on %s, kept in %s: %w", p.Issued.UTC().Format(time.RFC3339), issuedKey(req.Name), err)
+	}
+	rec := recordFor(req, leaf, p.Bundle, version)
+	rec.Account, rec.KeyType, rec.Issued = p.Account, p.KeyType, p.Issued
+	rec.Last = &store.Attempt{Time: m.now(), OK: true, Path: joinPaths(p.PathUsed)}
+	if err := m.store.SaveRecord(ctx, rec); err != nil {
+		return nil, fmt.Errorf("the certificate kept aside is live (version %d) but its record could not be saved: %w", version, err)
+	}
+	if err := m.store.Delete(ctx, issuedKey(req.Name)); err != nil {
+		m.log.WarnContext(ctx, "removing the note of an installed certificate", "certificate", req.Name, "error", err)
+	}
+	m.log.WarnContext(ctx, "stored a certificate an earlier renewal could not store (no new order was made)", "certificate", req.Name,
+		"version", version, "serial", rec.Serial, "issued", p.Issued)
+	return &Result{Name: req.Name, Version: version, NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, Serial: rec.Serial, PathUsed: p.PathUsed}, nil
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -232,6 +233,7 @@ func (f *FS) put(name string, b Bundle) (int, error) {
 			mode = modeSecret
 		}
 		if err := writeFileExclusive(f.archiveFile(name, kind, n), contents[kind], mode); err != nil {
+			f.dropVersion(name, n)
 			return 0, fmt.Errorf("writing archive version %d: %w", n, err)
 		}
 		if err := f.fail("archive " + kind); err != nil {
@@ -239,12 +241,27 @@ func (f *FS) put(name string, b Bundle) (int, error) {
 		}
 	}
 	if err := f.makeVersionDir(name, n); err != nil {
+		f.dropVersion(name, n)
 		return 0, fmt.Errorf("preparing version %d: %w", n, err)
 	}
 	if err := f.switchLive(name, n); err != nil {
 		return 0, err
 	}
 	return n, nil
+}
+
+// dropVersion removes what a PutCertificate that failed (a full disk)
+// wrote of version n, which nothing points at: no partial archive files
+// stay behind.
+func (f *FS) dropVersion(name string, n int) {
+	for _, kind := range certFiles {
+		if err := os.Remove(f.archiveFile(name, kind, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			f.log.Warn("removing a partial archive file", "certificate", name, "version", n, "error", err)
+		}
+	}
+	if err := os.RemoveAll(f.versionDir(name, n)); err != nil {
+		f.log.Warn("removing a partial version directory", "certificate", name, "version", n, "error", err)
+	}
 }
 
 // liveVersion returns the live version of name: the version live/<name>
