@@ -131,6 +131,11 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	if err != nil {
 		return fail("account", false, err)
 	}
+	if req.SelfCheck != nil {
+		if cands, err = m.probe(ctx, req, acct, cands); err != nil {
+			return fail("self-check", false, err)
+		}
+	}
 	replaces := func(acct acme.Account) string {
 		if req.Replaces != "" && req.ReplacesAccount != "" && req.ReplacesAccount != acct.Location {
 			// Issued to another account (a lost key made a new one): the
