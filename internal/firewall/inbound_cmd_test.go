@@ -28,6 +28,8 @@ func TestInboundIptables(t *testing.T) {
 		want   Action
 		window bool
 		rule   string
+		// bySource: a rule naming some sources would accept them.
+		bySource bool
 	}{
 		{name: "drop policy", save: iptablesSave("DROP", established, lo, "-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT"),
 			want: Drop, rule: "chain INPUT policy DROP in table filter of iptables-nft"},
@@ -53,7 +55,9 @@ func TestInboundIptables(t *testing.T) {
 		{name: "port range", save: iptablesSave("DROP", "-A INPUT -p tcp -m tcp --dport 1:1023 -j ACCEPT"), want: Accept},
 		{name: "negated port", save: iptablesSave("ACCEPT", "-A INPUT -p tcp -m tcp ! --dport 22 -j DROP"), want: Drop},
 		{name: "a list of sources is not the CA", save: iptablesSave("DROP", "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 80 -j ACCEPT",
-			"-A INPUT -m set --match-set admins src -j ACCEPT"), want: Drop},
+			"-A INPUT -m set --match-set admins src -j ACCEPT"), want: Drop, bySource: true},
+		{name: "an allow-list for another port", save: iptablesSave("DROP", "-A INPUT -s 192.0.2.0/24 -p tcp -m tcp --dport 22 -j ACCEPT"), want: Drop},
+		{name: "a block-list", save: iptablesSave("ACCEPT", "-A INPUT -s 198.51.100.0/24 -j DROP", "-A INPUT -p tcp -m tcp --dport 80 -j REJECT"), want: Reject},
 		{name: "a rate limit: unknown", save: iptablesSave("DROP", "-A INPUT -p tcp -m tcp --dport 80 -m recent --rcheck --seconds 30 -j ACCEPT"),
 			want: Unknown, rule: "depends on --rcheck, --seconds 30"},
 		{name: "queue: unknown", save: iptablesSave("ACCEPT", "-A INPUT -p tcp -j NFQUEUE --queue-num 1"), want: Unknown, rule: "queues"},
@@ -71,8 +75,8 @@ func TestInboundIptables(t *testing.T) {
 			}
 			st := &inboundState{ipt: map[string]*iptRuleset{NameIptablesNft: rs}}
 			v := st.verdict(port, now)
-			if got := v.IPv4; got.Action != tc.want || got.Window != tc.window || !strings.Contains(got.Rule, tc.rule) {
-				t.Errorf("got %v; want %s, window %v, mentioning %q", got, tc.want, tc.window, tc.rule)
+			if got := v.IPv4; got.Action != tc.want || got.Window != tc.window || got.BySource != tc.bySource || !strings.Contains(got.Rule, tc.rule) {
+				t.Errorf("got %v (by source %v); want %s, window %v, by source %v, mentioning %q", got, got.BySource, tc.want, tc.window, tc.bySource, tc.rule)
 			}
 			if tc.save != "" && v.IPv4.Action != Accept && v.IPv4.Backend != NameIptablesNft {
 				t.Errorf("backend %q", v.IPv4.Backend)
@@ -144,6 +148,12 @@ func TestInboundUfw(t *testing.T) {
 				t.Errorf("port %d (iptables chains too: %v): %v; want %s/%s, window %v, mentioning %q", tc.port, ipt, v, tc.want4, tc.want6, tc.win, tc.rule)
 			}
 		}
+	}
+	// 443 is allowed from 2001:db8::/32 only: dropped, but not for every
+	// IPv6 source.
+	st0 := &inboundState{ufw: ufw, ipt: map[string]*iptRuleset{}}
+	if v := st0.verdict(443, time.Now()); v.IPv6.Action != Drop || !v.IPv6.BySource || v.IPv4.BySource {
+		t.Errorf("port 443: %v (by source: IPv4 %v, IPv6 %v); want drop, IPv6 only by source", v, v.IPv4.BySource, v.IPv6.BySource)
 	}
 	// ufw's chains judged as plain iptables rules: ufw-user-input has no
 	// comments, so no window shows, but the verdicts agree.

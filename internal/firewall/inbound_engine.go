@@ -231,6 +231,17 @@ type stage struct {
 	outs     []outcome
 }
 
+// mayAccept says whether some way through stages accepts the packet:
+// every stage has an outcome that accepts it or may.
+func mayAccept(stages []stage) bool {
+	for _, s := range stages {
+		if !slices.ContainsFunc(s.outs, func(o outcome) bool { return o.action == Accept || o.action == Unknown }) {
+			return false
+		}
+	}
+	return true
+}
+
 // combine returns the verdict of stages, which must be in the order the
 // kernel runs them.
 func combine(stages []stage) FamilyVerdict {

@@ -242,9 +242,9 @@ func fwdRichRule(rr fwdRich, z *firewalldZone, p packet) (evRule, int, vKind) {
 		case "priority":
 			prio, _ = strconv.Atoi(val)
 		case "source":
-			t := no // the CA is in no list of sources
+			t := p.listed() // the CA is in no list of sources
 			if neg {
-				t = yes
+				t = t.not()
 			}
 			test(t, "source")
 		case "destination":

@@ -249,7 +249,7 @@ func compileIpt(w []string, p packet, chains map[string]*iptSaveChain) evRule {
 		case "-p", "--protocol":
 			test(triOf(arg == "tcp" || arg == "6" || arg == "all" || arg == "0"), "-p "+arg)
 		case "-s", "--source", "--src-range", "--ctorigsrc":
-			test(remoteIn(arg), opt+" "+arg)
+			test(p.remoteIn(arg), opt+" "+arg)
 		case "-d", "--destination":
 			test(localIn(arg, p.fam), "-d "+arg)
 		case "-i", "--in-interface":
@@ -294,7 +294,7 @@ func compileIpt(w []string, p packet, chains map[string]*iptSaveChain) evRule {
 			test(triOf(strings.EqualFold(arg, "unicast") || strings.EqualFold(arg, "host")), "--pkt-type "+arg)
 		case "--match-set":
 			if len(val) == 2 && strings.HasPrefix(val[1], "src") {
-				test(no, "--match-set "+arg) // the CA is in no list of sources
+				test(p.listed(), "--match-set "+arg) // the CA is in no list of sources
 			} else {
 				test(maybe, "--match-set "+arg)
 			}
@@ -348,11 +348,29 @@ func containsFold(list []string, s string) bool {
 	return false
 }
 
-// remoteIn says whether a remote source is in the network s: only when s
-// is every address.
-func remoteIn(s string) tri {
-	if pf, err := netip.ParsePrefix(s); err == nil && pf.Bits() == 0 {
+// remoteIn says whether the packet's remote source is in the network s:
+// only when s is every address, or maybe when p asks about any source.
+func (p packet) remoteIn(s string) tri {
+	pf, err := netip.ParsePrefix(s)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(s); aerr == nil {
+			pf, err = netip.PrefixFrom(a, a.BitLen()), nil
+		}
+	}
+	switch {
+	case err == nil && pf.Bits() == 0:
 		return yes
+	case err == nil && pf.Masked().Addr().IsLoopback() && (pf.Addr().Is4() && pf.Bits() >= 8 || pf.Addr().Is6() && pf.Bits() == 128):
+		return no // a remote packet never comes from loopback
+	}
+	return p.listed()
+}
+
+// listed says whether the packet's source is in a list of addresses: no,
+// the CA is in none, unless p asks about any source (maybe).
+func (p packet) listed() tri {
+	if p.anySource {
+		return maybe
 	}
 	return no
 }

@@ -180,7 +180,9 @@ func TestInboundNftables(t *testing.T) {
 		{name: "ct state vmap", tables: []*nftTableSnap{ctVmap()},
 			want4: FamilyVerdict{Action: Accept, Backend: NameNftables, Rule: `rule "meta l4proto tcp tcp dport 80 accept" (handle 3) in chain input in table inet filter`}},
 		{name: "a list of sources is not the CA", tables: []*nftTableSnap{admins(host(drop, rule(nftSaddrIn("admins"), nftDport(80)[2:], nftV(expr.VerdictAccept))))},
-			want4: FamilyVerdict{Action: Drop, Backend: NameNftables, Rule: "chain input policy drop in table inet filter"}},
+			want4: FamilyVerdict{Action: Drop, Backend: NameNftables, Rule: "chain input policy drop in table inet filter", BySource: true}, want6: Drop},
+		{name: "a block-list", tables: []*nftTableSnap{admins(host(accept, rule(nftSaddrIn("admins"), nftV(expr.VerdictDrop)), rule(nftDport(80), &expr.Reject{Type: 1})))},
+			want4: FamilyVerdict{Action: Reject, Backend: NameNftables}},
 		{name: "another interface: unknown", tables: []*nftTableSnap{inetFilter(drop, rule(nftIifname("wg0"), nftV(expr.VerdictAccept)))},
 			want4: FamilyVerdict{Action: Unknown, Backend: NameNftables,
 				Rule: `rule "iifname \"wg0\" accept" (handle 2) in chain input in table inet filter depends on iifname "wg0" ` +
@@ -210,7 +212,7 @@ func TestInboundNftables(t *testing.T) {
 			v := st.verdict(port, time.Now())
 			check := func(f Family, got, want FamilyVerdict) {
 				t.Helper()
-				if got.Action != want.Action || got.Backend != want.Backend || got.Window != want.Window || (want.Rule != "" && got.Rule != want.Rule) {
+				if got.Action != want.Action || got.Backend != want.Backend || got.Window != want.Window || got.BySource != want.BySource || (want.Rule != "" && got.Rule != want.Rule) {
 					t.Errorf("%s: got %+v\nwant %+v", f, got, want)
 				}
 			}

@@ -259,7 +259,7 @@ func (p packet) ct(key expr.CtKey) *nval {
 	case expr.CtKeyPROTODST:
 		return &nval{name: "ct proto-dst", size: 2, known: binary.BigEndian.AppendUint16(nil, uint16(p.port))}
 	case expr.CtKeySRC:
-		return &nval{name: "ct saddr", size: p.addrLen(), remote: true}
+		return &nval{name: "ct saddr", size: p.addrLen(), remote: !p.anySource}
 	case expr.CtKeyDST:
 		return &nval{name: "ct daddr", size: p.addrLen(), local: true}
 	}
@@ -285,7 +285,7 @@ func (p packet) payload(e *expr.Payload) *nval {
 		case e.Offset == proto && e.Len == 1:
 			v.name, v.known = pre+"protocol", []byte{unix.IPPROTO_TCP}
 		case e.Offset == saddr && int(e.Len) == p.addrLen():
-			v.name, v.remote = pre+"saddr", true
+			v.name, v.remote = pre+"saddr", !p.anySource
 		case e.Offset == daddr && int(e.Len) == p.addrLen():
 			v.name, v.local = pre+"daddr", true
 		}

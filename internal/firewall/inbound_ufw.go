@@ -205,7 +205,7 @@ func (st *ufwStatus) outcomes(p packet) []outcome {
 		case !ok:
 			test(maybe, "from "+r.from)
 		case fromAddr != "":
-			test(remoteIn(fromAddr), "from "+fromAddr)
+			test(p.remoteIn(fromAddr), "from "+fromAddr)
 		}
 		if fromPorts != "" {
 			test(maybe, "the source port "+fromPorts)

@@ -344,7 +344,7 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 				return
 			}
 			if _, err := req.CA.Client.WaitAuthorization(ctx, acct, p.authzURL); err != nil {
-				errs[i] = fmt.Errorf("%w (path %s)", err, p.path.Name)
+				errs[i] = explainValidation(err, p.path)
 			}
 		})
 	}

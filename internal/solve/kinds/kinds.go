@@ -2,7 +2,8 @@
 // its spec in its own package (challenges, settings, validation, build);
 // this package names them, in the order `detour paths` and the example
 // configuration show them, and composes them: a kind that answers on port
-// 80/443 of this host gets the firewall window settings (package
+// 80/443 of this host gets the firewall window settings, and every http-01
+// and tls-alpn-01 path without a window the firewall preflight (package
 // firewall). Adding a kind is one package with a Spec, plus one line here.
 package kinds
 
@@ -44,7 +45,7 @@ var specs = compose(
 func compose(list ...solve.Spec) []solve.Spec {
 	out := make([]solve.Spec, len(list))
 	for i, sp := range list {
-		out[i] = firewall.WithWindow(sp)
+		out[i] = firewall.WithPreflight(firewall.WithWindow(sp))
 	}
 	return out
 }
