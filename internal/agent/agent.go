@@ -67,6 +67,10 @@ type Plan struct {
 	// failed to renew; nil: nobody.
 	Notifier     Notifier
 	NotifyWithin time.Duration
+	// Broken names the certificates of Certs whose record cannot be read
+	// (the planner has said why): the metrics show them until a renewal
+	// succeeds or a plan no longer lists them.
+	Broken []string
 }
 
 // Options configure an Agent.
@@ -302,6 +306,11 @@ func (l *loop) apply(ctx context.Context, p Plan) error {
 		}
 		if !s.running {
 			l.reschedule(s)
+		}
+	}
+	for _, n := range p.Broken {
+		if seen[n] {
+			l.a.opts.Metrics.brokenRecord(n)
 		}
 	}
 	return nil

@@ -19,6 +19,7 @@ type Metrics struct {
 	lastSuccess *prometheus.GaugeVec
 	nextRenewal *prometheus.GaugeVec
 	failing     *prometheus.GaugeVec
+	broken      *prometheus.GaugeVec
 	attempts    *prometheus.CounterVec
 	failures    *prometheus.CounterVec
 	ariPolls    *prometheus.CounterVec
@@ -42,6 +43,8 @@ func NewMetrics() *Metrics {
 			Help: "When the agent will next try to renew the certificate, as a Unix time."}, cert),
 		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_consecutive_failures",
 			Help: "Consecutive failed renewal attempts of the certificate (0 after a success)."}, cert),
+		broken: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_record_broken",
+			Help: "1 while the certificate's record in renewal/ cannot be read: it is not renewed until the file is restored or the certificate issued again (detour status says how)."}, cert),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_renewal_attempts_total",
 			Help: "Renewal attempts, by CA and by the validation paths the certificate lists."}, []string{"ca", "path"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "detour_renewal_failures_total",
@@ -55,7 +58,7 @@ func NewMetrics() *Metrics {
 		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "detour_renewals_in_flight",
 			Help: "Renewals running now."}),
 	}
-	reg.MustRegister(m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.attempts, m.failures, m.ariPolls,
+	reg.MustRegister(m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.broken, m.attempts, m.failures, m.ariPolls,
 		m.notices, m.deployFails, m.running,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -73,6 +76,7 @@ func (m *Metrics) record(r store.Record) {
 	if m == nil {
 		return
 	}
+	m.broken.DeleteLabelValues(r.Name)
 	m.notAfter.WithLabelValues(r.Name).Set(float64(r.NotAfter.Unix()))
 	if !r.Issued.IsZero() {
 		m.lastSuccess.WithLabelValues(r.Name).Set(float64(r.Issued.Unix()))
@@ -100,9 +104,17 @@ func (m *Metrics) forget(name string) {
 	if m == nil {
 		return
 	}
-	for _, v := range []*prometheus.GaugeVec{m.notAfter, m.lastSuccess, m.nextRenewal, m.failing} {
+	for _, v := range []*prometheus.GaugeVec{m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.broken} {
 		v.DeleteLabelValues(name)
 	}
+}
+
+// brokenRecord marks name's record as unreadable.
+func (m *Metrics) brokenRecord(name string) {
+	if m == nil {
+		return
+	}
+	m.broken.WithLabelValues(name).Set(1)
 }
 
 func (m *Metrics) attempt(ca, path string, err error) {

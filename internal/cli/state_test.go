@@ -2,10 +2,14 @@ package cli_test
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/detour-acme/detour/internal/plan"
 )
@@ -96,6 +100,35 @@ func TestOneBadRecord(t *testing.T) {
 	if kept, _ := filepath.Glob(filepath.Join(renewal, "c.bad.detour.test.json.broken-*")); len(kept) != 1 {
 		t.Errorf("the unreadable record was not kept: %v", kept)
 	}
+
+	// The agent starts with a still broken, logs it with the fix and
+	// shows it in its metrics.
+	p := startAgent(t, buildDetour(t), "--config", cfg, "run", "--metrics-listen", "127.0.0.1:0")
+	p.waitLog(t, "serving metrics", 30*time.Second)
+	m := regexp.MustCompile(`msg="serving metrics" listen=(\S+)`).FindStringSubmatch(p.stderr.String())
+	if m == nil {
+		t.Fatalf("no metrics address logged:\n%s", p.stderr)
+	}
+	const gauge = `detour_certificate_record_broken{certificate="a.bad.detour.test"} 1`
+	var body []byte
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := http.Get("http://" + m[1] + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(body), gauge) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond) // the agent applies its plan once serving
+	}
+	wantIn(t, "metrics", string(body), gauge)
+	if strings.Contains(string(body), `detour_certificate_record_broken{certificate="b.bad.detour.test"}`) {
+		t.Errorf("b, whose record is fine, is shown broken:\n%s", body)
+	}
+	wantIn(t, "agent log", p.stderr.String(), "a certificate record cannot be read", "a.bad.detour.test.json")
+	stopProcess(t, p)
 }
 
 // TestBrokenLivePair: status and renew verify the live files, not the

@@ -18,11 +18,17 @@ import (
 // and every certificate issued with flags, the renewal-info lookup, and
 // the notifiers of the configuration.
 func (p *Planner) Agent(ctx context.Context) (agent.Plan, error) {
-	targets, err := p.Targets(ctx, nil, RequestOptions{})
+	renewals, err := p.Renewals(ctx, nil, RequestOptions{})
 	if err != nil && !errors.Is(err, ErrNoCertificates) {
 		return agent.Plan{}, err
 	}
-	plan := agent.Plan{Certs: targets, RenewalInfo: p.renewalInfo()}
+	plan := agent.Plan{RenewalInfo: p.renewalInfo()}
+	for _, r := range renewals {
+		plan.Certs = append(plan.Certs, r.Target)
+		if r.Broken != nil {
+			plan.Broken = append(plan.Broken, r.Target.Name)
+		}
+	}
 	var ns agent.Notifiers
 	if c := p.cfg.Agent.NotifyCommand; c != "" {
 		ns = append(ns, agent.CommandNotifier{Command: c})

@@ -96,7 +96,11 @@ func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptio
 			continue
 		}
 		if b := broken[n]; b != nil {
-			out = append(out, Renewal{Target: renew.Target{Name: n, CAs: []string{"?"}, Request: func(context.Context, int) (renew.Request, func(), error) {
+			out = append(out, Renewal{Target: renew.Target{Name: n, CAs: []string{"?"}, Request: func(ctx context.Context, i int) (renew.Request, func(), error) {
+				// Restored since (the agent keeps trying): renew from it.
+				if rec, err := p.Store.LoadRecord(ctx, n); err == nil {
+					return p.RecordTarget(rec, opt).Request(ctx, i)
+				}
 				return renew.Request{}, nil, BrokenRecordError{b}
 			}}, Broken: b})
 			continue
