@@ -49,6 +49,9 @@ func TestDiskFullAfterIssuance(t *testing.T) {
 	if m, _ := filepath.Glob(filepath.Join(state, "archive", name, "*2.pem")); len(m) != 0 {
 		t.Errorf("partial archive files stayed: %v", m)
 	}
+	if tmp := tempFiles(t, state); len(tmp) != 0 {
+		t.Errorf("temporary files of the failed writes stayed: %v", tmp)
+	}
 	data, err := os.ReadFile(filepath.Join(state, "pending", name+".issued.json"))
 	if err != nil {
 		t.Fatalf("the issued certificate was not kept: %v", err)
