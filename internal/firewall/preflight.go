@@ -33,7 +33,10 @@ const verdictTTL = 10 * time.Second
 
 // WithPreflight returns sp with its Build wrapping every http-01 and
 // tls-alpn-01 solver that has no firewall window in the preflight (see
-// Preflight). Specs that answer neither are returned as they are.
+// Preflight), unless the certificate's checks are off (env.NoSelfCheck:
+// the CA may reach the path another way than the rules show, through a
+// load balancer or a port forward to another port). Specs that answer
+// neither are returned as they are.
 func WithPreflight(sp solve.Spec) solve.Spec {
 	if !slices.Contains(sp.Challenges, solve.HTTP01) && !slices.Contains(sp.Challenges, solve.TLSALPN01) {
 		return sp
@@ -46,7 +49,7 @@ func WithPreflight(sp solve.Spec) solve.Spec {
 	window := sp.Window
 	sp.Build = func(ctx context.Context, s solve.Settings, env solve.Env) (solve.Solver, error) {
 		inner, err := build(ctx, s, env)
-		if err != nil || s.Get(KeyFirewall) != "" {
+		if err != nil || s.Get(KeyFirewall) != "" || env.NoSelfCheck {
 			return inner, err
 		}
 		typ := inner.Type()
@@ -285,7 +288,8 @@ func (p *preflight) refusal(v Verdict, blocked []Family) error {
 	}
 	return fmt.Errorf("this host's firewall keeps the CA from connecting to port %d (%s); "+
 		"a self-check cannot see this, as the host's requests to itself never cross its inbound filter, and the CA would time out. "+
-		"Fix: %s; or use a DNS path (dns-01 needs no inbound port; see `detour paths`)",
+		"Fix: %s; or use a DNS path (dns-01 needs no inbound port; see `detour paths`). "+
+		"If the CA reaches this host another way (a load balancer or a port forward to another port), self_check = false in the certificate's section skips this check",
 		p.opts.Port, strings.Join(rules, "; "), fix)
 }
 

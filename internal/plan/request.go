@@ -186,6 +186,7 @@ func (p *Planner) withPaths(ctx context.Context, req renew.Request, paths []conf
 		}
 	}
 	env := p.env(req.CA)
+	env.NoSelfCheck = !selfCheck || p.opts.NoSelfCheck
 	for _, cp := range paths {
 		sp, ref, err := p.build(ctx, ps, cp, env)
 		if err != nil {

@@ -39,8 +39,8 @@ func TestPreflight(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			run := func() string {
-				out, err := web.Command(detourBin, "--config", cfg, "issue", "pf").CombinedOutput()
+			run := func(extra ...string) string {
+				out, err := web.Command(detourBin, append([]string{"--config", cfg, "issue", "pf"}, extra...)...).CombinedOutput()
 				if err == nil {
 					t.Fatalf("detour succeeded against a CA that answers nothing:\n%s", out)
 				}
@@ -62,12 +62,20 @@ func TestPreflight(t *testing.T) {
 				t.Errorf("the CA got %d connections; want none: the firewall was read before anything was asked", n)
 			}
 
+			// The checks turned off (the CA comes through a load balancer
+			// the rules do not show): no refusal.
+			out = run("--no-self-check")
+			if strings.Contains(out, "keeps the CA from connecting") || ca.count() == 0 {
+				t.Errorf("with --no-self-check: refused, or the CA was not asked:\n%s", out)
+			}
+			asked := ca.count()
+
 			web.Run(t, open[b.name][0], open[b.name][1:]...)
 			out = run()
 			if strings.Contains(out, "keeps the CA from connecting") {
 				t.Errorf("refused with port 80 open:\n%s", out)
 			}
-			if ca.count() == 0 {
+			if ca.count() == asked {
 				t.Errorf("with port 80 open, detour did not go on to the CA:\n%s", out)
 			}
 		})
