@@ -50,6 +50,9 @@ type Config struct {
 	Certificates []Certificate
 	// Router is the [router] table for `detour router`.
 	Router Router
+	// Store is the [store] table: the state directory (kind "fs"), or
+	// etcd shared by a fleet.
+	Store Store
 	// Agent holds the settings of `detour run` (metrics, notifications).
 	Agent Agent
 	// Warnings are settings that are valid but probably not meant: a

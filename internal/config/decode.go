@@ -51,6 +51,9 @@ type file struct {
 	Certs []*certTable
 	// Router is the [router] table.
 	Router Router
+	// Store is the [store] table; storeHas the keys it set.
+	Store    Store
+	storeHas map[string]bool
 	// Agent holds the agent's keys; agentDays records notify_days was set.
 	Agent     Agent
 	agentDays bool
@@ -202,6 +205,7 @@ func decode(l *errList, tree map[string]any) *file {
 		{keyPath, func(l *errList, path string, v any) { decodePaths(l, f, path, v) }},
 		{keyCert, func(l *errList, path string, v any) { decodeCerts(l, f, path, v) }},
 		{keyRouterTable, func(l *errList, path string, v any) { decodeRouter(l, f, path, v) }},
+		{keyStoreTable, func(l *errList, path string, v any) { decodeStore(l, f, path, v) }},
 	}
 	fields = append(fields, agentFields(&f.Agent)...)
 	has := l.table("", tree, fields)

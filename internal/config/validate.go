@@ -43,8 +43,10 @@ func validate(l *errList, f *file, filename string) *Config {
 		Paths:    map[string]Path{},
 		Router:   f.Router,
 		Agent:    f.Agent,
+		Store:    f.Store,
 	}
 	validateRouter(l, f.Router)
+	validateStore(l, &cfg.Store, f.storeHas)
 	validateAgent(l, &cfg.Agent, f.agentDays)
 	if !filepath.IsAbs(f.StateDir) {
 		l.add(keyStateDir, "%q is a relative path; use an absolute directory, e.g. state_dir = %q", f.StateDir, DefaultStateDir)

@@ -66,6 +66,13 @@ func Open(opts Options) (*Planner, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if s := opts.Config.Store; s.IsFleet() {
+		// The etcd store, membership and mirrored answers exist as
+		// packages; the agent does not drive them yet. Say so rather
+		// than run as a single host with a fleet's configuration.
+		return nil, fmt.Errorf("%s:%d: [store] kind = %q: fleet mode is not available in this build yet (the shared store and the nodes' coordination are not wired into the agent); "+
+			"remove the [store] table to run this host on its own state directory", opts.Config.File, s.Line, s.Kind)
+	}
 	dir := opts.StateDir
 	if dir == "" {
 		dir = opts.Config.StateDir
