@@ -47,8 +47,21 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	log.InfoContext(ctx, "renewing", "reason", j.reason)
 	start := time.Now()
 	step := renew.Step{Obtainer: l.a.opts.Obtainer, Records: l.a.opts.Store, Policy: l.a.policy, Logger: l.a.log}
-	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last})
+	// The decision was made on j.rec: when the record says otherwise
+	// now (cron, or another node of a fleet, renewed it), nothing is
+	// ordered.
+	expect := renew.ExpectedOf(j.rec)
+	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last, Expect: &expect})
 	switch {
+	case out.Superseded:
+		log.InfoContext(ctx, "renewed meanwhile by another process; rescheduling from its record")
+		rec := out.Record
+		return func(s *certState) {
+			s.last, s.notBefore, s.rec = nil, time.Time{}, rec
+			if rec != nil {
+				m.record(*rec)
+			}
+		}
 	case out.Err == nil:
 	case out.Interrupted:
 		// Shutting down: not the certificate's failure.

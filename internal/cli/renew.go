@@ -67,6 +67,10 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, out.Err))
 			continue
 		}
+		if out.Superseded {
+			fmt.Fprintf(a.stdout, "%s: renewed meanwhile by another process; nothing ordered\n", t.Name)
+			continue
+		}
 		if !out.Ran {
 			notDue++
 			a.log.Debug("not due", "certificate", t.Name, "renew_at", out.Decision.At, "reason", out.Decision.Reason)

@@ -115,6 +115,52 @@ type Request struct {
 	// Deploy writes extra outputs and reloads servers after the new
 	// version is live, then runs its hook (DeployHook when it has none).
 	Deploy deploy.Plan
+	// Expect, when set, is the certificate the decision to renew was
+	// made on. Obtain compares it with the record under the
+	// certificate's lock and orders nothing when another process (cron
+	// and the agent, or another node of a fleet) renewed it meanwhile:
+	// it returns a *SupersededError instead.
+	Expect *Expected
+}
+
+// Expected names a version of a certificate: the record's Version and
+// Serial; the zero value is a certificate never issued.
+type Expected struct {
+	Version int
+	Serial  string
+}
+
+// ExpectedOf returns what rec describes (the zero Expected for nil).
+func ExpectedOf(rec *store.Record) Expected {
+	if rec == nil {
+		return Expected{}
+	}
+	return Expected{Version: rec.Version, Serial: rec.Serial}
+}
+
+// SupersededError is returned by Obtain when the certificate is no longer
+// the one the renewal was decided on (Request.Expect): another process
+// renewed it. Record is the record now, nil when there is none.
+type SupersededError struct {
+	Name     string
+	Expected Expected
+	Record   *store.Record
+}
+
+func (e *SupersededError) Error() string {
+	now := Expected{}
+	if e.Record != nil {
+		now = ExpectedOf(e.Record)
+	}
+	return fmt.Sprintf("certificate %s was renewed meanwhile by another process (version %d, serial %s; this renewal was decided on version %d): nothing ordered",
+		e.Name, now.Version, orNone(now.Serial), e.Expected.Version)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // Result describes an obtained certificate.

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"time"
@@ -84,6 +85,11 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		return fail("preflight", false, err)
 	}
 	defer unlock()
+	if req.Expect != nil && !req.DryRun {
+		if err := m.checkExpected(ctx, req); err != nil {
+			return res, err
+		}
+	}
 	if !req.DryRun {
 		// A certificate issued earlier and not stored yet is this
 		// renewal's result: no new order.
@@ -247,6 +253,26 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		}
 	}
 	return res, nil
+}
+
+// checkExpected returns a *SupersededError when req's certificate is no
+// longer req.Expect. The caller holds the certificate's lock, so nobody
+// can renew it between this check and the order. An unreadable record is
+// not a reason to stop (the renewal rebuilds it).
+func (m *Manager) checkExpected(ctx context.Context, req Request) error {
+	rec, err := m.store.LoadRecord(ctx, req.Name)
+	var now *store.Record
+	switch {
+	case err == nil:
+		now = &rec
+	case errors.Is(err, fs.ErrNotExist):
+	default:
+		return nil
+	}
+	if ExpectedOf(now) == *req.Expect {
+		return nil
+	}
+	return &SupersededError{Name: req.Name, Expected: *req.Expect, Record: now}
 }
 
 // keyNotAccounts reports an error saying the request's signature does not

@@ -66,6 +66,12 @@ type StepOptions struct {
 	// on the primary CA whatever failed before, and its failure is not
 	// recorded, so that it does not move the schedule of renewals.
 	Manual bool
+	// Expect is the certificate a forced step was decided on (the
+	// agent's view of it): when the record no longer describes it,
+	// another process renewed it and the step orders nothing (Outcome
+	// Superseded). An unforced step decides on the record it reads and
+	// expects that one.
+	Expect *Expected
 }
 
 // Outcome is what one renewal step did.
@@ -94,6 +100,10 @@ type Outcome struct {
 	// attempt, an unreadable record) or saving it failed.
 	Attempt *store.Attempt
 	Record  *store.Record
+	// Superseded reports that another process renewed the certificate
+	// since the decision: nothing was ordered, and Record is the record
+	// now (nil when there is none).
+	Superseded bool
 }
 
 // Records is the part of the store the renewal step reads and writes;
@@ -178,6 +188,11 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 			return out
 		}
 	}
+	expect := opt.Expect
+	if expect != nil && opt.Force && ExpectedOf(recp) != *expect && !opt.DryRun {
+		m.Logger.InfoContext(ctx, "renewed meanwhile by another process; nothing to do", "certificate", t.Name, "version", ExpectedOf(recp).Version)
+		return Outcome{Superseded: true, Record: recp}
+	}
 	if recp != nil && !opt.Force && m.RenewalInfo != nil && !m.Now().Before(m.Policy.ARIPollAt(recp.ARI, m.Now())) {
 		recp = m.pollWindow(ctx, *recp)
 	}
@@ -199,6 +214,10 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 		return out
 	}
 	out.Ran = true
+	if !opt.Force {
+		e := ExpectedOf(recp)
+		expect = &e
+	}
 	if out.Decision.Due && !opt.Force {
 		m.Logger.InfoContext(ctx, "due", "certificate", t.Name, "reason", out.Decision.Reason)
 	}
@@ -227,10 +246,16 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 	if recp != nil && recp.ARIID != "" && req.CA.Client != nil && recp.CA == req.CA.Client.DirectoryURL() {
 		req.Replaces, req.ReplacesAccount = recp.ARIID, recp.Account
 	}
+	req.Expect = expect
 	out.Result, err = m.Obtainer.Obtain(ctx, req)
 	release()
 	if err == nil {
 		return out
+	}
+	var se *SupersededError
+	if errors.As(err, &se) {
+		m.Logger.InfoContext(ctx, "renewed meanwhile by another process; nothing ordered", "certificate", t.Name, "version", ExpectedOf(se.Record).Version)
+		return Outcome{Decision: out.Decision, Superseded: true, Record: se.Record}
 	}
 	var retry time.Time
 	var ra *acme.RetryAfterError
