@@ -20,6 +20,7 @@ func TestTwoAgentsOneStore(t *testing.T) {
 			f := newFakeCA(t, st)
 			f.delay = 20 * time.Second
 			ctx, cancel := context.WithCancel(t.Context())
+			plan := Plan{Certs: []Cert{fakeCert(t, f, "www", life)}}
 			var dones []chan error
 			for range agents {
 				a, err := New(Options{Obtainer: f, Store: st})
@@ -27,7 +28,6 @@ func TestTwoAgentsOneStore(t *testing.T) {
 					t.Fatal(err)
 				}
 				done := make(chan error, 1)
-				plan := Plan{Certs: []Cert{fakeCert(t, f, "www", life)}}
 				go func() { done <- a.Run(ctx, plan) }()
 				dones = append(dones, done)
 				time.Sleep(time.Minute) // the second starts once the first has issued

@@ -240,6 +240,9 @@ func TestServeSumsUpOnStop(t *testing.T) {
 
 	var got []string
 	for _, r := range rec.matching("") {
+		if r.Message == "DNS server serving" {
+			continue // logged once serving, which may come after the first query
+		}
 		got = append(got, show(r))
 	}
 	want := []string{

@@ -203,8 +203,9 @@ func (m *mirror) publish(ctx context.Context, id string, ch solve.Challenge) (in
 
 // wait returns once every one of others that is still a member has
 // acknowledged answer id (published at revision rev), or fails with an
-// AckError when one acknowledged an error or ctx's deadline passed. parent
-// is ctx without the AckTimeout.
+// AckError when some acknowledged an error (once every member has
+// answered, so that the error names all of them) or ctx's deadline
+// passed. parent is ctx without the AckTimeout.
 func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others []string, ch solve.Challenge) error {
 	n := m.n
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -222,6 +223,7 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	pending, lastErr := others, error(nil)
+	var failed []NodeFailure
 	for {
 		st, err := m.collect(ctx, id, others)
 		if err == nil {
@@ -229,13 +231,13 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 				return fmt.Errorf("the answer for %s vanished from etcd before every member presented it: its lease was lost "+
 					"(etcd did not answer within the TTL of %ds); the followers have withdrawn it", ch.Identifier.Value, n.ttl)
 			}
-			if len(st.failed) > 0 {
-				return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: st.failed}
-			}
 			if len(st.pending) == 0 {
+				if len(st.failed) > 0 {
+					return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: st.failed}
+				}
 				return nil
 			}
-			pending, lastErr = st.pending, nil
+			pending, failed, lastErr = st.pending, st.failed, nil
 		} else if ctx.Err() == nil {
 			lastErr = err
 			n.log.DebugContext(ctx, "reading the acknowledgements", "id", id, "error", err)
@@ -245,7 +247,7 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 			if parent.Err() != nil {
 				return fmt.Errorf("waiting for the fleet to present the answer for %s: %w", ch.Identifier.Value, parent.Err())
 			}
-			return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Missing: pending, Timeout: m.opts.AckTimeout, Err: lastErr}
+			return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: failed, Missing: pending, Timeout: m.opts.AckTimeout, Err: lastErr}
 		case r, ok := <-acks:
 			if !ok || r.Err() != nil {
 				acks = nil // watched again at the next tick
