@@ -120,6 +120,10 @@ func (n *Node) Follow(ctx context.Context, paths func(name string) (solve.Solver
 	}
 	defer done()
 	n.mu.Lock()
+	if n.observer {
+		n.mu.Unlock()
+		return errors.New("following the fleet's answers: this node only observes the fleet (Observe); a member follows (Join)")
+	}
 	if n.following {
 		n.mu.Unlock()
 		return errors.New("following the fleet's answers: this node already follows them")

@@ -93,6 +93,8 @@ type Node struct {
 
 	presented     *Presented
 	ownsPresented bool
+	// observer is a Node made by Observe: never a member.
+	observer bool
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -112,6 +114,39 @@ type Node struct {
 // the lease is lost later (etcd unreachable for longer than the TTL), the
 // node logs it and joins again once etcd answers.
 func Join(ctx context.Context, opts Options) (*Node, error) {
+	n, err := newNode(opts)
+	if err != nil {
+		return nil, err
+	}
+	m, err := n.join(ctx)
+	if err != nil {
+		n.cancel()
+		return nil, err
+	}
+	n.setLease(m.lease)
+	n.log.InfoContext(ctx, "joined the fleet", "ttl", time.Duration(n.ttl)*time.Second)
+	n.wg.Go(func() { n.keep(m) })
+	return n, nil
+}
+
+// Observe returns a Node that is not a member: it publishes answers
+// (Mirror) and reads the members, but holds no membership key, so the
+// orderers of other renewals do not wait for it, and its name may be the
+// one a member of this host uses. That is what a command run by hand on a
+// node is (detour issue, detour renew, while the node's agent is the
+// member): its answers, published under the node's name, are presented by
+// every other member; this host presents them itself. Follow is refused.
+func Observe(opts Options) (*Node, error) {
+	n, err := newNode(opts)
+	if err != nil {
+		return nil, err
+	}
+	n.observer = true
+	return n, nil
+}
+
+// newNode validates opts and returns a Node that is not a member yet.
+func newNode(opts Options) (*Node, error) {
 	prefix := strings.TrimRight(opts.Prefix, "/")
 	if prefix == "" {
 		return nil, errors.New("joining the fleet: the key prefix is empty; set it to the fleet's prefix in etcd, e.g. /detour/<fleet id>")
@@ -148,14 +183,6 @@ func Join(ctx context.Context, opts Options) (*Node, error) {
 		n.presented, n.ownsPresented = &Presented{}, true
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	m, err := n.join(ctx)
-	if err != nil {
-		n.cancel()
-		return nil, err
-	}
-	n.setLease(m.lease)
-	n.log.InfoContext(ctx, "joined the fleet", "ttl", time.Duration(n.ttl)*time.Second)
-	n.wg.Go(func() { n.keep(m) })
 	return n, nil
 }
 
@@ -407,7 +434,9 @@ func (n *Node) Close() error {
 			errs = append(errs, fmt.Errorf("leaving the fleet: revoking the membership lease (it expires within %ds): %w", n.ttl, err))
 		}
 	}
-	n.log.Info("left the fleet")
+	if !n.observer {
+		n.log.Info("left the fleet")
+	}
 	return errors.Join(errs...)
 }
 

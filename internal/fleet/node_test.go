@@ -32,6 +32,7 @@ func TestFleet(t *testing.T) {
 		{"OrdererDeath", testOrdererDeath},
 		{"FollowerRestart", testFollowerRestart},
 		{"FollowerRefusesMalformedAnswer", testFollowerRefusesMalformedAnswer},
+		{"Observer", testObserver},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
