@@ -138,6 +138,9 @@ func (r Reload) signal(file string) error {
 		return fmt.Errorf("reloading %s: pid file %s holds %q, not a process id", r.Server, file, strings.TrimSpace(string(raw)))
 	}
 	sig := servers[r.Server].signal
+	if err := waitHandled(pid, sig, r.handledWait()); err != nil {
+		return fmt.Errorf("reloading %s: %w", r.Server, err)
+	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		if errors.Is(err, syscall.ESRCH) {
 			return fmt.Errorf("reloading %s: no process %d (from %s); the pid file is stale, is %s running?", r.Server, pid, file, r.Server)
@@ -145,4 +148,69 @@ func (r Reload) signal(file string) error {
 		return fmt.Errorf("reloading %s: sending %v to %d: %w (Detour must run as the server's user or as root)", r.Server, sig, pid, err)
 	}
 	return nil
+}
+
+func (r Reload) handledWait() time.Duration {
+	if r.Timeout > 0 && r.Timeout < 10*time.Second {
+		return r.Timeout
+	}
+	return 10 * time.Second
+}
+
+// waitHandled waits until process pid catches sig, as read from
+// /proc/PID/status. A server that is still starting (or re-executing, as
+// HAProxy's master does on every reload) ignores or blocks its reload signal
+// for a moment: a signal sent then is lost, or, at the default disposition,
+// ends the server (SIGHUP, SIGUSR1 and SIGUSR2 all terminate a process that
+// has no handler). Without /proc (not Linux) it returns at once.
+func waitHandled(pid int, sig syscall.Signal, wait time.Duration) error {
+	deadline := time.Now().Add(wait)
+	for {
+		caught, ignored, known := disposition(pid, sig)
+		if !known || caught {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			how := "has no handler for it, so the signal would end the process"
+			if ignored {
+				how = "ignores it"
+			}
+			comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+			return fmt.Errorf("process %d (%s) %s after %v; Detour sent nothing. "+
+				"Is the pid file the server's (for HAProxy: the master's, started with -W)?",
+				pid, strings.TrimSpace(string(comm)), how, wait)
+		}
+		time.Sleep(20 * time.Millisecond) // polling /proc: the kernel offers no notification
+	}
+}
+
+// disposition reads whether pid catches or ignores sig. known is false when
+// the kernel does not say (no /proc, or the process is gone: kill reports
+// that).
+func disposition(pid int, sig syscall.Signal) (caught, ignored, known bool) {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false, false, false
+	}
+	bit := uint64(1) << (uint(sig) - 1)
+	var cgt, ign uint64
+	var haveCgt, haveIgn bool
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
+		switch {
+		case err != nil:
+		case name == "SigCgt":
+			cgt, haveCgt = v, true
+		case name == "SigIgn":
+			ign, haveIgn = v, true
+		}
+	}
+	if !haveCgt || !haveIgn {
+		return false, false, false
+	}
+	return cgt&bit != 0, ign&bit != 0, true
 }

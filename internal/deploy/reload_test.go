@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,7 +104,7 @@ func TestReloadRealServers(t *testing.T) {
 			}
 			addr := freeAddr(t)
 			pidFile := tc.start(t, bin, dir, addr, info)
-			waitServed(t, addr, first.SerialNumber)
+			waitServed(t, dir, addr, first.SerialNumber)
 
 			next, second := testLive(t, "reload.example")
 			for _, f := range []string{"cert.pem", "chain.pem", "fullchain.pem", "privkey.pem"} {
@@ -116,7 +117,7 @@ func TestReloadRealServers(t *testing.T) {
 			if err := plan.Run(context.Background(), info, nil); err != nil {
 				t.Fatal(err)
 			}
-			waitServed(t, addr, second.SerialNumber)
+			waitServed(t, dir, addr, second.SerialNumber)
 		})
 	}
 }
@@ -218,7 +219,7 @@ func startServer(t *testing.T, dir, conf, pidFile, bin string, args ...string) {
 }
 
 // waitServed polls addr until the certificate it serves has serial.
-func waitServed(t *testing.T, addr string, serial *big.Int) {
+func waitServed(t *testing.T, dir, addr string, serial *big.Int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	var last string
@@ -236,7 +237,8 @@ func waitServed(t *testing.T, addr string, serial *big.Int) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling the server: reloads are asynchronous
 	}
-	t.Fatalf("%s never served serial %s (last: %s)", addr, serial.Text(16), last)
+	out, _ := os.ReadFile(filepath.Join(dir, "server.out"))
+	t.Fatalf("%s never served serial %s (last: %s); the server's output:\n%s", addr, serial.Text(16), last, out)
 }
 
 func freeAddr(t *testing.T) string {
@@ -258,4 +260,72 @@ func lookPath(t *testing.T, bin, pkg string) string {
 	}
 	t.Fatalf("this test needs %s (Debian package %s)", bin, pkg)
 	return ""
+}
+
+// A reload signal goes only to a process that catches it: one that would
+// die of it (no handler) or ignore it gets none, and the error says why.
+func TestReloadSignalOnlyWhenCaught(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("needs /proc")
+	}
+	dir := t.TempDir()
+	start := func(script string) (pidFile string, alive func() bool) {
+		cmd := exec.Command("sh", "-c", script)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+		pidFile = filepath.Join(dir, fmt.Sprintf("%d.pid", cmd.Process.Pid))
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return pidFile, func() bool {
+			select {
+			case <-done:
+				return false
+			default:
+				return true
+			}
+		}
+	}
+	got := filepath.Join(dir, "got")
+	cases := []struct {
+		name, script, err string
+	}{
+		{"default", "sleep 60", "no handler for it"},
+		{"ignored", `trap "" HUP; while :; do sleep 0.05; done`, "ignores it"},
+		{"caught", `trap "echo hup >> ` + got + `" HUP; while :; do sleep 0.05; done`, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pid, alive := start(tc.script)
+			if tc.err == "" {
+				// The shell installs its trap a moment after it starts.
+				time.Sleep(100 * time.Millisecond)
+			}
+			err := Reload{Server: "nginx", PIDFile: pid, Timeout: 300 * time.Millisecond}.Run(context.Background())
+			if tc.err == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for b, _ := os.ReadFile(got); !strings.Contains(string(b), "hup"); b, _ = os.ReadFile(got) {
+					if time.Now().After(deadline) {
+						t.Fatal("the process never received SIGHUP")
+					}
+					time.Sleep(20 * time.Millisecond) // polling the trap's file
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "sent nothing") {
+				t.Fatalf("err = %v, want %q", err, tc.err)
+			}
+			time.Sleep(50 * time.Millisecond)
+			if !alive() {
+				t.Fatal("the process is gone: it was signalled")
+			}
+		})
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"strings"
@@ -87,16 +88,37 @@ func New(t testing.TB, opts Options) *Cluster {
 	return c
 }
 
-// freeAddr returns a loopback address with a port nobody listens on now.
+// freeAddr returns a loopback address with a port nobody listens on now,
+// chosen below the kernel's ephemeral range (32768 and up on Linux): a member
+// restarted on its old port must find it free, and a port from the ephemeral
+// range may meanwhile be the local end of any outgoing connection on the host
+// ("bind: address already in use" on Restart, seen in CI).
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if portsTaken[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		portsTaken[port] = true
+		return addr
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("etcdtest: no free loopback port between 20000 and 32000")
+	return ""
 }
+
+var (
+	portMu     sync.Mutex
+	portsTaken = map[int]bool{} // handed out in this process: never twice
+)
 
 func mustURL(s string) url.URL {
 	u, err := url.Parse(s)
