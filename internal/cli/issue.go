@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -168,6 +169,9 @@ func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target
 	for _, t := range targets {
 		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1})
 		err := out.Err
+		if err == nil && !dryRun {
+			err = deployHere(cmd.Context(), p, out.Result)
+		}
 		if err == nil {
 			a.printResult(p, out.Result, dryRun)
 			err = deployFailure(out.Result)
@@ -192,6 +196,16 @@ func (a *app) printResult(p *plan.Planner, res renew.Result, dryRun bool) {
 	fmt.Fprintf(a.stdout, "%s: version %d, valid until %s, obtained in %s\n  %s\n  %s\n",
 		res.Name, res.Version, res.NotAfter.UTC().Format(time.RFC3339), res.Elapsed.Round(time.Millisecond),
 		p.Store.LivePath(res.Name, "fullchain.pem"), p.Store.LivePath(res.Name, "privkey.pem"))
+}
+
+// deployHere makes this node serve res in a fleet (its agent would, a
+// moment later; a command run by hand does it at once); nothing on a
+// single host.
+func deployHere(ctx context.Context, p *plan.Planner, res renew.Result) error {
+	if err := p.DeployNow(ctx, res.Name); err != nil {
+		return fmt.Errorf("%s is stored in the fleet (version %d), but deploying it on this node failed (the agents of the nodes deploy it too): %w", res.Name, res.Version, err)
+	}
+	return nil
 }
 
 // deployFailure reports a deploy hook that failed after the certificate was

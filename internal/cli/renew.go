@@ -76,6 +76,12 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 			a.log.Debug("not due", "certificate", t.Name, "renew_at", out.Decision.At, "reason", out.Decision.Reason)
 			continue
 		}
+		if !dryRun {
+			if err := deployHere(ctx, p, out.Result); err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", t.Name, err))
+				continue
+			}
+		}
 		a.printResult(p, out.Result, dryRun)
 		if derr := deployFailure(out.Result); derr != nil {
 			failed = append(failed, fmt.Sprintf("%s: %v", t.Name, derr))

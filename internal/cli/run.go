@@ -60,13 +60,38 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	p.SweepTemps(ctx)
+	var fa *plan.FleetAgent
+	if p.Fleet() {
+		if fa, err = p.JoinFleet(ctx); err != nil {
+			return err
+		}
+		defer fa.Close()
+	}
+	// Stopped, and waited for, before the fleet's node is left.
+	var background sync.WaitGroup
+	defer background.Wait()
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	defer stopBackground()
+	if fa != nil {
+		background.Go(func() {
+			if err := fa.Follow(bgCtx); err != nil && bgCtx.Err() == nil {
+				a.log.Error("presenting the fleet's answers stopped", "error", err)
+			}
+		})
+		background.Go(func() {
+			if err := fa.Deploy(bgCtx); err != nil && bgCtx.Err() == nil {
+				a.log.Error("deploying the fleet's certificates on this node stopped", "error", err)
+			}
+		})
+	}
 	ap, err := p.Agent(ctx)
 	if err != nil {
 		return err
 	}
 	metrics := agent.NewMetrics()
-	ag, err := agent.New(agent.Options{Obtainer: p.Manager, Store: p.Store, Logger: a.log, Metrics: metrics, Concurrency: concurrency})
+	ag, err := agent.New(agent.Options{Obtainer: p.Manager, Store: p.SharedStore(), Logger: a.log, Metrics: metrics, Concurrency: concurrency})
 	if err != nil {
 		return err
 	}

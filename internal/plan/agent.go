@@ -72,7 +72,7 @@ func (p *Planner) renewalInfo() func(context.Context, store.Record, *x509.Certif
 func (p *Planner) ariFetcher() renew.ARIFetcher {
 	info := p.renewalInfo()
 	return func(ctx context.Context, rec store.Record) (*store.ARIWindow, error) {
-		b, _, err := p.Store.LoadCertificate(ctx, rec.Name)
+		b, _, err := p.shared.LoadCertificate(ctx, rec.Name)
 		if err != nil {
 			return nil, fmt.Errorf("reading the live certificate to ask for its renewal window: %w", err)
 		}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +24,7 @@ func TestBrokenRecordHeals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Planner{cfg: &config.Config{}, log: slog.New(slog.DiscardHandler), Store: st}
+	p := &Planner{cfg: &config.Config{}, log: slog.New(slog.DiscardHandler), Store: st, shared: st}
 	rec := store.Record{Name: "x.heal.test", Identifiers: []string{"x.heal.test"}, CA: "https://127.0.0.1:1/dir", KeyType: "ecdsa-p256",
 		Paths:   []store.PathRef{{Name: "standalone-http", Kind: "standalone", Settings: map[string]string{"challenge": "http-01", "listen": "127.0.0.1:0"}}},
 		Version: 1, NotBefore: time.Now(), NotAfter: time.Now().Add(90 * 24 * time.Hour)}
@@ -62,18 +61,5 @@ func TestBrokenRecordHeals(t *testing.T) {
 	release()
 	if req.Name != rec.Name || len(req.Paths) != 1 || req.Paths[0].Name != "standalone-http" {
 		t.Errorf("request = %s through %v, want %s through standalone-http", req.Name, req.Paths, rec.Name)
-	}
-}
-
-// TestFleetStoreNotYetRun: a configuration sharing its state in etcd is
-// refused with the file and line, not run as a single host.
-func TestFleetStoreNotYetRun(t *testing.T) {
-	cfg, err := config.Parse("/etc/detour/detour.toml", []byte("[store]\nkind = \"etcd\"\nendpoints = [\"https://10.0.0.1:2379\"]\nencryption_key_file = \"/k\"\nfleet = \"f\"\nnode = \"n1\"\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = Open(Options{Config: cfg, StateDir: t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "/etc/detour/detour.toml:1: [store] kind = \"etcd\": fleet mode is not available in this build yet") {
-		t.Errorf("Open = %v", err)
 	}
 }

@@ -90,11 +90,11 @@ func (p *Planner) Revoke(ctx context.Context, in RevokeInput) (Revoked, error) {
 	cert, key := in.Cert, in.Key
 	var ca config.CA
 	if in.Name != "" {
-		rec, err := p.Store.LoadRecord(ctx, in.Name)
+		rec, err := p.shared.LoadRecord(ctx, in.Name)
 		if err != nil {
 			return Revoked{}, fmt.Errorf("no certificate named %q: %w", in.Name, err)
 		}
-		b, _, err := p.Store.LoadCertificate(ctx, in.Name)
+		b, _, err := p.shared.LoadCertificate(ctx, in.Name)
 		if err != nil {
 			return Revoked{}, err
 		}
@@ -145,16 +145,16 @@ func (p *Planner) Revoke(ctx context.Context, in RevokeInput) (Revoked, error) {
 // revoked, so that the next renewal step replaces it at once; it reports
 // whether the record now says so.
 func (p *Planner) markRevoked(ctx context.Context, name, serial string) bool {
-	unlock, err := p.Store.Lock(ctx, name)
+	unlock, err := p.shared.Lock(ctx, name)
 	if err != nil {
 		p.log.Warn("could not note the revocation in the record", "certificate", name, "error", err)
 		return false
 	}
 	defer unlock()
-	rec, err := p.Store.LoadRecord(ctx, name)
+	rec, err := p.shared.LoadRecord(ctx, name)
 	if err == nil && rec.Serial == serial {
 		rec.Revoked = time.Now()
-		err = p.Store.SaveRecord(ctx, rec)
+		err = p.shared.SaveRecord(ctx, rec)
 	}
 	if err != nil {
 		p.log.Warn("could not note the revocation in the record", "certificate", name, "error", err)

@@ -51,9 +51,15 @@ type Planner struct {
 	opts Options
 	cfg  *config.Config
 	log  *slog.Logger
-	// Store is the state directory.
+	// Store is the state directory: this node's live/ files, sockets and
+	// temporary files, and on a single host everything else too.
 	Store *store.FS
-	// Manager obtains and renews certificates in Store.
+	// shared holds the accounts, records, certificates and locks: Store
+	// on a single host, etcd in a fleet.
+	shared Shared
+	// fleet is the link to the fleet; nil on a single host.
+	fleet *fleetConn
+	// Manager obtains and renews certificates in the shared state.
 	Manager *renew.Manager
 }
 
@@ -66,13 +72,6 @@ func Open(opts Options) (*Planner, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	if s := opts.Config.Store; s.IsFleet() {
-		// The etcd store, membership and mirrored answers exist as
-		// packages; the agent does not drive them yet. Say so rather
-		// than run as a single host with a fleet's configuration.
-		return nil, fmt.Errorf("%s:%d: [store] kind = %q: fleet mode is not available in this build yet (the shared store and the nodes' coordination are not wired into the agent); "+
-			"remove the [store] table to run this host on its own state directory", opts.Config.File, s.Line, s.Kind)
-	}
 	dir := opts.StateDir
 	if dir == "" {
 		dir = opts.Config.StateDir
@@ -84,8 +83,16 @@ func Open(opts Options) (*Planner, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st}
-	if p.Manager, err = renew.New(renew.Options{Store: st, Logger: opts.Logger, Policy: opts.Policy, RenewalInfo: p.ariFetcher()}); err != nil {
+	p := &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st, shared: st}
+	if s := opts.Config.Store; s.IsFleet() {
+		if p.fleet, err = openFleet(s, opts.Config.File, opts.Logger); err != nil {
+			return nil, err
+		}
+		p.shared = fleetShared{etcdShared: p.fleet.store, local: st}
+	}
+	if p.Manager, err = renew.New(renew.Options{Store: p.shared, Logger: opts.Logger, Policy: opts.Policy, RenewalInfo: p.ariFetcher(),
+		NoDeploy: p.fleet != nil}); err != nil {
+		p.Close()
 		return nil, err
 	}
 	return p, nil

@@ -23,7 +23,7 @@ func TestFirewallPathWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Planner{log: slog.New(slog.DiscardHandler), Store: st}
+	p := &Planner{log: slog.New(slog.DiscardHandler), Store: st, shared: st}
 	ps := newPathSet()
 	defer ps.Close()
 	cp := config.Path{Name: "fw", Kind: "standalone", Settings: map[string]string{

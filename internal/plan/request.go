@@ -78,7 +78,7 @@ func (p *Planner) RecordTarget(rec store.Record, opt RequestOptions) renew.Targe
 	return renew.Target{
 		Name: name, CAs: []string{orDefault(rec.CAName, rec.CA)}, Binds: binds(paths),
 		Request: func(ctx context.Context, _ int) (renew.Request, func(), error) {
-			fresh, err := p.Store.LoadRecord(ctx, name)
+			fresh, err := p.shared.LoadRecord(ctx, name)
 			if err != nil {
 				return renew.Request{}, nil, err
 			}
@@ -195,6 +195,13 @@ func (p *Planner) withPaths(ctx context.Context, req renew.Request, paths []conf
 		}
 		req.Paths = append(req.Paths, sp)
 		req.Refs = append(req.Refs, ref)
+	}
+	if p.fleet != nil {
+		// Every node behind the load balancer presents the answers.
+		if err := p.fleet.mirror(req.Paths); err != nil {
+			release()
+			return renew.Request{}, nil, err
+		}
 	}
 	if selfCheck && !p.opts.NoSelfCheck {
 		req.SelfCheck = p.SelfCheck(ps.paths)

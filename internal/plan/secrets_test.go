@@ -229,7 +229,7 @@ paths = ["ns"]
 		CA: req.CA.Client.DirectoryURL(), CAName: req.CA.Name, Email: req.CA.Email,
 		KeyType: string(req.KeyType), Paths: req.Refs, NoSelfCheck: req.SelfCheck == nil, Version: 1,
 	}
-	if err := p.Store.SaveRecord(t.Context(), rec); err != nil {
+	if err := p.shared.SaveRecord(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
 	file := filepath.Join(state, "renewal", "www.json")
@@ -237,7 +237,7 @@ paths = ["ns"]
 
 	// A renewal planned from the record takes the secret from the
 	// configuration again, and records it no more than the first time.
-	saved, err := p.Store.LoadRecord(t.Context(), "www")
+	saved, err := p.shared.LoadRecord(t.Context(), "www")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ paths = ["ns"]
 		t.Errorf("renewal ref keeps tsig_secret = %q", v)
 	}
 	saved.Paths, saved.Version = req2.Refs, 2
-	if err := p.Store.SaveRecord(t.Context(), saved); err != nil {
+	if err := p.shared.SaveRecord(t.Context(), saved); err != nil {
 		t.Fatal(err)
 	}
 	checkNoSecret(t, file, secret, raw)
@@ -293,7 +293,7 @@ func TestRecordWithoutItsSecret(t *testing.T) {
 	rec := store.Record{Name: "www", Identifiers: []string{"www.example.com"}, CA: "https://acme.invalid/directory",
 		KeyType: "ecdsa-p256", Version: 1, Paths: []store.PathRef{{Name: "ns", Kind: "rfc2136",
 			Settings: map[string]string{"challenge": "dns-01", "server": "192.0.2.53:53", "tsig_key": "detour-key"}}}}
-	if err := p.Store.SaveRecord(t.Context(), rec); err != nil {
+	if err := p.shared.SaveRecord(t.Context(), rec); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err = p.RecordTarget(rec, RequestOptions{}).Request(t.Context(), 0)

@@ -71,7 +71,7 @@ const (
 // is), from the records, overlaid with the running agent's view when an
 // agent answers on the state directory's socket.
 func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, error) {
-	scan, err := p.Store.ScanRecords(ctx)
+	scan, err := p.shared.ScanRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -104,6 +104,14 @@ func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, err
 		return nil, fmt.Errorf("no certificate named %q in %s", n, p.Store.Dir())
 	}
 	return rows, nil
+}
+
+// checkLive verifies the live pair of r on a single host; nil in a fleet.
+func (p *Planner) checkLive(r store.Record, now time.Time) error {
+	if p.fleet != nil {
+		return nil
+	}
+	return p.Store.CheckLive(r.Name, r, now)
 }
 
 // brokenRecordStatus is the row of a certificate whose record cannot be
@@ -158,7 +166,10 @@ func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
 		s.Fix = fmt.Sprintf("`detour renew %s` replaces it now", r.Name)
 	}
 	var le *store.LiveError
-	if err := p.Store.CheckLive(r.Name, r, now); errors.As(err, &le) {
+	// In a fleet, this node's live/ follows the shared state (its
+	// deployer writes it; `detour fleet status` shows what each node
+	// serves), so it is not held against the record here.
+	if err := p.checkLive(r, now); errors.As(err, &le) {
 		s.Problem, s.Alert = le.Problem, true
 		if le.Expired {
 			s.State, s.Fix = StateExpired, fmt.Sprintf("`detour renew %s` renews it now", r.Name)

@@ -38,7 +38,7 @@ type Renewal struct {
 // then every certificate issued with flags (known from its record), or
 // only those named. A name that is neither is an error.
 func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptions) ([]Renewal, error) {
-	scan, err := p.Store.ScanRecords(ctx)
+	scan, err := p.shared.ScanRecords(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ func (p *Planner) Renewals(ctx context.Context, names []string, opt RequestOptio
 		if b := broken[n]; b != nil {
 			out = append(out, Renewal{Target: renew.Target{Name: n, CAs: []string{"?"}, Request: func(ctx context.Context, i int) (renew.Request, func(), error) {
 				// Restored since (the agent keeps trying): renew from it.
-				if rec, err := p.Store.LoadRecord(ctx, n); err == nil {
+				if rec, err := p.shared.LoadRecord(ctx, n); err == nil {
 					return p.RecordTarget(rec, opt).Request(ctx, i)
 				}
 				return renew.Request{}, nil, BrokenRecordError{b}
@@ -142,7 +142,7 @@ func (p *Planner) repair(ctx context.Context, c config.Certificate) (*store.Reco
 	if _, err := p.Manager.RebuildRecord(ctx, req); err != nil {
 		return nil, err
 	}
-	rec, err := p.Store.LoadRecord(ctx, c.Name)
+	rec, err := p.shared.LoadRecord(ctx, c.Name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

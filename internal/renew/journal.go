@@ -186,7 +186,7 @@ func (m *Manager) sweepLocked(ctx context.Context, req Request) error {
 		if rec, err := m.store.LoadRecord(ctx, req.Name); err == nil {
 			m.log.InfoContext(ctx, "deploying a version an interrupted renewal stored", "certificate", req.Name, "version", rec.Version)
 			info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: rec.Version, NotAfter: rec.NotAfter}
-			if err := req.plan().Run(context.WithoutCancel(ctx), info, m.log); err != nil {
+			if err := m.planOf(req).Run(context.WithoutCancel(ctx), info, m.log); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -209,10 +209,19 @@ func (req Request) plan() deploy.Plan {
 	return p
 }
 
+// planOf returns the deploy plan the manager runs for req: none when
+// every node deploys for itself (Options.NoDeploy).
+func (m *Manager) planOf(req Request) deploy.Plan {
+	if m.noDeploy {
+		return deploy.Plan{}
+	}
+	return req.plan()
+}
+
 // deployLive runs req's deploy plan for the version just stored, marking it
 // pending first so that a crash in between is caught up by Sweep.
 func (m *Manager) deployLive(ctx context.Context, req Request, info deploy.Info) error {
-	plan := req.plan()
+	plan := m.planOf(req)
 	if plan.Empty() {
 		return nil
 	}

@@ -45,6 +45,10 @@ type Options struct {
 	// RenewalInfo, when set, lets Renew poll the CA's renewal window (see
 	// Step.RenewalInfo).
 	RenewalInfo ARIFetcher
+	// NoDeploy leaves deploying to others: in a fleet, every node writes
+	// its own live/ and runs its own reloads and hook (fleet.Deployer),
+	// the orderer included, so Obtain stores the certificate and stops.
+	NoDeploy bool
 }
 
 // Manager obtains, renews and records certificates.
@@ -55,6 +59,8 @@ type Manager struct {
 	cleanup time.Duration
 	policy  Policy
 	ari     ARIFetcher
+	// noDeploy: see Options.NoDeploy.
+	noDeploy bool
 }
 
 // New returns a Manager.
@@ -71,7 +77,8 @@ func New(opts Options) (*Manager, error) {
 	if opts.CleanupTimeout <= 0 {
 		opts.CleanupTimeout = 30 * time.Second
 	}
-	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout, policy: opts.Policy, ari: opts.RenewalInfo}, nil
+	return &Manager{store: opts.Store, log: opts.Logger, now: opts.Now, cleanup: opts.CleanupTimeout, policy: opts.Policy, ari: opts.RenewalInfo,
+		noDeploy: opts.NoDeploy}, nil
 }
 
 // CA is one certificate authority as a renewal uses it.

@@ -243,7 +243,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	res.Elapsed = m.now().Sub(start)
 	m.log.InfoContext(ctx, "certificate stored", "certificate", req.Name, "version", version, "not_after", leaf.NotAfter, "elapsed", res.Elapsed)
-	if plan := req.plan(); !plan.Empty() {
+	if plan := m.planOf(req); !plan.Empty() {
 		info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: version, NotAfter: leaf.NotAfter}
 		if err := m.deployLive(ctx, req, info); err != nil {
 			res.DeployErr = err
