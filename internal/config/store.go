@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 )
 
 // Store is the [store] table: where the state is kept. Without it, or
@@ -35,6 +36,10 @@ type Store struct {
 	Fleet string
 	// Node names this node in the fleet (default: the host name).
 	Node string
+	// LockTTL is how long a certificate's lock outlives a node that died
+	// holding it (or lost etcd): then another node takes the renewal over.
+	// Default DefaultLockTTL.
+	LockTTL time.Duration
 	// Line is where the table starts (0 when the file has none).
 	Line int
 }
@@ -43,6 +48,13 @@ type Store struct {
 const (
 	StoreFS   = "fs"
 	StoreEtcd = "etcd"
+)
+
+// DefaultLockTTL is the lock TTL unless the file says; MinLockTTL is the
+// least it may be (a shorter one ends locks on a slow etcd round trip).
+const (
+	DefaultLockTTL = 30 * time.Second
+	MinLockTTL     = 5 * time.Second
 )
 
 // DefaultStorePrefix is the etcd key prefix unless the file says.
@@ -62,10 +74,11 @@ const (
 	keyEncryptionKeyFile = "encryption_key_file"
 	keyFleet             = "fleet"
 	keyNode              = "node"
+	keyLockTTL           = "lock_ttl"
 )
 
 // etcdOnly are the keys that mean something with kind = "etcd" only.
-var etcdOnly = []string{keyEndpoints, keyCAFile, keyCertFile, keyKeyFile, keyPrefix, keyEncryptionKeyFile, keyFleet, keyNode}
+var etcdOnly = []string{keyEndpoints, keyCAFile, keyCertFile, keyKeyFile, keyPrefix, keyEncryptionKeyFile, keyFleet, keyNode, keyLockTTL}
 
 // fleetName is the syntax of fleet and node names: a DNS label.
 var fleetName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -89,6 +102,7 @@ func decodeStore(l *errList, f *file, path string, v any) {
 		str(keyEncryptionKeyFile, &s.EncryptionKeyFile),
 		str(keyFleet, &s.Fleet),
 		str(keyNode, &s.Node),
+		duration(keyLockTTL, &s.LockTTL),
 	})
 }
 
@@ -157,6 +171,12 @@ func validateStore(l *errList, s *Store, has map[string]bool) {
 		s.Prefix = DefaultStorePrefix
 	} else if !strings.HasPrefix(s.Prefix, "/") || strings.HasSuffix(s.Prefix, "/") || strings.Contains(s.Prefix, "//") {
 		l.add(key(keyPrefix), "%q: write the prefix as an absolute key path without a trailing slash, e.g. prefix = %q", s.Prefix, DefaultStorePrefix)
+	}
+	switch {
+	case !has[keyLockTTL]:
+		s.LockTTL = DefaultLockTTL
+	case s.LockTTL < MinLockTTL:
+		l.add(key(keyLockTTL), "%s is too short: a lock ends when its holder misses etcd for this long, so a slow round trip would hand a renewal to a second node; use at least %s (default %s)", s.LockTTL, MinLockTTL, DefaultLockTTL)
 	}
 	if s.Node == "" {
 		s.Node = defaultNode()

@@ -23,7 +23,7 @@ node = "web1"
 		t.Fatal(err)
 	}
 	s := cfg.Store
-	if !s.IsFleet() || len(s.Endpoints) != 2 || s.Prefix != DefaultStorePrefix || s.Node != "web1" || s.Fleet != "web-prod" || s.Line != 2 || len(cfg.Warnings) != 0 {
+	if !s.IsFleet() || len(s.Endpoints) != 2 || s.Prefix != DefaultStorePrefix || s.Node != "web1" || s.Fleet != "web-prod" || s.Line != 2 || s.LockTTL != DefaultLockTTL || len(cfg.Warnings) != 0 {
 		t.Errorf("store = %+v, warnings %v", s, cfg.Warnings)
 	}
 	if d := Default(); d.Store.IsFleet() {
@@ -48,6 +48,8 @@ node = "web1"
 		{"[store]\nkind = \"etcd\"\nendpoints = [\"https://a:2379\"]\nencryption_key_file = \"/k\"\nfleet = \"Web_Prod\"\nnode = \"n\"\n", `store.fleet: "Web_Prod" is not a valid fleet name`},
 		{"[store]\nkind = \"etcd\"\nendpoints = [\"https://a:2379\"]\nencryption_key_file = \"/k\"\nfleet = \"f\"\nnode = \"web_1\"\n", `store.node: "web_1" (node) is not a valid node name`},
 		{"[store]\nkind = \"etcd\"\nendpont = [\"https://a:2379\"]\n", `did you mean "endpoints"`},
+		{"[store]\nkind = \"etcd\"\nendpoints = [\"https://a:2379\"]\nencryption_key_file = \"/k\"\nfleet = \"f\"\nnode = \"n\"\nlock_ttl = \"2s\"\n", testFile + `:7: store.lock_ttl: 2s is too short: a lock ends when its holder misses etcd for this long`},
+		{"[store]\nlock_ttl = \"10s\"\n", `store.lock_ttl: lock_ttl is for a fleet sharing its state in etcd`},
 	} {
 		_, err := Parse(testFile, []byte(tc.doc))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

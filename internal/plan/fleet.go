@@ -87,7 +87,7 @@ func openFleet(s config.Store, file string, log *slog.Logger) (*fleetConn, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
 	defer cancel()
-	st, err := etcdstore.Open(ctx, etcdstore.Options{Client: client, Prefix: s.Prefix, FleetID: s.Fleet, Keys: keys, Logger: log})
+	st, err := etcdstore.Open(ctx, etcdstore.Options{Client: client, Prefix: s.Prefix, FleetID: s.Fleet, Keys: keys, Logger: log, LockTTL: s.LockTTL})
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("%s: %w", where, err)
