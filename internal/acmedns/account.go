@@ -18,8 +18,10 @@ import (
 
 // Storage layout: one JSON file per account, acme-dns/accounts/<user>.key,
 // written atomically (store.Storage.Store) on registration and on every
-// update. The name ends in ".key" so that store.FS writes it readable by the
-// owner only (it holds the password's bcrypt hash and the allowfrom list).
+// update (Modifier.Modify when the Storage has it: a shared one). The name
+// ends in ".key" so that store.FS writes it readable by the owner only, and
+// etcdstore encrypts it (it holds the password's bcrypt hash and the
+// allowfrom list).
 // The file also lists the account's TXT values with their expiry; expired
 // ones are never loaded and are dropped from the file at the next update.
 const (
@@ -93,8 +95,11 @@ func (a *account) allowed(src netip.Addr) bool {
 }
 
 // live returns the TXT values not expired at now.
-func (a *account) live(now time.Time) []txtRecord {
-	return slices.DeleteFunc(slices.Clone(a.TXT), func(t txtRecord) bool { return !now.Before(t.Expires) })
+func (a *account) live(now time.Time) []txtRecord { return liveTXT(a.TXT, now) }
+
+// liveTXT returns the values of txt not expired at now, in a new slice.
+func liveTXT(txt []txtRecord, now time.Time) []txtRecord {
+	return slices.DeleteFunc(slices.Clone(txt), func(t txtRecord) bool { return !now.Before(t.Expires) })
 }
 
 // parseAllowFrom parses allowfrom entries as acme-dns does: CIDR notation,
@@ -214,29 +219,61 @@ func loadAccounts(ctx context.Context, st store.Storage) ([]*account, error) {
 		if err != nil {
 			return nil, fmt.Errorf("loading acme-dns account: %w", err)
 		}
-		a := new(account)
-		if err := json.Unmarshal(raw, a); err != nil {
-			return nil, fmt.Errorf("reading acme-dns account %s: %w; fix or remove the file", k, err)
-		}
-		if err := a.prepare(); err != nil {
-			return nil, fmt.Errorf("reading acme-dns account %s: %w; fix or remove the file", k, err)
-		}
-		if accountKey(a.Username) != k {
-			return nil, fmt.Errorf("reading acme-dns account %s: it holds user %q; rename the file to %s", k, a.Username, accountKey(a.Username))
+		a, err := decodeAccount(k, raw)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, a)
 	}
 	return out, nil
 }
 
+// decodeAccount decodes and checks the account stored under key k.
+func decodeAccount(k string, raw []byte) (*account, error) {
+	a := new(account)
+	if err := json.Unmarshal(raw, a); err != nil {
+		return nil, fmt.Errorf("reading acme-dns account %s: %w; fix or remove the file", k, err)
+	}
+	if err := a.prepare(); err != nil {
+		return nil, fmt.Errorf("reading acme-dns account %s: %w; fix or remove the file", k, err)
+	}
+	if accountKey(a.Username) != k {
+		return nil, fmt.Errorf("reading acme-dns account %s: it holds user %q; rename the file to %s", k, a.Username, accountKey(a.Username))
+	}
+	return a, nil
+}
+
+// userOfKey returns the user name of an account's storage key, and
+// whether key is one.
+func userOfKey(key string) (string, bool) {
+	rest, ok := strings.CutPrefix(key, accountsPrefix)
+	if !ok {
+		return "", false
+	}
+	user, ok := strings.CutSuffix(rest, accountSuffix)
+	if !ok || !validUUID(user) {
+		return "", false
+	}
+	return user, true
+}
+
+// encode returns the stored form of a.
+func (a *account) encode() ([]byte, error) {
+	raw, err := json.MarshalIndent(a, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding acme-dns account: %w", err)
+	}
+	return append(raw, '\n'), nil
+}
+
 // saveLocked writes a to st atomically. The caller holds a.mu (or owns a
 // not yet published account).
 func (a *account) saveLocked(ctx context.Context, st store.Storage) error {
-	raw, err := json.MarshalIndent(a, "", "  ")
+	raw, err := a.encode()
 	if err != nil {
-		return fmt.Errorf("encoding acme-dns account: %w", err)
+		return err
 	}
-	if err := st.Store(ctx, accountKey(a.Username), append(raw, '\n')); err != nil {
+	if err := st.Store(ctx, accountKey(a.Username), raw); err != nil {
 		return fmt.Errorf("saving acme-dns account: %w", err)
 	}
 	return nil

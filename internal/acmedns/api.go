@@ -97,34 +97,63 @@ func (s *Server) acquireHash(ctx context.Context) (release func(), err error) {
 }
 
 // update adds value to the TXT values of the account's name, or renews its
-// expiry when present, and returns when it is stored and served.
+// expiry when present, and returns when it is stored and served. With a
+// Storage that implements Modifier the change is made to the stored
+// account, so that the values other Servers added meanwhile stay.
 func (s *Server) update(ctx context.Context, a *account, value string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := s.now()
 	exp := now.Add(s.lifetime)
-	txt := a.live(now)
-	if i := slices.IndexFunc(txt, func(t txtRecord) bool { return t.Value == value }); i >= 0 {
-		txt[i].Expires = exp
+	next := func(cur []txtRecord) []txtRecord {
+		txt := liveTXT(cur, now)
+		if i := slices.IndexFunc(txt, func(t txtRecord) bool { return t.Value == value }); i >= 0 {
+			txt[i].Expires = exp
+		} else {
+			txt = append(txt, txtRecord{Value: value, Expires: exp})
+		}
+		if over := len(txt) - s.maxTXT; over > 0 {
+			// Drop the values that expire first.
+			slices.SortStableFunc(txt, func(x, y txtRecord) int { return x.Expires.Compare(y.Expires) })
+			txt = txt[over:]
+		}
+		return txt
+	}
+	var txt []txtRecord
+	if s.mod != nil {
+		key := accountKey(a.Username)
+		err := s.mod.Modify(ctx, key, func(old []byte) ([]byte, error) {
+			if old == nil {
+				return nil, errAccountGone
+			}
+			stored, err := decodeAccount(key, old)
+			if err != nil {
+				return nil, err
+			}
+			if !sameIdentity(a, stored) {
+				return nil, errAccountGone // replaced meanwhile
+			}
+			txt = next(stored.TXT)
+			stored.TXT = txt
+			return stored.encode()
+		})
+		if errors.Is(err, errAccountGone) {
+			return err
+		}
+		if err != nil {
+			return fmt.Errorf("saving acme-dns account: %w", err)
+		}
 	} else {
-		txt = append(txt, txtRecord{Value: value, Expires: exp})
-	}
-	var dropped []txtRecord
-	if over := len(txt) - s.maxTXT; over > 0 {
-		slices.SortStableFunc(txt, func(x, y txtRecord) int { return x.Expires.Compare(y.Expires) })
-		dropped, txt = txt[:over:over], txt[over:]
-	}
-	old := a.TXT
-	a.TXT = txt
-	if err := a.saveLocked(ctx, s.st); err != nil {
+		txt = next(a.TXT)
+		old := a.TXT
+		a.TXT = txt
+		err := a.saveLocked(ctx, s.st)
 		a.TXT = old
-		return err
+		if err != nil {
+			return err
+		}
 	}
-	name := s.fulldomain(a)
-	for _, d := range dropped {
-		s.dns.RemoveTXT(name, d.Value)
-	}
-	s.dns.AddTXT(name, value, exp)
+	s.serveLocked(a, txt)
 	return nil
 }
 
@@ -195,7 +224,13 @@ func (s *Server) handleUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errBadTXT)
 		return
 	}
-	if err := s.update(r.Context(), a, post.TXT); err != nil {
+	err := s.update(r.Context(), a, post.TXT)
+	if errors.Is(err, errAccountGone) {
+		s.log.Info("acme-dns update refused", "source", src.String(), "user", a.Username, "reason", "account removed from the storage")
+		writeError(w, http.StatusUnauthorized, errForbidden)
+		return
+	}
+	if err != nil {
 		s.log.Error("acme-dns update failed", "user", a.Username, "error", err)
 		writeError(w, http.StatusInternalServerError, errDB)
 		return
@@ -224,9 +259,20 @@ func (s *Server) authenticate(ctx context.Context, user, key string) (*account, 
 	if !validKey(key) {
 		return nil, "X-Api-Key is not a 40-character key"
 	}
+	user = strings.ToLower(user)
 	s.mu.RLock()
-	a := s.accounts[strings.ToLower(user)]
+	a := s.accounts[user]
 	s.mu.RUnlock()
+	if a == nil && s.shared {
+		// Registered through another Server, whose write this one has
+		// not heard of yet: read it once (one read per failed lookup;
+		// the bcrypt below costs more).
+		var err error
+		if a, err = s.refresh(ctx, user); err != nil {
+			s.log.Warn("looking up an acme-dns account in the storage", "user", user, "error", err)
+			a = nil
+		}
+	}
 	var hash []byte
 	if a != nil {
 		hash = a.hashed

@@ -53,21 +53,27 @@ type env struct {
 }
 
 type envOptions struct {
-	dir   string // state directory; default a new temporary one
-	clock *fakeClock
-	opts  Options // Storage, DNS and Zone are filled in
+	dir     string        // state directory; default a new temporary one
+	storage store.Storage // instead of a store.FS in dir (e.st is then nil)
+	clock   *fakeClock
+	opts    Options // Storage, DNS and Zone are filled in
 }
 
 // start runs a server for t; it is stopped when the test ends, or earlier
 // with e.stop.
 func start(t testing.TB, eo envOptions) *env {
 	t.Helper()
-	if eo.dir == "" {
-		eo.dir = t.TempDir()
-	}
-	st, err := store.NewFS(eo.dir, store.FSOptions{})
-	if err != nil {
-		t.Fatal(err)
+	var st *store.FS
+	storage := eo.storage
+	if storage == nil {
+		if eo.dir == "" {
+			eo.dir = t.TempDir()
+		}
+		var err error
+		if st, err = store.NewFS(eo.dir, store.FSOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		storage = st
 	}
 	dopts := dnsserver.Options{Zones: []string{testZone}, RateLimit: -1}
 	if eo.clock != nil {
@@ -75,7 +81,7 @@ func start(t testing.TB, eo envOptions) *env {
 	}
 	d := dnsserver.New(dopts)
 	o := eo.opts
-	o.Storage, o.DNS, o.Zone = st, d, testZone
+	o.Storage, o.DNS, o.Zone = storage, d, testZone
 	if o.BcryptCost == 0 {
 		o.BcryptCost = bcrypt.MinCost
 	}

@@ -47,6 +47,12 @@
 // values, are kept one JSON file per account in a store.Storage (see
 // account.go for the layout), written atomically, so registrations and
 // unexpired values survive a restart.
+//
+// Several Servers may share one Storage (etcd, for a highly available
+// `detour dns-server` on several hosts): when it implements KeyWatcher,
+// each Server follows the registrations, updates and removals made through
+// the others and serves their TXT values too, so that any of them answers
+// the API and DNS (see shared.go).
 package acmedns
 
 import (
@@ -58,6 +64,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,7 +108,11 @@ const (
 type Options struct {
 	// Logger receives operational messages; nil discards them.
 	Logger *slog.Logger
-	// Storage keeps the accounts. Required.
+	// Storage keeps the accounts. Required. When it also implements
+	// KeyWatcher (a Storage other Servers share, such as etcdstore.Store),
+	// the Server follows their writes until the ctx given to New ends:
+	// that ctx must then last as long as the Server. When it implements
+	// Modifier, updates go through it.
 	Storage store.Storage
 	// DNS is the authoritative responder the TXT values are served from.
 	// Required; it should serve Zone.
@@ -139,6 +150,8 @@ type Options struct {
 type Server struct {
 	log      *slog.Logger
 	st       store.Storage
+	mod      Modifier // st, when it implements Modifier
+	shared   bool     // st implements KeyWatcher: other Servers write to it
 	dns      *dnsserver.Server
 	zone     string // FQDN, lower case, trailing dot
 	lifetime time.Duration
@@ -158,7 +171,9 @@ type Server struct {
 }
 
 // New loads the stored accounts, puts their unexpired TXT values into the
-// DNS server, and returns the API.
+// DNS server, and returns the API. With a shared Storage (KeyWatcher) it
+// starts following the other Servers' writes first, so that none made
+// while it loads is missed, and goes on until ctx ends.
 func New(ctx context.Context, opts Options) (*Server, error) {
 	switch {
 	case opts.Storage == nil:
@@ -214,6 +229,21 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			Now:        s.now,
 		})
 	}
+	s.mod, _ = s.st.(Modifier)
+	var keys <-chan string
+	wctx, stop := context.WithCancel(ctx) // the watch's; stopped unless followed
+	following := false
+	defer func() {
+		if !following {
+			stop()
+		}
+	}()
+	if w, ok := s.st.(KeyWatcher); ok {
+		s.shared = true
+		if keys, err = w.WatchKeys(wctx, strings.TrimSuffix(accountsPrefix, "/")); err != nil {
+			return nil, fmt.Errorf("following the shared acme-dns accounts: %w", err)
+		}
+	}
 	accts, err := loadAccounts(ctx, s.st)
 	if err != nil {
 		return nil, err
@@ -227,7 +257,11 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 			restored++
 		}
 	}
-	s.log.Info("acme-dns accounts loaded", "accounts", len(accts), "txt_values", restored, "zone", s.zone)
+	s.log.Info("acme-dns accounts loaded", "accounts", len(accts), "txt_values", restored, "zone", s.zone, "shared", s.shared)
+	if keys != nil {
+		following = true
+		go s.follow(wctx, keys) // ends with ctx, as the watch does
+	}
 
 	s.mux = http.NewServeMux()
 	if !opts.DisableRegistration {

@@ -73,6 +73,13 @@ values at once (a name and its wildcard, several orders), each served for
 hashes; accounts and unexpired values are kept under the state directory
 (acme-dns/accounts/) and survive a restart.
 
+With [store] kind = "etcd" in the configuration, accounts and TXT values
+are kept in the fleet's etcd instead: run dns-server on several hosts with
+the same configuration (each its own --ns-addr, all of them NS records of
+the zone) and any of them answers the API and DNS, for registrations and
+updates made through any other. Each host keeps its own API certificate
+(--acme obtains one per host, under its state directory).
+
 The API serves TLS: with --tls-cert/--tls-key (re-read when the files
 change), or with --acme, which obtains and renews a certificate for
 --api-hostname from --ca through dns-01 answered by this very server.
@@ -173,6 +180,7 @@ func (a *app) runDNSServer(ctx context.Context, f dnsServerFlags) error {
 	if err != nil {
 		return err
 	}
+	defer pl.Close()
 	err = pl.ServeDNS(ctx, plan.DNSServerInput{
 		Zone: p.zone, NSName: p.nsName, APIHost: p.apiHost, Addrs: p.addrs,
 		DNSListen: f.dnsListen, APIListen: f.apiListen, TLSCert: f.tlsCert, TLSKey: f.tlsKey,

@@ -293,8 +293,19 @@ func (p *Planner) ServeDNS(ctx context.Context, in DNSServerInput, ev DNSServerE
 			dnsSrv.SetAddrs(in.APIHost, in.Addrs...)
 		}
 	}
+	// The accounts: the state directory on a single host; in a fleet,
+	// etcd, which every node's dns-server shares (acmedns follows the
+	// others' writes), so that any of them answers the API and DNS.
+	var accounts store.Storage = p.Store
+	if p.fleet != nil {
+		accounts = p.fleet.store
+	}
+	// ctx ends when one server stops (or New fails): it also ends the
+	// following of the other nodes' writes.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	api, err := acmedns.New(ctx, acmedns.Options{
-		Logger: p.log.With("component", "acme-dns"), Storage: p.Store, DNS: dnsSrv, Zone: in.Zone,
+		Logger: p.log.With("component", "acme-dns"), Storage: accounts, DNS: dnsSrv, Zone: in.Zone,
 		TXTLifetime: in.TXTLifetime, DisableRegistration: in.DisableRegistration, RateLimit: in.RateLimit,
 	})
 	if err != nil {
@@ -304,8 +315,6 @@ func (p *Planner) ServeDNS(ctx context.Context, in DNSServerInput, ev DNSServerE
 	if err != nil {
 		return &ListenError{Which: "dns", Addr: in.DNSListen, Err: err}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	errc := make(chan error, 2)
 	go func() { errc <- dnsSrv.Serve(ctx, pc, dln) }()
 	running := 1
