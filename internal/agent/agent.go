@@ -89,6 +89,11 @@ type Options struct {
 	// NotifyEvery limits notifications to one per certificate per period.
 	// Default 24h.
 	NotifyEvery time.Duration
+	// LockedRetry is how soon a certificate another process is renewing
+	// (its lock held) is looked at again. Default 1 minute; a fleet sets
+	// its lock TTL, so that a node that died holding the lock is taken
+	// over as soon as the lock ends.
+	LockedRetry time.Duration
 }
 
 // Agent keeps certificates renewed. Create it with New and start it with
@@ -119,6 +124,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.Rand == nil {
 		opts.Rand = rand.Float64
+	}
+	if opts.LockedRetry <= 0 {
+		opts.LockedRetry = time.Minute
 	}
 	if opts.NotifyEvery <= 0 {
 		opts.NotifyEvery = 24 * time.Hour

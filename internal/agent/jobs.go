@@ -68,8 +68,9 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 		log.InfoContext(ctx, "renewal interrupted by shutdown", "error", out.Err)
 		return func(*certState) {}
 	case errors.Is(out.Err, store.ErrLocked):
-		log.InfoContext(ctx, "another detour process is renewing this certificate; looking again in a minute")
-		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
+		retry := l.a.opts.LockedRetry
+		log.InfoContext(ctx, "another detour process is renewing this certificate; looking again soon", "in", retry)
+		return func(s *certState) { s.notBefore = time.Now().Add(retry) }
 	case out.Attempt == nil:
 		log.ErrorContext(ctx, "renewal failed; looking again in a minute", "error", out.Err)
 		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }

@@ -91,7 +91,8 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 		return err
 	}
 	metrics := agent.NewMetrics()
-	ag, err := agent.New(agent.Options{Obtainer: p.Manager, Store: p.SharedStore(), Logger: a.log, Metrics: metrics, Concurrency: concurrency})
+	ag, err := agent.New(agent.Options{Obtainer: p.Manager, Store: p.SharedStore(), Logger: a.log, Metrics: metrics, Concurrency: concurrency,
+		LockedRetry: p.LockedRetry()})
 	if err != nil {
 		return err
 	}

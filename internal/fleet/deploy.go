@@ -62,6 +62,11 @@ type LocalCerts interface {
 	// (fleet/deploying/<name>.json), so that one a crash interrupted is
 	// finished at the next start.
 	store.Storage
+	// Lock serialises the deploys of one certificate on this node: the
+	// agent's Deployer and a command run by hand (DeployNow) compare
+	// and switch live/ one at a time, so a version is deployed (and its
+	// reload and hook run) once.
+	store.Locker
 	LoadCertificate(ctx context.Context, name string) (store.Bundle, int, error)
 	PutCertificate(ctx context.Context, name string, b store.Bundle) (int, error)
 	LoadRecord(ctx context.Context, name string) (store.Record, error)
@@ -369,6 +374,10 @@ type deployNote struct {
 
 func deployNoteKey(name string) string { return "fleet/deploying/" + name + ".json" }
 
+// deployLockName is the local lock of name's deploys on this node (not the
+// renewal's lock, which lives in etcd and is the fleet's).
+func deployLockName(name string) string { return "fleet-deploy." + name }
+
 // deployOne brings name on this node in line with the fleet's live
 // version (reported by the watch as watched). It returns nil when that is
 // done, or when it failed in a way only a new version or a restart can
@@ -403,6 +412,15 @@ func (d *Deployer) deployOne(ctx context.Context, name string, watched int) erro
 		return err
 	}
 	d.answering(ctx)
+	unlock, err := d.opts.Local.Lock(ctx, deployLockName(name))
+	if err != nil {
+		return fmt.Errorf("locking this node's deploy of %s: %w", name, err)
+	}
+	defer func() {
+		if err := unlock(); err != nil {
+			log.WarnContext(ctx, "releasing this node's deploy lock", "error", err)
+		}
+	}()
 	sum := b.LiveSum()
 	local, localVersion, lerr := d.opts.Local.LoadCertificate(ctx, name)
 	if lerr != nil && !errors.Is(lerr, fs.ErrNotExist) {

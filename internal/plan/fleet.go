@@ -16,6 +16,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 
 	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/deploy"
@@ -64,6 +66,9 @@ type fleetConn struct {
 	observer bool
 }
 
+// etcdRedialMax is the longest wait between two attempts to reach etcd.
+const etcdRedialMax = 3 * time.Second
+
 // etcdTimeout bounds opening the fleet's state.
 const etcdTimeout = 15 * time.Second
 
@@ -81,6 +86,14 @@ func openFleet(s config.Store, file string, log *slog.Logger) (*fleetConn, error
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints: s.Endpoints, TLS: tlsCfg, DialTimeout: 5 * time.Second, Logger: zap.NewNop(),
 		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
+		// gRPC's own reconnect back-off grows to two minutes: after etcd
+		// was away for a minute, a node would stay cut off (not presenting
+		// answers, not deploying) long after etcd is back. A few seconds at
+		// most between attempts.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 200 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: etcdRedialMax},
+			MinConnectTimeout: 5 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: connecting to etcd at %s: %w", where, strings.Join(s.Endpoints, ", "), err)
@@ -204,6 +217,17 @@ func (p *Planner) SharedStore() Shared { return p.shared }
 
 // Fleet reports whether the planner works for a fleet.
 func (p *Planner) Fleet() bool { return p.fleet != nil }
+
+// LockedRetry is how soon the agent looks again at a certificate another
+// process holds the lock of: in a fleet, the lock TTL (a node that died
+// holding it is taken over once its lock ends); else 0, the agent's
+// default.
+func (p *Planner) LockedRetry() time.Duration {
+	if p.fleet == nil {
+		return 0
+	}
+	return p.fleet.cfg.LockTTL
+}
 
 // Close releases what the planner holds: in a fleet, its membership and
 // the etcd connection.

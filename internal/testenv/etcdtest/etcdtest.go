@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,10 @@ type Options struct {
 	// server configuration and require client certificates verified by
 	// its ClientCAs (see NewTLS).
 	TLS *TLS
+	// Host is the IPv4 address the members listen on (clients and peers);
+	// 127.0.0.1 when empty. Tests whose nodes run in other network
+	// namespaces give an address those reach (fleetnet.Net.HostAddr).
+	Host string
 }
 
 // Cluster is a running etcd cluster.
@@ -66,8 +71,8 @@ func New(t testing.TB, opts Options) *Cluster {
 	var peers []string
 	for i := range opts.Members {
 		m := &Member{Name: fmt.Sprintf("m%d", i), dir: t.TempDir()}
-		m.ClientURL = scheme + "://" + freeAddr(t)
-		m.peerURL = "http://" + freeAddr(t)
+		m.ClientURL = scheme + "://" + freeAddr(t, opts.Host)
+		m.peerURL = "http://" + freeAddr(t, opts.Host)
 		c.members = append(c.members, m)
 		peers = append(peers, m.Name+"="+m.peerURL)
 	}
@@ -93,8 +98,11 @@ func New(t testing.TB, opts Options) *Cluster {
 // restarted on its old port must find it free, and a port from the ephemeral
 // range may meanwhile be the local end of any outgoing connection on the host
 // ("bind: address already in use" on Restart, seen in CI).
-func freeAddr(t testing.TB) string {
+func freeAddr(t testing.TB, host string) string {
 	t.Helper()
+	if host == "" {
+		host = "127.0.0.1"
+	}
 	portMu.Lock()
 	defer portMu.Unlock()
 	for range 1000 {
@@ -102,7 +110,7 @@ func freeAddr(t testing.TB) string {
 		if portsTaken[port] {
 			continue
 		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
 		if err != nil {
 			continue
 		}
@@ -111,7 +119,7 @@ func freeAddr(t testing.TB) string {
 		portsTaken[port] = true
 		return addr
 	}
-	t.Fatal("etcdtest: no free loopback port between 20000 and 32000")
+	t.Fatalf("etcdtest: no free port on %s between 20000 and 32000", host)
 	return ""
 }
 

@@ -1,0 +1,43 @@
+// Package e2e tests fleet mode end to end, as a fleet runs in production:
+// three Detour nodes, each in a network namespace of its own with a real
+// nginx, behind a real HAProxy balancing TCP round-robin on :80 and :443
+// (package fleetnet); a real three-member etcd cluster (embed) and Pebble
+// in the test process, on the test's own address on the fleet's bridge.
+// Pebble resolves the certificate's name to the balancer, so its
+// validation lands on whichever node the balancer picks. Each node runs
+// the built detour binary (`detour run`, and commands by hand) with its
+// own state directory and configuration.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// detourBin is the binary the nodes run, built by TestMain.
+var detourBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "detour-fleete2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	detourBin = filepath.Join(dir, "detour")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", detourBin, "github.com/detour-acme/detour/cmd/detour").CombinedOutput()
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building detour (the go command must be on PATH): %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
