@@ -42,7 +42,7 @@ func TestDiskFullAfterIssuance(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("renew on a full disk: want exit 1: %v", r)
 	}
-	wantIn(t, "renew on a full disk", r.stderr, "no space left on device", "is kept in pending/"+name+".issued.json", "no new order is needed")
+	wantIn(t, "renew on a full disk", r.stderr, "no space left on device", "is kept in pending/"+name+".issued.key", "no new order is needed")
 	if got := liveTarget(t, state, name); got != "cert1.pem" {
 		t.Errorf("live -> %s, want the first version untouched", got)
 	}
@@ -52,21 +52,31 @@ func TestDiskFullAfterIssuance(t *testing.T) {
 	if tmp := tempFiles(t, state); len(tmp) != 0 {
 		t.Errorf("temporary files of the failed writes stayed: %v", tmp)
 	}
-	data, err := os.ReadFile(filepath.Join(state, "pending", name+".issued.json"))
+	kept := filepath.Join(state, "pending", name+".issued.key")
+	data, err := os.ReadFile(kept)
 	if err != nil {
 		t.Fatalf("the issued certificate was not kept: %v", err)
 	}
-	var kept struct{ Bundle store.Bundle }
-	if err := json.Unmarshal(data, &kept); err != nil {
+	// It holds the private key: readable by its owner only.
+	if fi, err := os.Stat(kept); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: mode %v (%v), want 0600", kept, fi.Mode().Perm(), err)
+	}
+	var note struct{ Bundle store.Bundle }
+	if err := json.Unmarshal(data, &note); err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := kept.Bundle.Leaf()
+	leaf, err := note.Bundle.Leaf()
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// Room again: the next run (nothing is due by the dates) stores it.
+	// Room again: the next run (nothing is due by the dates) stores it,
+	// also from the name earlier versions kept it under.
 	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	legacy := filepath.Join(state, "pending", name+".issued.json")
+	if err := os.Rename(kept, legacy); err != nil {
 		t.Fatal(err)
 	}
 	r = mustRun(t, append(base, "renew")...)
@@ -76,7 +86,7 @@ func TestDiskFullAfterIssuance(t *testing.T) {
 		t.Errorf("record serial %s version %d, want the kept certificate %s as version 2", rec.Serial, rec.Version, leaf.SerialNumber.Text(16))
 	}
 	checkLive(t, state, name)
-	if _, err := os.Stat(filepath.Join(state, "pending", name+".issued.json")); !os.IsNotExist(err) {
+	if _, err := os.Stat(legacy); !os.IsNotExist(err) {
 		t.Errorf("the note stayed after the certificate was stored: %v", err)
 	}
 }

@@ -23,9 +23,13 @@ import (
 //	pending/<name>.renewing       a renewal is (or was, if it died) under way
 //	pending/<name>.cleanup.json   challenges presented and not yet cleaned up
 //	pending/<name>.deploy.json    a live version not yet deployed
-//	pending/<name>.issued.json    a certificate the CA issued, kept until it
-//	                              is stored (a full disk, a crash): it is
-//	                              never thrown away nor ordered again
+//	pending/<name>.issued.key     a certificate the CA issued with its key,
+//	                              kept until it is stored (a full disk, a
+//	                              crash): it is never thrown away nor
+//	                              ordered again. A secret by its name (mode
+//	                              0600 on disk, encrypted in etcd); before
+//	                              it was pending/<name>.issued.json, which
+//	                              is still read
 //
 // A later Obtain of the same certificate, or Sweep, finishes it: Recover of
 // an interrupted store, CleanUp of every recorded challenge on the path of
@@ -35,10 +39,15 @@ const pendingPrefix = "pending/"
 func cleanupKey(name string) string  { return pendingPrefix + name + ".cleanup.json" }
 func deployKey(name string) string   { return pendingPrefix + name + ".deploy.json" }
 func renewingKey(name string) string { return pendingPrefix + name + ".renewing" }
-func issuedKey(name string) string   { return pendingPrefix + name + ".issued.json" }
+func issuedKey(name string) string   { return pendingPrefix + name + ".issued.key" }
+
+// legacyIssuedKey is where earlier versions kept an issued
+// certificate: a name the stores did not treat as a secret, so the private
+// key in it was world-readable on disk and not encrypted in etcd.
+func legacyIssuedKey(name string) string { return pendingPrefix + name + ".issued.json" }
 
 // pendingSuffixes are the endings of the keys under pending/.
-var pendingSuffixes = []string{".renewing", ".cleanup.json", ".deploy.json", ".issued.json"}
+var pendingSuffixes = []string{".renewing", ".cleanup.json", ".deploy.json", ".issued.key", ".issued.json"}
 
 // pendingIssued is a certificate the CA issued, kept until it is stored.
 type pendingIssued struct {
@@ -332,7 +341,12 @@ func (m *Manager) keepIssued(ctx context.Context, req Request, p pendingIssued) 
 // result when there was one to install; an error keeps it for the next
 // try.
 func (m *Manager) installIssued(ctx context.Context, req Request) (*Result, error) {
-	data, err := m.store.Load(ctx, issuedKey(req.Name))
+	key := issuedKey(req.Name)
+	data, err := m.store.Load(ctx, key)
+	if errors.Is(err, fs.ErrNotExist) {
+		key = legacyIssuedKey(req.Name)
+		data, err = m.store.Load(ctx, key)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
@@ -341,7 +355,7 @@ func (m *Manager) installIssued(ctx context.Context, req Request) (*Result, erro
 	var p pendingIssued
 	if err := json.Unmarshal(data, &p); err != nil {
 		m.log.ErrorContext(ctx, "discarding an unreadable issued certificate kept aside", "certificate", req.Name, "error", err)
-		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+		return nil, m.store.Delete(ctx, key)
 	}
 	leaf, err := parseLeaf(p.Bundle.CertPEM)
 	if err != nil {
@@ -350,15 +364,15 @@ func (m *Manager) installIssued(ctx context.Context, req Request) (*Result, erro
 	if live, _, err := m.store.LoadCertificate(ctx, req.Name); err == nil && bytes.Equal(live.CertPEM, p.Bundle.CertPEM) {
 		// Stored already (the record is reconciled from live/ by Sweep);
 		// only the note was left.
-		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+		return nil, m.store.Delete(ctx, key)
 	}
 	if !m.now().Before(leaf.NotAfter) {
 		m.log.WarnContext(ctx, "discarding an issued certificate kept aside: it has expired", "certificate", req.Name, "not_after", leaf.NotAfter)
-		return nil, m.store.Delete(ctx, issuedKey(req.Name))
+		return nil, m.store.Delete(ctx, key)
 	}
 	version, err := m.store.PutCertificate(ctx, req.Name, p.Bundle)
 	if err != nil {
-		return nil, fmt.Errorf("storing the certificate issued on %s, kept in %s: %w", p.Issued.UTC().Format(time.RFC3339), issuedKey(req.Name), err)
+		return nil, fmt.Errorf("storing the certificate issued on %s, kept in %s: %w", p.Issued.UTC().Format(time.RFC3339), key, err)
 	}
 	rec := recordFor(req, leaf, p.Bundle, version)
 	rec.Account, rec.KeyType, rec.Issued = p.Account, p.KeyType, p.Issued
@@ -366,7 +380,7 @@ func (m *Manager) installIssued(ctx context.Context, req Request) (*Result, erro
 	if err := m.store.SaveRecord(ctx, rec); err != nil {
 		return nil, fmt.Errorf("the certificate kept aside is live (version %d) but its record could not be saved: %w", version, err)
 	}
-	if err := m.store.Delete(ctx, issuedKey(req.Name)); err != nil {
+	if err := m.store.Delete(ctx, key); err != nil {
 		m.log.WarnContext(ctx, "removing the note of an installed certificate", "certificate", req.Name, "error", err)
 	}
 	m.log.WarnContext(ctx, "stored a certificate an earlier renewal could not store (no new order was made)", "certificate", req.Name,

@@ -11,7 +11,7 @@
 // (challenges to clean up, a deploy, a renewal marker), which `detour
 // renew` with the single-host configuration finishes.
 //
-// An issued certificate not yet stored (pending/<name>.issued.json) is not
+// An issued certificate not yet stored (pending/<name>.issued.key, or .issued.json from earlier versions) is not
 // copied: it is reported, and the run fails, until `detour renew` with the
 // single-host configuration has stored it (without a new order). Copying
 // the note would put its private key in etcd unencrypted (only keys named
@@ -311,7 +311,11 @@ func (m *migrator) pending(ctx context.Context) error {
 	}
 	for _, key := range keys {
 		it := Item{Kind: KindPending, Name: key, File: m.file(key)}
-		if name, ok := strings.CutSuffix(strings.TrimPrefix(key, "pending/"), ".issued.json"); ok {
+		name, issued := strings.CutSuffix(strings.TrimPrefix(key, "pending/"), ".issued.key")
+		if !issued {
+			name, issued = strings.CutSuffix(strings.TrimPrefix(key, "pending/"), ".issued.json")
+		}
+		if issued {
 			it.Outcome = Unfinished
 			it.Detail = fmt.Sprintf("the CA issued a certificate for %s that this host has not stored yet; it is not copied (its key would reach etcd unencrypted). "+
 				"Run `detour renew` with the single-host configuration (without [store] kind = \"etcd\"): it stores it, without a new order; then run migrate again", name)
