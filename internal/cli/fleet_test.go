@@ -152,3 +152,43 @@ func waitLive(t *testing.T, state, name string, timeout time.Duration, p *agentP
 		time.Sleep(50 * time.Millisecond) // polling another process's files
 	}
 }
+
+// TestFleetRunWaitsForEtcd: `detour run` started while the fleet's etcd is
+// down says so, naming the endpoints, and keeps trying; once etcd is back
+// it joins the fleet and starts. A command run by hand fails at once with
+// the same explanation.
+func TestFleetRunWaitsForEtcd(t *testing.T) {
+	t.Parallel()
+	cluster := etcdtest.New(t, etcdtest.Options{Members: 1})
+	bin := buildDetour(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "fleet.key")
+	if err := etcdstore.NewKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "detour.toml")
+	doc := fmt.Sprintf(`state_dir = %q
+
+[store]
+kind = "etcd"
+endpoints = [%q]
+encryption_key_file = %q
+fleet = "web"
+node = "node1"
+`, filepath.Join(dir, "state"), cluster.Endpoints()[0], key)
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cluster.StopAll()
+	agent := startAgent(t, bin, "--config", cfg, "run")
+	agent.waitLog(t, "cannot reach the fleet's etcd; trying again", 30*time.Second)
+	wantIn(t, "run with etcd down", agent.stderr.String(), cluster.Endpoints()[0], "check the endpoints' addresses and ports")
+	r := run(t, "--config", cfg, "fleet", "status")
+	if r.code == 0 || !strings.Contains(r.stderr, "etcd did not answer at "+cluster.Endpoints()[0]) {
+		t.Errorf("fleet status with etcd down: exit %d\n%s", r.code, r.stderr)
+	}
+	cluster.RestartAll()
+	agent.waitLog(t, "joined the fleet", 60*time.Second)
+	agent.waitLog(t, "agent started", 10*time.Second)
+	stopProcess(t, agent)
+}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -9,12 +10,17 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/detour-acme/detour/internal/agent"
 	"github.com/detour-acme/detour/internal/plan"
 )
+
+// maxFleetWait is the longest wait between two attempts of `detour run` to
+// reach the fleet's etcd at start.
+const maxFleetWait = 30 * time.Second
 
 // Flags of `detour run`.
 const (
@@ -57,6 +63,18 @@ start finishes what was interrupted. 'detour status' asks the running agent
 func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string) error {
 	ctx := cmd.Context()
 	p, err := a.planner(false)
+	// A node may boot before etcd answers (or while it is down): the
+	// agent waits for it rather than exiting, since it can do nothing
+	// useful without it; every attempt's error names the endpoints.
+	for wait := time.Second; errors.Is(err, plan.ErrFleetUnreachable); wait = min(2*wait, maxFleetWait) {
+		a.log.Error("cannot reach the fleet's etcd; trying again", "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		p, err = a.planner(false)
+	}
 	if err != nil {
 		return err
 	}

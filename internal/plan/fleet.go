@@ -66,6 +66,10 @@ type fleetConn struct {
 	observer bool
 }
 
+// ErrFleetUnreachable is matched (errors.Is) by Open's error when the
+// fleet's etcd did not answer: `detour run` waits and tries again.
+var ErrFleetUnreachable = etcdstore.ErrUnreachable
+
 // etcdRedialMax is the longest wait between two attempts to reach etcd.
 const etcdRedialMax = 3 * time.Second
 

@@ -277,10 +277,22 @@ func (s *Store) fail(err error, format string, args ...any) error {
 			doing, err, s.prefixOrRoot())
 	case unreachable(err):
 		return fmt.Errorf("%s: etcd did not answer at %s: check the endpoints' addresses and ports, the TLS material (CA, client certificate and key) and that etcd runs there: %w",
-			doing, strings.Join(s.cli.Endpoints(), ", "), err)
+			doing, strings.Join(s.cli.Endpoints(), ", "), unreachableError{err})
 	}
 	return fmt.Errorf("%s: %w", doing, err)
 }
+
+// ErrUnreachable is matched (errors.Is) by the errors of requests etcd did
+// not answer: a caller that can wait (the agent starting) tries again.
+var ErrUnreachable = errors.New("etcd unreachable")
+
+// unreachableError is an error etcd's silence caused; it reads as its
+// cause.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string        { return e.err.Error() }
+func (e unreachableError) Unwrap() error        { return e.err }
+func (e unreachableError) Is(target error) bool { return target == ErrUnreachable }
 
 // unreachable reports whether err means that etcd did not answer.
 func unreachable(err error) bool {
