@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/detour-acme/detour/internal/firewall/nstest"
 	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/testenv/fleetnet"
 )
@@ -122,29 +124,7 @@ func TestFleetRenewsAsOne(t *testing.T) {
 func TestFleetOrdererKilled(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	// Hold the first issuance mid-way: the site resolves to a proxy that
-	// passes Detour's probe (its tokens are 32 characters) on to the
-	// balancer but holds the self-check of the CA's own challenge (43):
-	// the orderer has then created its order and every node acknowledged
-	// its answer.
-	held := make(chan string, 16)
-	lb := &url.URL{Scheme: "http", Host: w.net.LB.Addr}
-	proxy := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		token := path.Base(r.URL.Path)
-		if len(token) != 43 {
-			httputil.NewSingleHostReverseProxy(lb).ServeHTTP(rw, r)
-			return
-		}
-		held <- token
-		<-r.Context().Done()
-	})}
-	ln, err := net.Listen("tcp", w.net.HostAddr+":80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go proxy.Serve(ln)
-	defer proxy.Close()
-	w.pointAt(w.net.HostAddr)
+	held, release := holdSelfCheck(t, w)
 	for _, nd := range w.nodes {
 		nd.start(t)
 	}
@@ -161,8 +141,7 @@ func TestFleetOrdererKilled(t *testing.T) {
 	if before != 1 {
 		t.Errorf("the CA had %d orders when the orderer was killed, want 1", before)
 	}
-	proxy.Close()
-	w.pointAt(w.net.LB.Addr)
+	release()
 	// The dead node's nginx still runs (only Detour died): its webroot
 	// would not hold the new orderer's answers, so it leaves the
 	// balancer's rotation, as a health check on the node's agent takes it
@@ -370,4 +349,137 @@ func TestFleetEtcdDown(t *testing.T) {
 	renewed := liveLeaf(t, node2)
 	took := w.waitServed(t, w.nodes, 30*time.Second, "the renewed certificate", serial(renewed.SerialNumber))
 	t.Logf("every node served the renewal %v after it was stored", took.Round(time.Millisecond))
+}
+
+// nodeFirewall is each node's own firewall in TestFleetFirewallWindows:
+// inbound :80 dropped (the CA's port), :443 open for the site's visitors.
+const nodeFirewall = `table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iif "lo" accept
+		meta l4proto { icmp, ipv6-icmp } accept
+		tcp dport 443 accept
+	}
+}
+`
+
+// windowTimeout is the firewall_timeout of TestFleetFirewallWindows: the
+// kernel closes a window by itself after it.
+const windowTimeout = 20 * time.Second
+
+// TestFleetFirewallWindows: every node drops inbound :80 and opens it
+// only while an answer needs it, each node its own window (nftables, with
+// the kernel's timeout). The fleet issues through the windows and closes
+// them all. Then a renewal run by hand on node1 is killed (SIGKILL) while
+// its answer is published and every node's window is open: node2 and node3
+// close theirs when the answer's lease ends, node1's closes by the
+// kernel's timeout. No node stays open.
+func TestFleetFirewallWindows(t *testing.T) {
+	t.Parallel()
+	w := newWorldWith(t, worldOptions{nftables: nodeFirewall,
+		pathExtra: fmt.Sprintf("firewall = \"nftables\"\nfirewall_timeout = %q\n", windowTimeout.String())})
+	node1 := w.nodes[0]
+	for _, nd := range w.nodes {
+		if got := probe80(nd); got != nstest.Dropped {
+			t.Fatalf("%s's :80 before any renewal: %s, want dropped", nd.Name, got)
+		}
+		nd.start(t)
+	}
+	w.waitServed(t, w.nodes, 90*time.Second, "a certificate from the CA", w.issued)
+	for _, nd := range w.nodes {
+		if got := probe80(nd); got != nstest.Dropped {
+			t.Errorf("%s's :80 after the fleet's issuance: %s, want dropped", nd.Name, got)
+		}
+	}
+
+	held, _ := holdSelfCheck(t, w)
+	renew := node1.startCmd(t, "renew", "--force", certName)
+	select {
+	case <-held:
+	case <-time.After(60 * time.Second):
+		t.Fatal("node1's self-check of the CA's challenge never arrived")
+	}
+	for _, nd := range w.nodes {
+		if got := probe80(nd); got != nstest.Open {
+			t.Errorf("%s's :80 while node1's answer is published: %s, want open (its own window)", nd.Name, got)
+		}
+	}
+	_ = renew.cmd.Process.Kill()
+	<-renew.done
+	killed := time.Now()
+	closed := map[string]time.Duration{}
+	for len(closed) < len(w.nodes) {
+		for _, nd := range w.nodes {
+			if _, ok := closed[nd.Name]; !ok && probe80(nd) == nstest.Dropped {
+				closed[nd.Name] = time.Since(killed)
+			}
+		}
+		if time.Since(killed) > windowTimeout+10*time.Second {
+			t.Fatalf("windows still open %v after the renewal died (closed: %v)", time.Since(killed).Round(time.Second), closed)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the nodes' ports
+	}
+	t.Logf("windows closed after node1's renewal died: %v", closed)
+	for _, nd := range w.nodes[1:] {
+		if closed[nd.Name] > fleetTTL+5*time.Second {
+			t.Errorf("%s closed its window %v after the renewal died, want when the answer's lease (%v) ends", nd.Name, closed[nd.Name], fleetTTL)
+		}
+	}
+	if closed[node1.Name] < windowTimeout-5*time.Second {
+		t.Errorf("node1's window closed %v after the renewal died, before its kernel timeout (%v): who closed it?", closed[node1.Name], windowTimeout)
+	}
+}
+
+// fleetTTL is the lease of a node's membership and answers (fleet.DefaultTTL).
+const fleetTTL = 10 * time.Second
+
+// probe80 says whether node's :80 accepts, refuses or drops a connection
+// from the test's namespace (from the bridge, as the balancer reaches it).
+func probe80(nd *node) string {
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(nd.Addr, "80"), 500*time.Millisecond)
+	switch {
+	case err == nil:
+		c.Close()
+		return nstest.Open
+	case strings.Contains(err.Error(), "refused"):
+		return nstest.Refused
+	default:
+		return nstest.Dropped
+	}
+}
+
+// holdSelfCheck holds the first issuance mid-way: the site resolves to a
+// proxy that passes Detour's probe (its tokens are 32 characters) on to
+// the balancer but holds the self-check of the CA's own challenge (43),
+// and reports its token on held: the orderer has then created its order
+// and every node acknowledged its answer. release points the site at the
+// balancer again.
+func holdSelfCheck(t *testing.T, w *world) (held <-chan string, release func()) {
+	t.Helper()
+	tokens := make(chan string, 16)
+	lb := &url.URL{Scheme: "http", Host: w.net.LB.Addr}
+	proxy := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		token := path.Base(r.URL.Path)
+		if len(token) != 43 {
+			httputil.NewSingleHostReverseProxy(lb).ServeHTTP(rw, r)
+			return
+		}
+		select {
+		case tokens <- token:
+		default:
+		}
+		<-r.Context().Done()
+	})}
+	ln, err := net.Listen("tcp", w.net.HostAddr+":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go proxy.Serve(ln)
+	t.Cleanup(func() { proxy.Close() })
+	w.pointAt(w.net.HostAddr)
+	return tokens, func() {
+		proxy.Close()
+		w.pointAt(w.net.LB.Addr)
+	}
 }

@@ -65,7 +65,18 @@ type node struct {
 	hookFile             string // the deploy hook appends the name here
 }
 
-func newWorld(t *testing.T) *world {
+// worldOptions vary newWorld.
+type worldOptions struct {
+	// pathExtra is added to every node's [path.web] table.
+	pathExtra string
+	// nftables, when set, is loaded in every node's namespace before
+	// nginx starts (the node's own firewall).
+	nftables string
+}
+
+func newWorld(t *testing.T) *world { return newWorldWith(t, worldOptions{}) }
+
+func newWorldWith(t *testing.T, opts worldOptions) *world {
 	t.Helper()
 	fn := fleetnet.New(t, fleetnet.Options{Nodes: 3})
 	w := &world{net: fn, caLog: &syncBuffer{}}
@@ -116,6 +127,13 @@ func newWorld(t *testing.T) *world {
 				t.Fatal(err)
 			}
 		}
+		if opts.nftables != "" {
+			rules := filepath.Join(dir, "rules.nft")
+			if err := os.WriteFile(rules, []byte(opts.nftables), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			fnode.NS.Run(t, "nft", "-f", rules)
+		}
 		// Until Detour deploys, nginx serves a placeholder.
 		placeholder(t, nd.certFile, nd.keyFile)
 		srv := fnode.StartNginx(t, fleetnet.NginxOptions{CertFile: nd.certFile, KeyFile: nd.keyFile,
@@ -140,6 +158,7 @@ lock_ttl = %q
 [path.web]
 kind = "webroot"
 root = %q
+%s
 
 [[certificate]]
 name = %q
@@ -150,7 +169,7 @@ output = [{ path = %q, format = "fullchain" }, { path = %q, format = "privkey" }
 reload = [{ server = "nginx", pid_file = %q }]
 deploy_hook = "echo $DETOUR_NAME >> %s"
 `, nd.state, env.CA.DirectoryURL(), caRoots, strings.Join(eps, ", "), key, fnode.Name, lockTTL.String(),
-			nd.www, certName, site, nd.certFile, nd.keyFile, filepath.Join(srv.Dir, "nginx.pid"), nd.hookFile)
+			nd.www, opts.pathExtra, certName, site, nd.certFile, nd.keyFile, filepath.Join(srv.Dir, "nginx.pid"), nd.hookFile)
 		if err := os.WriteFile(nd.cfg, []byte(doc), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -236,6 +255,28 @@ func (nd *node) start(t *testing.T) {
 			t.Logf("%s's agent (%s):\n%s", nd.Name, p.err, log.String())
 		}
 	})
+}
+
+// startCmd starts a detour command on nd and returns at once; it is
+// killed when the test ends.
+func (nd *node) startCmd(t *testing.T, args ...string) *proc {
+	t.Helper()
+	log := &syncBuffer{}
+	cmd := nd.Command(detourBin, nd.args(args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("detour %s on %s (%v):\n%s", strings.Join(args, " "), nd.Name, p.err, log.String())
+		}
+	})
+	return p
 }
 
 // kill kills nd's agent with SIGKILL and waits until it is gone.
