@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -75,7 +76,7 @@ every node, restart the agents, then remove the old line.`,
 func printFleetStatus(a *app, st plan.FleetStatus) {
 	fmt.Fprintf(a.stdout, "fleet %s (prefix %s), this node: %s\n\n", st.Fleet, st.Prefix, st.Node)
 	w := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tSTATE\tSINCE / LAST REPORT\tVERSION")
+	fmt.Fprintln(w, "NODE\tSTATE\tSINCE / LAST REPORT\tVERSION\tFIREWALL WINDOWS")
 	for _, m := range st.Members {
 		state, since, version := "gone", "-", "-"
 		if !m.LastReport.IsZero() {
@@ -84,7 +85,15 @@ func printFleetStatus(a *app, st plan.FleetStatus) {
 		if m.Alive && m.Member != nil {
 			state, since, version = "alive", m.Member.Started.UTC().Format(time.RFC3339), m.Member.Version
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", m.Name, state, since, version)
+		windows := "-"
+		if len(m.Windows) > 0 {
+			var open []string
+			for _, win := range m.Windows {
+				open = append(open, fmt.Sprintf("%d/%s %s until %s", win.Port, win.Proto, win.Family, win.Until.UTC().Format(time.TimeOnly)))
+			}
+			windows = strings.Join(open, ", ")
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", m.Name, state, since, version, windows)
 	}
 	w.Flush()
 	fmt.Fprintln(a.stdout)
@@ -95,7 +104,11 @@ func printFleetStatus(a *app, st plan.FleetStatus) {
 	w = tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "CERTIFICATE\tFLEET VERSION\tNODE\tSERVES\tPROBLEM")
 	for _, c := range st.Certificates {
-		head := fmt.Sprintf("%s\tv%d%s", c.Name, c.Version, map[bool]string{true: " (renewing)"}[c.Renewing])
+		renewing := ""
+		if c.LockedBy != nil {
+			renewing = fmt.Sprintf(" (renewing on %s since %s)", c.LockedBy.Holder, c.LockedBy.Since.UTC().Format(time.TimeOnly))
+		}
+		head := fmt.Sprintf("%s\tv%d%s", c.Name, c.Version, renewing)
 		nodes := make([]string, 0, len(st.Members))
 		for _, m := range st.Members {
 			nodes = append(nodes, m.Name)

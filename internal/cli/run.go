@@ -103,6 +103,11 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 				a.log.Error("deploying the fleet's certificates on this node stopped", "error", err)
 			}
 		})
+		background.Go(func() {
+			if err := fa.ReportWindows(bgCtx); err != nil && bgCtx.Err() == nil {
+				a.log.Error("reporting this node's firewall windows to the fleet stopped", "error", err)
+			}
+		})
 	}
 	ap, err := p.Agent(ctx)
 	if err != nil {

@@ -177,6 +177,34 @@ func (k *Keeper) live(ctx context.Context) ([]Lease, error) {
 	return out, nil
 }
 
+// OpenLeases returns the leases in st that still hold a window open: not
+// past their timeout, their process alive. Unlike a Keeper, it changes
+// nothing (the next Keeper at work removes the others); unreadable leases
+// are skipped.
+func OpenLeases(ctx context.Context, st store.Storage) ([]Lease, error) {
+	keys, err := st.List(ctx, leasePrefix)
+	if err != nil {
+		return nil, fmt.Errorf("listing firewall leases: %w", err)
+	}
+	now := time.Now()
+	var out []Lease
+	for _, key := range keys {
+		if !strings.HasSuffix(key, ".json") {
+			continue
+		}
+		data, err := st.Load(ctx, key)
+		if err != nil {
+			continue
+		}
+		var l Lease
+		if json.Unmarshal(data, &l) != nil || l.ID == "" || !l.Until.After(now) || !processAlive(l.PID) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}
+
 func newID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/config"
 	"github.com/detour-acme/detour/internal/deploy"
+	"github.com/detour-acme/detour/internal/firewall"
 	"github.com/detour-acme/detour/internal/fleet"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/solve"
@@ -104,7 +105,7 @@ func openFleet(s config.Store, file string, log *slog.Logger) (*fleetConn, error
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), etcdTimeout)
 	defer cancel()
-	st, err := etcdstore.Open(ctx, etcdstore.Options{Client: client, Prefix: s.Prefix, FleetID: s.Fleet, Keys: keys, Logger: log, LockTTL: s.LockTTL})
+	st, err := etcdstore.Open(ctx, etcdstore.Options{Client: client, Prefix: s.Prefix, FleetID: s.Fleet, Keys: keys, Logger: log, LockTTL: s.LockTTL, Holder: s.Node})
 	if err != nil {
 		client.Close()
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -321,6 +322,27 @@ func (p *Planner) DeployNow(ctx context.Context, name string) error {
 	return d.DeployNow(ctx, name)
 }
 
+// windowReportEvery is how often a node reads its firewall leases for
+// the fleet's status (a local read; etcd is written on a change only).
+const windowReportEvery = 2 * time.Second
+
+// ReportWindows keeps the fleet's copy of this node's open firewall
+// windows current until ctx ends (fleet status shows them).
+func (a *FleetAgent) ReportWindows(ctx context.Context) error {
+	return a.node.ReportWindows(ctx, func(ctx context.Context) ([]fleet.Window, error) {
+		leases, err := firewall.OpenLeases(ctx, a.p.Store)
+		if err != nil {
+			return nil, err
+		}
+		ws := make([]fleet.Window, 0, len(leases))
+		for _, l := range leases {
+			ws = append(ws, fleet.Window{Port: l.Port, Family: string(l.Family), Proto: l.Proto, Backend: l.Backend,
+				Identifier: l.Identifier, PID: l.PID, Until: l.Until})
+		}
+		return ws, nil
+	}, windowReportEvery)
+}
+
 // Follow presents, with this node's own paths of the same names, the
 // answers other nodes publish, until ctx ends (fleet.Node.Follow). Paths
 // are built the first time an answer needs them and kept until Close.
@@ -380,6 +402,8 @@ type FleetMember struct {
 	Member *fleet.Member `json:"member,omitempty"`
 	// LastReport is the newest report the node wrote.
 	LastReport time.Time `json:"last_report,omitzero"`
+	// Windows are the firewall windows open on the node now.
+	Windows []fleet.Window `json:"windows,omitempty"`
 }
 
 // FleetCert is one certificate of the fleet.
@@ -388,8 +412,10 @@ type FleetCert struct {
 	Version  int       `json:"version"`
 	Serial   string    `json:"serial,omitempty"`
 	NotAfter time.Time `json:"not_after,omitzero"`
-	// Renewing is set while a node holds the certificate's lock.
-	Renewing bool `json:"renewing"`
+	// Renewing is set while a node holds the certificate's lock;
+	// LockedBy says which (the node, its host and process).
+	Renewing bool                  `json:"renewing"`
+	LockedBy *etcdstore.LockHolder `json:"locked_by,omitempty"`
 	// Nodes is what each node reports it serves.
 	Nodes map[string]fleet.Deployed `json:"nodes"`
 }
@@ -432,6 +458,15 @@ func (p *Planner) FleetStatus(ctx context.Context) (FleetStatus, error) {
 			}
 		}
 	}
+	windows, err := fleet.ReadWindows(ctx, f.client, f.store.Prefix())
+	if err != nil {
+		return out, err
+	}
+	for node, ws := range windows {
+		if fm := byName[node]; fm != nil {
+			fm.Windows = ws
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		out.Members = append(out.Members, *byName[name])
 	}
@@ -439,18 +474,15 @@ func (p *Planner) FleetStatus(ctx context.Context) (FleetStatus, error) {
 	if err != nil {
 		return out, err
 	}
-	locks, err := f.client.Get(ctx, f.store.Prefix()+"/store/locks/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	holders, err := f.store.LockHolders(ctx)
 	if err != nil {
-		return out, fmt.Errorf("reading the fleet's locks: %w", err)
-	}
-	locked := map[string]bool{}
-	for _, kv := range locks.Kvs {
-		rest := strings.TrimPrefix(string(kv.Key), f.store.Prefix()+"/store/locks/")
-		name, _, _ := strings.Cut(rest, "/")
-		locked[name] = true
+		return out, err
 	}
 	for _, r := range recs {
-		c := FleetCert{Name: r.Name, Version: r.Version, Serial: r.Serial, NotAfter: r.NotAfter, Renewing: locked[r.Name], Nodes: map[string]fleet.Deployed{}}
+		c := FleetCert{Name: r.Name, Version: r.Version, Serial: r.Serial, NotAfter: r.NotAfter, Nodes: map[string]fleet.Deployed{}}
+		if h, ok := holders[r.Name]; ok {
+			c.Renewing, c.LockedBy = true, &h
+		}
 		for node, certs := range deployed {
 			if d, ok := certs[r.Name]; ok {
 				c.Nodes[node] = d

@@ -405,6 +405,27 @@ func TestFleetFirewallWindows(t *testing.T) {
 			t.Errorf("%s's :80 while node1's answer is published: %s, want open (its own window)", nd.Name, got)
 		}
 	}
+	// fleet status shows who renews, and every node's window.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, raw := fleetStatus(t, w.nodes[1])
+		open := 0
+		for _, m := range st.Members {
+			for _, win := range m.Windows {
+				if win.Port == 80 && win.Backend == "nftables" && win.Until.After(time.Now()) {
+					open++
+				}
+			}
+		}
+		locked := len(st.Certificates) == 1 && st.Certificates[0].LockedBy != nil && st.Certificates[0].LockedBy.Holder == node1.Name
+		if open == len(w.nodes) && locked {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet status never showed node1 renewing and a window on every node:\n%s", raw)
+		}
+		time.Sleep(200 * time.Millisecond) // nodes report their windows every 2s
+	}
 	_ = renew.cmd.Process.Kill()
 	<-renew.done
 	killed := time.Now()
@@ -482,4 +503,18 @@ func holdSelfCheck(t *testing.T, w *world) (held <-chan string, release func()) 
 		proxy.Close()
 		w.pointAt(w.net.LB.Addr)
 	}
+}
+
+// fleetStatus runs `detour fleet status --json` on nd.
+func fleetStatus(t *testing.T, nd *node) (plan.FleetStatus, string) {
+	t.Helper()
+	out, errOut, err := nd.run(t, "fleet", "status", "--json")
+	if err != nil {
+		t.Fatalf("fleet status on %s: %v\n%s", nd.Name, err, errOut)
+	}
+	var st plan.FleetStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("fleet status --json: %v\n%s", err, out)
+	}
+	return st, out
 }

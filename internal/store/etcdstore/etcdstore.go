@@ -44,6 +44,9 @@ type Options struct {
 	Keys Keys
 	// Logger receives locking and conflict events; nil discards them.
 	Logger *slog.Logger
+	// Holder names whoever takes locks through this Store (a fleet's node
+	// name), for LockHolders; empty names the host and process only.
+	Holder string
 	// LockTTL is the TTL of the lease locks are tied to: a node that dies
 	// holding a lock, or cannot reach etcd, loses it this long after its
 	// last keep-alive. Rounded up to whole seconds; default 30s.
@@ -64,6 +67,7 @@ type Store struct {
 	log     *slog.Logger
 	ttl     int // lock lease TTL, seconds
 	timeout time.Duration
+	holder  string // Options.Holder
 	// pageValues and pageKeys are rangeAll's page sizes (tests make them
 	// small).
 	pageValues, pageKeys int64
@@ -124,6 +128,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		log:        opts.Logger,
 		ttl:        int((opts.LockTTL + time.Second - 1) / time.Second),
 		timeout:    opts.Timeout,
+		holder:     opts.Holder,
 		pageValues: defaultPageValues,
 		pageKeys:   defaultPageKeys,
 		bg:         bg,

@@ -56,6 +56,73 @@ func TestStore(t *testing.T) {
 	t.Run("LockSessionLost", func(t *testing.T) { testLockSessionLost(t, c) })
 	t.Run("LockPartition", func(t *testing.T) { testLockPartition(t, c) })
 	t.Run("LiveMissingVersion", func(t *testing.T) { testLiveMissingVersion(t, c) })
+	t.Run("LockHolders", func(t *testing.T) { testLockHolders(t, c) })
+}
+
+// testLockHolders: LockHolders names the holder of each lock (the first
+// in its queue, not a waiter), and forgets it once released.
+func testLockHolders(t *testing.T, c *etcdtest.Cluster) {
+	a := open(t, c, Options{Holder: "node-a"})
+	b := open(t, c, Options{Holder: "node-b", Prefix: a.Prefix()})
+	ctx := context.Background()
+	unlockA, err := a.Lock(ctx, "www")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := make(chan func() error, 1)
+	go func() {
+		u, err := b.Lock(ctx, "www")
+		if err != nil {
+			t.Error(err)
+		}
+		waiting <- u
+	}()
+	unlockB2, err := b.Lock(ctx, "api")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b's waiter is queued (its key exists) once a's holding is listed
+	// with it; poll until the queue has two keys.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := a.cli.Get(ctx, a.lockPrefix("www"), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Count == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b never queued for the lock")
+		}
+		time.Sleep(10 * time.Millisecond) // polling etcd: the waiter's key appears asynchronously
+	}
+	h, err := b.LockHolders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h) != 2 || h["www"].Holder != "node-a" || h["api"].Holder != "node-b" || h["www"].PID == 0 || h["www"].Since.IsZero() {
+		t.Fatalf("holders = %+v, want www held by node-a, api by node-b", h)
+	}
+	if err := unlockA(); err != nil {
+		t.Fatal(err)
+	}
+	unlockB := <-waiting
+	h, err = a.LockHolders(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h["www"].Holder != "node-b" {
+		t.Errorf("after a released it, www held by %+v, want node-b", h["www"])
+	}
+	for _, u := range []func() error{unlockB, unlockB2} {
+		if err := u(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, err := a.LockHolders(ctx); err != nil || len(h) != 0 {
+		t.Errorf("after every release: holders %+v, %v", h, err)
+	}
 }
 
 // testFleetID: the first node writes the fleet id; nodes of the same fleet

@@ -250,6 +250,7 @@ func (s *Store) session(ctx context.Context) (*concurrency.Session, error) {
 	}
 	s.sess = sess
 	s.mu.Unlock()
+	s.noteSession(ctx, lease.ID)
 	s.log.Debug("lock session started", "lease", fmt.Sprintf("%x", lease.ID), "ttl_seconds", s.ttl)
 	go s.watchSession(sess)
 	return sess, nil
