@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -108,9 +110,60 @@ func openFleet(s config.Store, file string, log *slog.Logger) (*fleetConn, error
 	st, err := etcdstore.Open(ctx, etcdstore.Options{Client: client, Prefix: s.Prefix, FleetID: s.Fleet, Keys: keys, Logger: log, LockTTL: s.LockTTL, Holder: s.Node})
 	if err != nil {
 		client.Close()
+		if errors.Is(err, etcdstore.ErrUnreachable) {
+			if why := diagnoseEtcd(s.Endpoints, tlsCfg); why != "" {
+				return nil, fmt.Errorf("%s: %w; %s", where, err, why)
+			}
+		}
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 	return &fleetConn{cfg: s, log: log, client: client, store: st}, nil
+}
+
+// diagnoseEtcd tells why etcd did not answer, endpoint by endpoint, when a
+// plain connection says more than the gRPC client does (which only times
+// out): refused, unreachable, or the TLS handshake's own error (a CA that
+// did not sign the members' certificates, a client certificate the
+// members refuse or do not get). Empty when nothing more is known.
+func diagnoseEtcd(endpoints []string, tlsCfg *tls.Config) string {
+	var found []string
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil {
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", u.Host, 2*time.Second)
+		if err != nil {
+			found = append(found, fmt.Sprintf("%s: %v", e, err))
+			continue
+		}
+		if u.Scheme != "https" || tlsCfg == nil {
+			conn.Close()
+			continue
+		}
+		cfg := tlsCfg.Clone()
+		cfg.ServerName = u.Hostname()
+		tc := tls.Client(conn, cfg)
+		_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+		err = tc.Handshake()
+		if err == nil {
+			// With TLS 1.3 a refused client certificate shows at the
+			// first read; a member that took it waits for gRPC's preface.
+			var b [1]byte
+			_, err = tc.Read(b[:])
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				err = nil
+			}
+		}
+		tc.Close()
+		if err != nil {
+			found = append(found, fmt.Sprintf("%s: TLS: %v", e, err))
+		}
+	}
+	if len(found) == 0 {
+		return ""
+	}
+	return "what a direct connection found: " + strings.Join(found, "; ")
 }
 
 // etcdTLS returns the client TLS configuration of s, nil for plain HTTP

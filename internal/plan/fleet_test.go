@@ -2,6 +2,7 @@ package plan
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -62,5 +63,58 @@ func TestFleetOpen(t *testing.T) {
 	if _, err := Open(Options{Config: other, StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "/etc/detour/detour.toml:1: [store]") ||
 		!strings.Contains(err.Error(), "another") {
 		t.Errorf("another fleet on the prefix: %v", err)
+	}
+}
+
+// TestFleetBadTLS: wrong TLS material for etcd is refused with an error
+// naming the [store] table, the endpoints and the material to check.
+func TestFleetBadTLS(t *testing.T) {
+	m := etcdtest.NewTLS(t)
+	other := etcdtest.NewTLS(t) // another CA: its certificates are strangers to the cluster
+	c := etcdtest.New(t, etcdtest.Options{TLS: m, Members: 1})
+	ep := fmt.Sprintf("%q", c.Endpoints()[0])
+	notPEM := filepath.Join(t.TempDir(), "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	good := func(t *testing.T) *config.Config {
+		cfg := fleetConfig(t, ep, "web1")
+		cfg.Store.CAFile, cfg.Store.CertFile, cfg.Store.KeyFile = m.CA, m.ClientCert, m.ClientKey
+		return cfg
+	}
+	cfg := good(t)
+	p, err := Open(Options{Config: cfg, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("the right material: %v", err)
+	}
+	p.Close()
+	for _, tc := range []struct {
+		name string
+		edit func(*config.Store)
+		want []string
+	}{
+		{"CA file not PEM", func(s *config.Store) { s.CAFile = notPEM }, []string{"ca_file " + notPEM + " holds no PEM certificate"}},
+		{"another CA", func(s *config.Store) { s.CAFile = other.CA },
+			[]string{"etcd did not answer at " + c.Endpoints()[0], "TLS material", "TLS: tls: failed to verify certificate: x509: certificate signed by unknown authority"}},
+		{"client certificate of another CA", func(s *config.Store) { s.CertFile, s.KeyFile = other.ClientCert, other.ClientKey },
+			[]string{"etcd did not answer at " + c.Endpoints()[0], "TLS material", "TLS: remote error: tls: "}},
+		{"no client certificate", func(s *config.Store) { s.CertFile, s.KeyFile = "", "" },
+			[]string{"etcd did not answer at", "TLS material", "TLS: remote error: tls: certificate required"}},
+		{"key of another certificate", func(s *config.Store) { s.KeyFile = other.ClientKey }, []string{"cert_file and key_file", "private key does not match public key"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := good(t)
+			tc.edit(&cfg.Store)
+			_, err := Open(Options{Config: cfg, StateDir: t.TempDir()})
+			if err == nil {
+				t.Fatal("opened")
+			}
+			for _, w := range append(tc.want, "/etc/detour/detour.toml:1: [store]") {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q\nlacks %q", err, w)
+				}
+			}
+		})
 	}
 }
