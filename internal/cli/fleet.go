@@ -55,8 +55,14 @@ node the balancer picks) and writes the new certificate to its own live/.`,
 		Long: `Writes one new random 256-bit key to FILE (mode 0600; an existing file is never
 overwritten). Copy it to every node of the fleet and name it in [store]
 encryption_key_file. The file holds lines ID:KEY; the first line encrypts and
-every line decrypts, which is how a key is rotated: add a new first line on
-every node, restart the agents, then remove the old line.`,
+every line decrypts, which is how a key is rotated:
+
+  1. detour fleet init-key /tmp/new.key, and copy its key line to the top
+     of every node's key file (the old line stays below it);
+  2. restart every node's agent: each now encrypts with the new key;
+  3. detour fleet reencrypt (on any one node): every secret is rewritten
+     under the new key;
+  4. remove the old line from every node's key file.`,
 		Example: "  detour fleet init-key /etc/detour/fleet.key",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -67,7 +73,28 @@ every node, restart the agents, then remove the old line.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(status, initKey)
+	reencrypt := &cobra.Command{
+		Use:   "reencrypt",
+		Short: "Rewrite the fleet's secrets under the first key of this node's key file",
+		Long: `Step 3 of a key rotation (see detour fleet init-key --help): every secret
+in etcd (account keys, every certificate version's private key) not encrypted
+with the first key of encryption_key_file is rewritten under it, each by a
+transaction that never undoes a concurrent write. Running it again rewrites
+nothing. A secret encrypted with a key this node lacks is named and left as it
+is.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := a.planner(true)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			n, err := p.FleetReencrypt(cmd.Context())
+			fmt.Fprintf(a.stdout, "re-encrypted %d secret(s) with the current key\n", n)
+			return err
+		},
+	}
+	cmd.AddCommand(status, initKey, reencrypt)
 	return cmd
 }
 

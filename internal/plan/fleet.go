@@ -546,6 +546,16 @@ func (p *Planner) FleetStatus(ctx context.Context) (FleetStatus, error) {
 	return out, nil
 }
 
+// FleetReencrypt rewrites every secret of the fleet that is not encrypted
+// with the first key of this node's key file under it (the third step of a
+// key rotation, README: Fleet). It returns how many it rewrote.
+func (p *Planner) FleetReencrypt(ctx context.Context) (int, error) {
+	if p.fleet == nil {
+		return 0, errors.New("this configuration has no [store] kind = \"etcd\": there is no fleet whose secrets to re-encrypt")
+	}
+	return p.fleet.store.Reencrypt(ctx)
+}
+
 // NewFleetKey writes a new encryption key file for a fleet (mode 0600,
 // never over an existing file).
 func NewFleetKey(file string) error { return etcdstore.NewKeyFile(file) }

@@ -118,3 +118,61 @@ func TestFleetBadTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestFleetKeyRotation: the documented rotation. A secret written under the
+// first key is read after a new key is put on top of the file; reencrypt
+// rewrites it under the new key (once); then the old line goes and the
+// secret still reads.
+func TestFleetKeyRotation(t *testing.T) {
+	c := etcdtest.New(t, etcdtest.Options{Members: 1})
+	cfg := fleetConfig(t, fmt.Sprintf("%q", c.Endpoints()[0]), "web1")
+	open := func() *Planner {
+		p, err := Open(Options{Config: cfg, StateDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		return p
+	}
+	ctx := t.Context()
+	secret := []byte("-----BEGIN EC PRIVATE KEY-----\nsecret\n-----END EC PRIVATE KEY-----\n")
+	p := open()
+	if err := p.SharedStore().Store(ctx, "accounts/ca/ops/account.key", secret); err != nil {
+		t.Fatal(err)
+	}
+	old, err := os.ReadFile(cfg.Store.EncryptionKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(t.TempDir(), "new.key")
+	if err := NewFleetKey(fresh); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(fresh)
+	var newLine string
+	for l := range strings.Lines(string(b)) {
+		if !strings.HasPrefix(l, "#") {
+			newLine = l
+		}
+	}
+	if err := os.WriteFile(cfg.Store.EncryptionKeyFile, append([]byte(newLine), old...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = open()
+	if got, err := p.SharedStore().Load(ctx, "accounts/ca/ops/account.key"); err != nil || string(got) != string(secret) {
+		t.Fatalf("with both keys: %q, %v", got, err)
+	}
+	if n, err := p.FleetReencrypt(ctx); err != nil || n != 1 {
+		t.Fatalf("reencrypt: %d, %v; want 1 rewritten", n, err)
+	}
+	if n, err := p.FleetReencrypt(ctx); err != nil || n != 0 {
+		t.Fatalf("reencrypt again: %d, %v; want none", n, err)
+	}
+	if err := os.WriteFile(cfg.Store.EncryptionKeyFile, []byte(newLine), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p = open()
+	if got, err := p.SharedStore().Load(ctx, "accounts/ca/ops/account.key"); err != nil || string(got) != string(secret) {
+		t.Fatalf("with the new key only: %q, %v", got, err)
+	}
+}
