@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -180,7 +181,7 @@ node = "node1"
 		t.Fatal(err)
 	}
 	cluster.StopAll()
-	agent := startAgent(t, bin, "--config", cfg, "run")
+	agent := startAgent(t, bin, "--config", cfg, "run", "--metrics-listen", "127.0.0.1:0")
 	agent.waitLog(t, "cannot reach the fleet's etcd; trying again", 30*time.Second)
 	wantIn(t, "run with etcd down", agent.stderr.String(), cluster.Endpoints()[0], "check the endpoints' addresses and ports")
 	r := run(t, "--config", cfg, "fleet", "status")
@@ -190,5 +191,31 @@ node = "node1"
 	cluster.RestartAll()
 	agent.waitLog(t, "joined the fleet", 60*time.Second)
 	agent.waitLog(t, "agent started", 10*time.Second)
+
+	// The balancer's health check: ready while a member, not while etcd
+	// is away (the node presents no answers then).
+	m := regexp.MustCompile(`msg="serving metrics" listen=(\S+)`).FindStringSubmatch(agent.stderr.String())
+	if m == nil {
+		t.Fatalf("no metrics address logged:\n%s", agent.stderr)
+	}
+	ready := func() int {
+		resp, err := http.Get("http://" + m[1] + "/fleet/ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := ready(); got != http.StatusOK {
+		t.Errorf("/fleet/ready of a member: %d", got)
+	}
+	cluster.StopAll()
+	deadline := time.Now().Add(30 * time.Second)
+	for ready() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("/fleet/ready still 200 30s after etcd stopped")
+		}
+		time.Sleep(100 * time.Millisecond) // the membership lease ends on its own time
+	}
 	stopProcess(t, agent)
 }

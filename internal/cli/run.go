@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -144,7 +145,7 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 		}
 		a.log.Info("serving metrics", "listen", mln.Addr().String())
 		servers.Go(func() {
-			if err := agent.Serve(srvCtx, mln, ag.Handler(metrics)); err != nil {
+			if err := agent.Serve(srvCtx, mln, withFleetReady(ag.Handler(metrics), fa)); err != nil {
 				a.log.Error("metrics listener stopped", "error", err)
 			}
 		})
@@ -191,4 +192,26 @@ func (a *app) reloadAgent(ctx context.Context, p *plan.Planner, ag *agent.Agent)
 		return
 	}
 	a.log.Info("config reloaded", "certificates", len(ap.Certs))
+}
+
+// withFleetReady adds GET /fleet/ready to h on a node of a fleet: 200 while
+// the node is a member and presents the fleet's answers, 503 while it is
+// not (etcd away): the load balancer's health check for http-01 and
+// tls-alpn-01 (README: Fleet).
+func withFleetReady(h http.Handler, fa *plan.FleetAgent) http.Handler {
+	if fa == nil {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", h)
+	mux.HandleFunc("GET /fleet/ready", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !fa.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, "not a member of the fleet: etcd is not answering; this node presents no answers")
+			return
+		}
+		fmt.Fprintln(w, "member of the fleet: presenting its answers")
+	})
+	return mux
 }

@@ -326,6 +326,14 @@ func (n *Node) setLease(l clientv3.LeaseID) clientv3.LeaseID {
 	return old
 }
 
+// Member reports whether the node is a member of the fleet now: joined,
+// and its membership lease alive (false while etcd is away, until it joins
+// again). Only a member presents the fleet's answers.
+func (n *Node) Member() bool {
+	l, _ := n.current()
+	return l != 0
+}
+
 // current returns the node's lease (0 while not a member) and a channel
 // closed at its next change.
 func (n *Node) current() (clientv3.LeaseID, <-chan struct{}) {

@@ -375,6 +375,13 @@ func (p *Planner) DeployNow(ctx context.Context, name string) error {
 	return d.DeployNow(ctx, name)
 }
 
+// Ready reports whether this node can answer the fleet's challenges now:
+// it is a member (its lease alive in etcd), so it presents what the
+// orderer publishes. A load balancer's health check on it (GET
+// /fleet/ready on the metrics listener) keeps the CA's validation off a
+// node that cannot present.
+func (a *FleetAgent) Ready() bool { return a.node.Member() }
+
 // windowReportEvery is how often a node reads its firewall leases for
 // the fleet's status (a local read; etcd is written on a change only).
 const windowReportEvery = 2 * time.Second
