@@ -103,6 +103,19 @@ deploy_hook = "echo $DETOUR_NAME >> %s"
 		t.Fatal("node1 serves the first certificate after its renewal")
 	}
 	waitLive(t, nodes["node2"].state, "fleet", 30*time.Second, agent, func(serial string) bool { return serial == renewed.SerialNumber.Text(16) })
+	// live/ switches before the hook runs and the report is written: wait
+	// for node2's report of version 2.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var st plan.FleetStatus
+		r := mustRun(t, "--config", nodes["node1"].cfg, "fleet", "status", "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &st); err == nil && len(st.Certificates) == 1 && st.Certificates[0].Nodes["node2"].Version == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node2 never reported version 2:\n%s", r.stdout)
+		}
+		time.Sleep(100 * time.Millisecond) // polling another process's report
+	}
 	for n, want := range map[string]int{"node1": 1, "node2": 2} {
 		b, _ := os.ReadFile(nodes[n].marker)
 		if got := strings.Count(string(b), "fleet\n"); got != want {

@@ -210,11 +210,38 @@ func (s *Store) listLive(ctx context.Context) (map[string]int, int64, error) {
 // compacted (errCompacted), or a progress request goes unanswered for a
 // whole probe interval.
 func (s *Store) watchLive(ctx context.Context, rev int64, probe time.Duration, known map[string]bool, fn func(string, int)) error {
+	return s.watchFrom(ctx, rev, probe, "watching the live certificates", func(ev *clientv3.Event) error {
+		key := string(ev.Kv.Key)
+		name, ok := s.liveName(key)
+		if !ok {
+			return nil // a version, not a pointer
+		}
+		switch ev.Type {
+		case clientv3.EventTypePut:
+			known[name] = true
+			fn(name, s.liveValue(ctx, key, ev.Kv.Value))
+		case clientv3.EventTypeDelete:
+			if known[name] {
+				delete(known, name)
+				fn(name, 0)
+			}
+		}
+		return nil
+	}, s.certsRoot(), clientv3.WithPrefix())
+}
+
+// watchFrom watches key (with opts: a prefix or a range) from revision
+// rev, handing each event to each, until ctx ends, each fails, the watch
+// fails or ends, its history is compacted (errCompacted), or a progress
+// request goes unanswered for a whole probe interval (a member cut off
+// from the others, or a stream that silently died). what names the watch
+// in errors.
+func (s *Store) watchFrom(ctx context.Context, rev int64, probe time.Duration, what string, each func(*clientv3.Event) error, key string, opts ...clientv3.OpOption) error {
 	// WithRequireLeader: a member cut off from the others ends the watch
 	// instead of keeping it open with nothing to say.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := s.cli.Watch(wctx, s.certsRoot(), clientv3.WithPrefix(), clientv3.WithRev(rev))
+	wch := s.cli.Watch(wctx, key, append(opts, clientv3.WithRev(rev))...)
 	tick := time.NewTicker(probe)
 	defer tick.Stop()
 	heard := true // something came since the last progress request
@@ -244,23 +271,11 @@ func (s *Store) watchLive(ctx context.Context, rev int64, probe time.Duration, k
 				return fmt.Errorf("%w (at revision %d)", errCompacted, r.CompactRevision)
 			}
 			if err := r.Err(); err != nil {
-				return fmt.Errorf("watching the live certificates: %w", err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			for _, ev := range r.Events {
-				key := string(ev.Kv.Key)
-				name, ok := s.liveName(key)
-				if !ok {
-					continue // a version, not a pointer
-				}
-				switch ev.Type {
-				case clientv3.EventTypePut:
-					known[name] = true
-					fn(name, s.liveValue(ctx, key, ev.Kv.Value))
-				case clientv3.EventTypeDelete:
-					if known[name] {
-						delete(known, name)
-						fn(name, 0)
-					}
+				if err := each(ev); err != nil {
+					return err
 				}
 			}
 		}

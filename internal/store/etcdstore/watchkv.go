@@ -212,57 +212,21 @@ func send(ctx context.Context, ch chan<- string, key string) bool {
 // compacted (errCompacted), or a progress request goes unanswered for a
 // whole probe interval (as watchLive does).
 func (w *keyWatcher) watch(ctx context.Context, rev int64, probe time.Duration, known map[string]bool, ch chan<- string) error {
-	s := w.s
-	// WithRequireLeader: a member cut off from the others ends the watch
-	// instead of keeping it open with nothing to say.
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-	defer cancel()
-	wch := s.cli.Watch(wctx, w.from, clientv3.WithRange(w.to), clientv3.WithRev(rev))
-	tick := time.NewTicker(probe)
-	defer tick.Stop()
-	heard := true // something came since the last progress request
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick.C:
-			if !heard {
-				return fmt.Errorf("no answer on the watch within %v", probe)
-			}
-			heard = false
-			pctx, pcancel := context.WithTimeout(wctx, probe)
-			err := s.cli.RequestProgress(pctx)
-			pcancel()
-			if err != nil && ctx.Err() == nil {
-				return fmt.Errorf("asking for the watch's progress: %w", err)
-			}
-		case r, ok := <-wch:
-			if !ok {
-				return errors.New("the watch ended")
-			}
-			heard = true
-			if r.CompactRevision != 0 {
-				return fmt.Errorf("%w (at revision %d)", errCompacted, r.CompactRevision)
-			}
-			if err := r.Err(); err != nil {
-				return fmt.Errorf("watching storage keys: %w", err)
-			}
-			for _, ev := range r.Events {
-				k, ok := w.storageKey(string(ev.Kv.Key))
-				if !ok {
-					continue
-				}
-				if ev.Type == clientv3.EventTypeDelete {
-					delete(known, k)
-				} else {
-					known[k] = true
-				}
-				if !send(ctx, ch, k) {
-					return ctx.Err()
-				}
-			}
+	return w.s.watchFrom(ctx, rev, probe, "watching storage keys", func(ev *clientv3.Event) error {
+		k, ok := w.storageKey(string(ev.Kv.Key))
+		if !ok {
+			return nil
 		}
-	}
+		if ev.Type == clientv3.EventTypeDelete {
+			delete(known, k)
+		} else {
+			known[k] = true
+		}
+		if !send(ctx, ch, k) {
+			return ctx.Err()
+		}
+		return nil
+	}, w.from, clientv3.WithRange(w.to))
 }
 
 // Modify replaces the value under key with what fn makes of the current

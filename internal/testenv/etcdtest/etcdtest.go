@@ -106,7 +106,7 @@ func freeAddr(t testing.TB, host string) string {
 	portMu.Lock()
 	defer portMu.Unlock()
 	for range 1000 {
-		port := 20000 + rand.IntN(12000)
+		port := etcdPortLow + rand.IntN(etcdPortHigh-etcdPortLow)
 		if portsTaken[port] {
 			continue
 		}
@@ -119,9 +119,15 @@ func freeAddr(t testing.TB, host string) string {
 		portsTaken[port] = true
 		return addr
 	}
-	t.Fatalf("etcdtest: no free port on %s between 20000 and 32000", host)
+	t.Fatalf("etcdtest: no free port on %s between %d and %d", host, etcdPortLow, etcdPortHigh)
 	return ""
 }
+
+// The ports members get: below the kernel's ephemeral range and below
+// testenv.StaticPort's (the 10,000 under the ephemeral range), so that a
+// member restarting on its port does not find it taken by a connection or
+// by another test's reserved port.
+const etcdPortLow, etcdPortHigh = 12000, 20000
 
 var (
 	portMu     sync.Mutex
