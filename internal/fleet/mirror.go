@@ -137,9 +137,16 @@ func (m *mirror) Present(ctx context.Context, ch solve.Challenge) error {
 		return nil
 	}
 	start := time.Now()
-	if err := m.wait(ctx, parent, id, rev, others, ch); err != nil {
+	left, err := m.wait(ctx, parent, id, rev, others, ch)
+	if err != nil {
 		log.WarnContext(ctx, "the fleet did not confirm the answer", "error", err)
 		return err
+	}
+	if len(left) > 0 {
+		log.WarnContext(ctx, "every live member presented the answer; some left the fleet meanwhile (their lease ended) and present nothing",
+			"presented", slices.DeleteFunc(slices.Clone(others), func(n string) bool { return slices.Contains(left, n) }), "left", left,
+			"elapsed", time.Since(start).Round(time.Millisecond))
+		return nil
 	}
 	log.InfoContext(ctx, "every member presented the answer", "members", others, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
@@ -201,12 +208,13 @@ func (m *mirror) publish(ctx context.Context, id string, ch solve.Challenge) (in
 	return rev, err
 }
 
-// wait returns once every one of others that is still a member has
-// acknowledged answer id (published at revision rev), or fails with an
+// wait returns, with those of others that left the fleet meanwhile, once
+// every one of others that is still a member has acknowledged answer id
+// (published at revision rev), or fails with an
 // AckError when some acknowledged an error (once every member has
 // answered, so that the error names all of them) or ctx's deadline
 // passed. parent is ctx without the AckTimeout.
-func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others []string, ch solve.Challenge) error {
+func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others []string, ch solve.Challenge) (left []string, err error) {
 	n := m.n
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -228,14 +236,14 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 		st, err := m.collect(ctx, id, others)
 		if err == nil {
 			if st.gone {
-				return fmt.Errorf("the answer for %s vanished from etcd before every member presented it: its lease was lost "+
+				return nil, fmt.Errorf("the answer for %s vanished from etcd before every member presented it: its lease was lost "+
 					"(etcd did not answer within the TTL of %ds); the followers have withdrawn it", ch.Identifier.Value, n.ttl)
 			}
 			if len(st.pending) == 0 {
 				if len(st.failed) > 0 {
-					return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: st.failed}
+					return nil, &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: st.failed}
 				}
-				return nil
+				return st.left, nil
 			}
 			pending, failed, lastErr = st.pending, st.failed, nil
 		} else if ctx.Err() == nil {
@@ -245,9 +253,9 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 		select {
 		case <-ctx.Done():
 			if parent.Err() != nil {
-				return fmt.Errorf("waiting for the fleet to present the answer for %s: %w", ch.Identifier.Value, parent.Err())
+				return nil, fmt.Errorf("waiting for the fleet to present the answer for %s: %w", ch.Identifier.Value, parent.Err())
 			}
-			return &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: failed, Missing: pending, Timeout: m.opts.AckTimeout, Err: lastErr}
+			return nil, &AckError{Path: m.path, Identifier: ch.Identifier.Value, Failed: failed, Missing: pending, Timeout: m.opts.AckTimeout, Err: lastErr}
 		case r, ok := <-acks:
 			if !ok || r.Err() != nil {
 				acks = nil // watched again at the next tick
@@ -265,6 +273,7 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 // ackState is what the members said about one answer so far.
 type ackState struct {
 	pending []string      // expected, still members, not acknowledged
+	left    []string      // expected, no longer members, not acknowledged
 	failed  []NodeFailure // acknowledged with an error
 	gone    bool          // the answer is no longer published
 }
@@ -302,8 +311,12 @@ func (m *mirror) collect(ctx context.Context, id string, expected []string) (ack
 		}
 	}
 	for _, name := range expected {
-		if live[name] && !acked[name] {
+		switch {
+		case acked[name]:
+		case live[name]:
 			st.pending = append(st.pending, name)
+		default:
+			st.left = append(st.left, name)
 		}
 	}
 	return st, nil

@@ -205,6 +205,10 @@ func testMemberLeavingIsNotWaitedFor(t *testing.T, c *etcdtest.Cluster) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("Present took %v after web3 left", d)
 	}
+	if logs := f.logs.String(); !strings.Contains(logs, "some left the fleet meanwhile") || !strings.Contains(logs, "left=[web3]") ||
+		strings.Contains(logs, "every member presented the answer") {
+		t.Errorf("the log does not say web3 left rather than presented:\n%s", logs)
+	}
 	if err := s.CleanUp(context.Background(), ch); err != nil {
 		t.Fatal(err)
 	}
