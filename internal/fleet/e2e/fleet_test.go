@@ -183,12 +183,13 @@ func TestFleetOrdererKilled(t *testing.T) {
 }
 
 // TestFleetPartitionAndEtcdLeader: node3 is cut off the network (and
-// taken out of the balancer); the etcd leader is stopped while node1
-// renews; the renewal completes and node2 serves it while node3 keeps
-// serving the old certificate; when node3's link returns it catches up.
+// taken out of the balancer); the etcd leader is killed (SIGKILL) while
+// node1 renews; the renewal completes and node2 serves it while node3
+// keeps serving the old certificate; when node3's link returns it catches
+// up.
 func TestFleetPartitionAndEtcdLeader(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t)
+	w := newWorldWith(t, worldOptions{etcdProcesses: true})
 	node1, node2, node3 := w.nodes[0], w.nodes[1], w.nodes[2]
 	for _, nd := range w.nodes {
 		nd.start(t)
@@ -200,9 +201,8 @@ func TestFleetPartitionAndEtcdLeader(t *testing.T) {
 	w.lb.Down(t, node3.Node)
 	w.net.Partition(t, node3.Node)
 	// The renewal waits for the acknowledgement of every live member:
-	// node3 stops being one when its membership lease ends.
-	waitMembers(t, node1, 2, 30*time.Second)
-
+	// node3 is one until its membership lease ends, which holds the
+	// renewal (its lock taken, its answer published) for some seconds.
 	leader := w.etcd.Leader()
 	done := make(chan error, 1)
 	var out, errOut string
@@ -211,9 +211,12 @@ func TestFleetPartitionAndEtcdLeader(t *testing.T) {
 		out, errOut, err = node1.run(t, "renew", "--force", certName)
 		done <- err
 	}()
-	w.etcd.Stop(leader)
+	// Killed once the renewal holds its lock: mid-renewal.
+	waitRenewing(t, w, node2, 30*time.Second)
+	w.etcd.Kill(leader)
+	t.Logf("killed etcd member %d, the leader, during node1's renewal", leader)
 	if err := <-done; err != nil || !strings.Contains(out, "version 2") {
-		t.Fatalf("renew on node1 with the etcd leader stopped: %v\n%s\n%s", err, out, errOut)
+		t.Fatalf("renew on node1 with the etcd leader killed: %v\n%s\n%s", err, out, errOut)
 	}
 	renewed := liveLeaf(t, node1)
 	w.waitServed(t, []*node{node1, node2}, convergeBound, "the renewed certificate", serial(renewed.SerialNumber))
@@ -263,31 +266,6 @@ func waitLog(t *testing.T, nodes []*node, bound time.Duration, msg string) *node
 			t.Fatalf("no agent logged %q within %v", msg, bound)
 		}
 		time.Sleep(20 * time.Millisecond) // polling the agents' logs
-	}
-}
-
-// waitMembers waits until nd's fleet status lists n live members.
-func waitMembers(t *testing.T, nd *node, n int, bound time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(bound)
-	for {
-		out, errOut, err := nd.run(t, "fleet", "status", "--json")
-		var st plan.FleetStatus
-		if err == nil && json.Unmarshal([]byte(out), &st) == nil {
-			live := 0
-			for _, m := range st.Members {
-				if m.Alive {
-					live++
-				}
-			}
-			if live == n {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fleet status never listed %d live members: %v\n%s%s", n, err, out, errOut)
-		}
-		time.Sleep(200 * time.Millisecond) // polling fleet status
 	}
 }
 
@@ -517,4 +495,21 @@ func fleetStatus(t *testing.T, nd *node) (plan.FleetStatus, string) {
 		t.Fatalf("fleet status --json: %v\n%s", err, out)
 	}
 	return st, out
+}
+
+// waitRenewing waits until nd's fleet status shows the certificate's lock
+// held.
+func waitRenewing(t *testing.T, w *world, nd *node, bound time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for {
+		st, raw := fleetStatus(t, nd)
+		if len(st.Certificates) == 1 && st.Certificates[0].LockedBy != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the certificate's lock was never held within %v:\n%s", bound, raw)
+		}
+		time.Sleep(20 * time.Millisecond) // polling fleet status
+	}
 }

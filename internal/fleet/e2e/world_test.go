@@ -72,6 +72,9 @@ type worldOptions struct {
 	// nftables, when set, is loaded in every node's namespace before
 	// nginx starts (the node's own firewall).
 	nftables string
+	// etcdProcesses runs each etcd member in a process of its own, so
+	// that the test can SIGKILL one.
+	etcdProcesses bool
 }
 
 func newWorld(t *testing.T) *world { return newWorldWith(t, worldOptions{}) }
@@ -103,7 +106,7 @@ func newWorldWith(t *testing.T, opts worldOptions) *world {
 	w.pool = x509.NewCertPool()
 	w.pool.AppendCertsFromPEM(roots)
 
-	w.etcd = etcdtest.New(t, etcdtest.Options{Host: fn.HostAddr})
+	w.etcd = etcdtest.New(t, etcdtest.Options{Host: fn.HostAddr, Processes: opts.etcdProcesses})
 	shared := t.TempDir()
 	key := filepath.Join(shared, "fleet.key")
 	if err := etcdstore.NewKeyFile(key); err != nil {

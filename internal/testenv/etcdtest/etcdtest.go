@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,11 @@ type Options struct {
 	// 127.0.0.1 when empty. Tests whose nodes run in other network
 	// namespaces give an address those reach (fleetnet.Net.HostAddr).
 	Host string
+	// Processes runs each member in a process of its own (command member,
+	// built on first use), so that Kill is a real SIGKILL: no graceful
+	// leadership hand-over, no flushed state. In process (the default),
+	// Kill is Stop.
+	Processes bool
 }
 
 // Cluster is a running etcd cluster.
@@ -53,7 +59,8 @@ type Member struct {
 	ClientURL string // scheme://127.0.0.1:port
 	peerURL   string
 	dir       string
-	etcd      *embed.Etcd // nil while stopped
+	etcd      *embed.Etcd // nil while stopped (in process)
+	proc      *memberProc // nil while stopped (Processes)
 	started   bool
 }
 
@@ -142,34 +149,59 @@ func mustURL(s string) url.URL {
 	return *u
 }
 
-// start starts (or restarts) m and waits until it serves.
-func (c *Cluster) start(m *Member) error {
+// MemberConfig is one member's configuration: what start gives embed in
+// process, and what a member process (command member) reads.
+type MemberConfig struct {
+	Name, Dir                 string
+	ClientURL, PeerURL        string
+	InitialCluster, Token     string
+	Existing                  bool   // the member has run before: it rejoins
+	CertFile, KeyFile, CAFile string // client TLS, all or none
+}
+
+// EmbedConfig returns the embed configuration of mc, tuned for tests:
+// fast elections (a stopped leader is replaced in well under a second), no
+// fsync, no logs.
+func EmbedConfig(mc MemberConfig) *embed.Config {
 	cfg := embed.NewConfig()
-	cfg.Name = m.Name
-	cfg.Dir = m.dir
-	cfg.ListenClientUrls = []url.URL{mustURL(m.ClientURL)}
+	cfg.Name, cfg.Dir = mc.Name, mc.Dir
+	cfg.ListenClientUrls = []url.URL{mustURL(mc.ClientURL)}
 	cfg.AdvertiseClientUrls = cfg.ListenClientUrls
-	cfg.ListenPeerUrls = []url.URL{mustURL(m.peerURL)}
+	cfg.ListenPeerUrls = []url.URL{mustURL(mc.PeerURL)}
 	cfg.AdvertisePeerUrls = cfg.ListenPeerUrls
 	cfg.ListenMetricsUrls = nil
-	cfg.InitialCluster = c.initial
-	cfg.InitialClusterToken = c.token
+	cfg.InitialCluster, cfg.InitialClusterToken = mc.InitialCluster, mc.Token
 	cfg.ClusterState = embed.ClusterStateFlagNew
-	if m.started {
+	if mc.Existing {
 		cfg.ClusterState = embed.ClusterStateFlagExisting
 	}
-	// Fast elections: a stopped leader is replaced in well under a second.
 	cfg.TickMs, cfg.ElectionMs = 20, 200
 	cfg.UnsafeNoFsync = true
 	cfg.Logger = "zap"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	if c.opts.TLS != nil {
-		cfg.ClientTLSInfo.CertFile = c.opts.TLS.ServerCert
-		cfg.ClientTLSInfo.KeyFile = c.opts.TLS.ServerKey
-		cfg.ClientTLSInfo.TrustedCAFile = c.opts.TLS.CA
+	if mc.CertFile != "" {
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile, cfg.ClientTLSInfo.TrustedCAFile = mc.CertFile, mc.KeyFile, mc.CAFile
 		cfg.ClientTLSInfo.ClientCertAuth = true
 	}
-	e, err := embed.StartEtcd(cfg)
+	return cfg
+}
+
+// config returns m's MemberConfig.
+func (c *Cluster) config(m *Member) MemberConfig {
+	mc := MemberConfig{Name: m.Name, Dir: m.dir, ClientURL: m.ClientURL, PeerURL: m.peerURL,
+		InitialCluster: c.initial, Token: c.token, Existing: m.started}
+	if c.opts.TLS != nil {
+		mc.CertFile, mc.KeyFile, mc.CAFile = c.opts.TLS.ServerCert, c.opts.TLS.ServerKey, c.opts.TLS.CA
+	}
+	return mc
+}
+
+// start starts (or restarts) m and waits until it serves.
+func (c *Cluster) start(m *Member) error {
+	if c.opts.Processes {
+		return c.startProcess(m)
+	}
+	e, err := embed.StartEtcd(EmbedConfig(c.config(m)))
 	if err != nil {
 		return fmt.Errorf("member %s: %w", m.Name, err)
 	}
@@ -214,6 +246,9 @@ func (c *Cluster) Client(tlsConfig *tls.Config) *clientv3.Client {
 // Leader returns the index of the member that leads now, -1 when none
 // answers as leader.
 func (c *Cluster) Leader() int {
+	if c.opts.Processes {
+		return c.processLeader()
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, m := range c.members {
@@ -228,12 +263,30 @@ func (c *Cluster) Leader() int {
 func (c *Cluster) Stop(i int) {
 	c.mu.Lock()
 	m := c.members[i]
-	e := m.etcd
-	m.etcd = nil
+	e, p := m.etcd, m.proc
+	m.etcd, m.proc = nil, nil
 	c.mu.Unlock()
 	if e != nil {
 		e.Close()
 	}
+	if p != nil {
+		p.stop(syscall.SIGTERM)
+	}
+}
+
+// Kill kills member i with SIGKILL (Options.Processes; in process it is
+// Stop): a crash, with no leadership hand-over. Its data stays.
+func (c *Cluster) Kill(i int) {
+	c.mu.Lock()
+	m := c.members[i]
+	p := m.proc
+	m.proc = nil
+	c.mu.Unlock()
+	if p == nil {
+		c.Stop(i)
+		return
+	}
+	p.stop(syscall.SIGKILL)
 }
 
 // Restart starts stopped member i again with its data.
@@ -258,7 +311,7 @@ func (c *Cluster) RestartAll() {
 	errs := make([]error, len(c.members))
 	for i, m := range c.members {
 		c.mu.Lock()
-		running := m.etcd != nil
+		running := m.etcd != nil || m.proc != nil
 		c.mu.Unlock()
 		if !running {
 			wg.Go(func() { errs[i] = c.start(m) })

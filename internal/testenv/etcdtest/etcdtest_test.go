@@ -2,6 +2,7 @@ package etcdtest
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -9,10 +10,14 @@ import (
 // TestCluster: three members elect a leader, serve writes, survive the
 // leader's loss and take it back; over TLS with client certificates too.
 func TestCluster(t *testing.T) {
-	for _, withTLS := range []bool{false, true} {
-		t.Run(map[bool]string{false: "plain", true: "tls"}[withTLS], func(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		withTLS, processes bool
+	}{{"plain", false, false}, {"tls", true, false}, {"processes-killed", false, true}} {
+		withTLS := tc.withTLS
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			opts := Options{}
+			opts := Options{Processes: tc.processes}
 			if withTLS {
 				opts.TLS = NewTLS(t)
 			}
@@ -27,7 +32,18 @@ func TestCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			leader := c.WaitLeader(ctx, 10*time.Second)
-			c.Stop(leader)
+			if tc.processes {
+				pid := c.members[leader].proc.cmd.Process.Pid
+				c.Kill(leader)
+				if err := syscall.Kill(pid, 0); err == nil {
+					t.Fatalf("the killed leader (pid %d) still runs", pid)
+				}
+				if next := c.WaitLeader(ctx, 10*time.Second); next == leader {
+					t.Fatalf("member %d still leads after it was killed", leader)
+				}
+			} else {
+				c.Stop(leader)
+			}
 			if _, err := cli.Put(ctx, "k", "v2"); err != nil {
 				t.Fatalf("put with the leader stopped: %v", err)
 			}
