@@ -75,6 +75,9 @@ type worldOptions struct {
 	// etcdProcesses runs each etcd member in a process of its own, so
 	// that the test can SIGKILL one.
 	etcdProcesses bool
+	// sidePort makes the path a side-port (nginx forwards the challenge
+	// requests to it on 127.0.0.1:8402) instead of a webroot.
+	sidePort bool
 }
 
 func newWorld(t *testing.T) *world { return newWorldWith(t, worldOptions{}) }
@@ -140,7 +143,7 @@ func newWorldWith(t *testing.T, opts worldOptions) *world {
 		// Until Detour deploys, nginx serves a placeholder.
 		placeholder(t, nd.certFile, nd.keyFile)
 		srv := fnode.StartNginx(t, fleetnet.NginxOptions{CertFile: nd.certFile, KeyFile: nd.keyFile,
-			Extra: fmt.Sprintf("location /.well-known/acme-challenge/ { root %s; default_type text/plain; }", nd.www)})
+			Extra: challengeLocation(opts, nd.www)})
 		doc := fmt.Sprintf(`state_dir = %q
 email = "ops@detour.test"
 agree_tos = true
@@ -159,8 +162,7 @@ node = %q
 lock_ttl = %q
 
 [path.web]
-kind = "webroot"
-root = %q
+%s
 %s
 
 [[certificate]]
@@ -172,7 +174,7 @@ output = [{ path = %q, format = "fullchain" }, { path = %q, format = "privkey" }
 reload = [{ server = "nginx", pid_file = %q }]
 deploy_hook = "echo $DETOUR_NAME >> %s"
 `, nd.state, env.CA.DirectoryURL(), caRoots, strings.Join(eps, ", "), key, fnode.Name, lockTTL.String(),
-			nd.www, opts.pathExtra, certName, site, nd.certFile, nd.keyFile, filepath.Join(srv.Dir, "nginx.pid"), nd.hookFile)
+			pathTable(opts, nd.www), opts.pathExtra, certName, site, nd.certFile, nd.keyFile, filepath.Join(srv.Dir, "nginx.pid"), nd.hookFile)
 		if err := os.WriteFile(nd.cfg, []byte(doc), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -180,6 +182,26 @@ deploy_hook = "echo $DETOUR_NAME >> %s"
 	}
 	w.lb = fn.StartHAProxy(t, fleetnet.LBOptions{})
 	return w
+}
+
+// sidePortAddr is where a side-port path listens on each node.
+const sidePortAddr = "127.0.0.1:8402"
+
+// challengeLocation is the nginx location that answers http-01 on a node.
+func challengeLocation(opts worldOptions, www string) string {
+	if opts.sidePort {
+		// As `detour snippet http --server nginx` prints it.
+		return "location ^~ /.well-known/acme-challenge/ { proxy_pass http://" + sidePortAddr + "; proxy_set_header Host $host; proxy_set_header X-Forwarded-Host $host; }"
+	}
+	return fmt.Sprintf("location /.well-known/acme-challenge/ { root %s; default_type text/plain; }", www)
+}
+
+// pathTable is the body of every node's [path.web].
+func pathTable(opts worldOptions, www string) string {
+	if opts.sidePort {
+		return fmt.Sprintf("kind = \"side-port\"\nlisten = %q", sidePortAddr)
+	}
+	return fmt.Sprintf("kind = \"webroot\"\nroot = %q", www)
 }
 
 // pointAt makes the site resolve to addr, for the CA and for the nodes'
