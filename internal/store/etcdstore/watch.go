@@ -95,7 +95,7 @@ func (s *Store) WatchLiveWith(ctx context.Context, opts WatchOptions, fn func(na
 				known[name] = true
 				fn(name, live[name])
 			}
-			err = s.watchLive(ctx, rev+1, opts.Probe, known, fn)
+			err = s.watchLive(ctx, rev, opts.Probe, known, fn)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -205,7 +205,7 @@ func (s *Store) listLive(ctx context.Context) (map[string]int, int64, error) {
 	return live, rev, nil
 }
 
-// watchLive watches the live pointers from revision rev, calling fn for
+// watchLive watches the live pointers for changes after revision rev, calling fn for
 // each change, until ctx ends, the watch fails or ends, its history is
 // compacted (errCompacted), or a progress request goes unanswered for a
 // whole probe interval.
@@ -230,8 +230,8 @@ func (s *Store) watchLive(ctx context.Context, rev int64, probe time.Duration, k
 	}, s.certsRoot(), clientv3.WithPrefix())
 }
 
-// watchFrom watches key (with opts: a prefix or a range) from revision
-// rev, handing each event to each, until ctx ends, each fails, the watch
+// watchFrom watches key (with opts: a prefix or a range) for what changed
+// after revision rev (a read's revision), handing each event to each, until ctx ends, each fails, the watch
 // fails or ends, its history is compacted (errCompacted), or a progress
 // request goes unanswered for a whole probe interval (a member cut off
 // from the others, or a stream that silently died). what names the watch
@@ -241,6 +241,11 @@ func (s *Store) watchFrom(ctx context.Context, rev int64, probe time.Duration, w
 	// instead of keeping it open with nothing to say.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
+	// From rev itself, not rev+1, skipping what rev already held: etcd
+	// answers a progress request only once its store has reached the
+	// watch's start revision, so a watch from rev+1 in a quiet cluster
+	// (no write since the read) never heard its probes, gave up, and read
+	// everything again, over and over.
 	wch := s.cli.Watch(wctx, key, append(opts, clientv3.WithRev(rev))...)
 	tick := time.NewTicker(probe)
 	defer tick.Stop()
@@ -274,6 +279,9 @@ func (s *Store) watchFrom(ctx context.Context, rev int64, probe time.Duration, w
 				return fmt.Errorf("%s: %w", what, err)
 			}
 			for _, ev := range r.Events {
+				if ev.Kv.ModRevision <= rev {
+					continue // in the read already
+				}
 				if err := each(ev); err != nil {
 					return err
 				}

@@ -138,7 +138,7 @@ func (w *keyWatcher) list(ctx context.Context) (map[string]bool, int64, error) {
 	}
 }
 
-// follow watches from revision rev+1 and sends the keys that change on ch,
+// follow watches what changes after revision rev and sends the keys that change on ch,
 // reading everything again (and reporting it) whenever the watch fails,
 // until ctx ends. known holds the keys that exist as of rev.
 func (w *keyWatcher) follow(ctx context.Context, known map[string]bool, rev int64, probe time.Duration, ch chan<- string) {
@@ -146,7 +146,7 @@ func (w *keyWatcher) follow(ctx context.Context, known map[string]bool, rev int6
 	var down time.Time // when the current outage began; zero when none
 	wait := retryMin
 	for {
-		err := w.watch(ctx, rev+1, probe, known, ch)
+		err := w.watch(ctx, rev, probe, known, ch)
 		if ctx.Err() != nil {
 			return
 		}
@@ -207,7 +207,7 @@ func send(ctx context.Context, ch chan<- string, key string) bool {
 	}
 }
 
-// watch watches the range from revision rev, sending each key that
+// watch watches the range for changes after revision rev, sending each key that
 // changes, until ctx ends, the watch fails or ends, its history is
 // compacted (errCompacted), or a progress request goes unanswered for a
 // whole probe interval (as watchLive does).
