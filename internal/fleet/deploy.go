@@ -152,8 +152,8 @@ type Deployer struct {
 	running atomic.Bool
 
 	mu    sync.Mutex
-	dirty map[string]*pending // certificates to look at, by name
-	wake  chan struct{}       // one token: dirty changed
+	dirty *dueQueue     // certificates to look at
+	wake  chan struct{} // one token: dirty changed
 
 	// The fields below belong to the goroutine of Run.
 	reports map[string]*reportState
@@ -215,7 +215,7 @@ func (d *Deployer) Run(ctx context.Context) error {
 	}
 	defer d.running.Store(false)
 	d.mu.Lock()
-	d.dirty = map[string]*pending{}
+	d.dirty = newDueQueue()
 	d.mu.Unlock()
 	d.reports, d.logged, d.down = map[string]*reportState{}, map[string]string{}, time.Time{}
 
@@ -260,11 +260,11 @@ func (d *Deployer) Run(ctx context.Context) error {
 // notify is the watch's callback: name's live version is now version.
 func (d *Deployer) notify(name string, version int) {
 	d.mu.Lock()
-	if p := d.dirty[name]; p != nil {
-		p.version, p.at = version, time.Time{}
-	} else {
-		d.dirty[name] = &pending{version: version}
+	p := pending{version: version}
+	if old := d.dirty.get(name); old != nil {
+		p.attempts = old.attempts
 	}
+	d.dirty.put(name, p)
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -272,27 +272,13 @@ func (d *Deployer) notify(name string, version int) {
 	}
 }
 
-// take removes and returns the first certificate (by name) due at now,
+// take removes and returns the first certificate due at now (the earliest,
+// then by name),
 // or, when none is, "" and when the next one is due (zero: none).
 func (d *Deployer) take(now time.Time) (name string, p pending, next time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	names := make([]string, 0, len(d.dirty))
-	for n := range d.dirty {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		q := d.dirty[n]
-		if !q.at.After(now) {
-			delete(d.dirty, n)
-			return n, *q, time.Time{}
-		}
-		if next.IsZero() || q.at.Before(next) {
-			next = q.at
-		}
-	}
-	return "", pending{}, next
+	return d.dirty.take(now)
 }
 
 // retry puts name back to be tried again after a failure, with a wait
@@ -305,8 +291,8 @@ func (d *Deployer) retry(name string, p pending) {
 	wait += rand.N(wait/4 + 1)
 	p.at = time.Now().Add(wait)
 	d.mu.Lock()
-	if d.dirty[name] == nil {
-		d.dirty[name] = &p
+	if d.dirty.get(name) == nil {
+		d.dirty.put(name, p)
 	}
 	d.mu.Unlock()
 }

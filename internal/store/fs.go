@@ -66,6 +66,12 @@ type FS struct {
 	// PutCertificate; a non-nil error stops it there as a crash would,
 	// leaving everything on disk as it is.
 	failpoint func(step string) error
+
+	// leftovers caches, from one read of live/, the temporary entries a
+	// crash left there, by certificate name (see leftoverTemps); nil
+	// before the first read.
+	leftoversMu sync.Mutex
+	leftovers   map[string][]string
 }
 
 var (

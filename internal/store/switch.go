@@ -86,7 +86,16 @@ func (f *FS) makeVersionDir(name string, n int) error {
 // directory is renamed over live/<name>, the commit point, and live/ is
 // fsynced. A live/<name> directory (the earlier layout) is replaced by
 // replaceLegacy.
-func (f *FS) switchLive(name string, n int) error {
+func (f *FS) switchLive(name string, n int) (err error) {
+	defer func() {
+		if err != nil {
+			// A temporary entry may stay behind: the next recovery
+			// reads live/ again.
+			f.leftoversMu.Lock()
+			f.leftovers = nil
+			f.leftoversMu.Unlock()
+		}
+	}()
 	tmp, err := tmpName(f.liveRoot(), name)
 	if err != nil {
 		return err
@@ -194,16 +203,60 @@ func (f *FS) liveTemps(name string) ([]string, error) {
 	return out, nil
 }
 
+// leftoverTemps is liveTemps without reading live/ for every name: the
+// first call reads it once and notes the temporary entries of every name;
+// later calls answer from the note. Reading live/ (thousands of entries in
+// a fleet) on every load and put made deploying N certificates quadratic.
+// A name whose live/<name> is missing (a conversion interrupted between its
+// renames, which needs its temporary entry) is always read afresh.
+// Temporary entries this process makes are gone when its switch ends; one
+// another process's crash leaves after the note is garbage beside an
+// intact live/<name>, removed by the next process that starts.
+func (f *FS) leftoverTemps(name string) ([]string, error) {
+	if _, err := os.Lstat(f.liveDir(name)); err != nil {
+		return f.liveTemps(name)
+	}
+	f.leftoversMu.Lock()
+	defer f.leftoversMu.Unlock()
+	if f.leftovers == nil {
+		ents, err := os.ReadDir(f.liveRoot())
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("reading live directory: %w", err)
+		}
+		f.leftovers = map[string][]string{}
+		for _, e := range ents {
+			rest, ok := strings.CutPrefix(e.Name(), tmpPrefix)
+			if !ok || len(rest) < 18 || rest[len(rest)-17] != '-' {
+				continue
+			}
+			n, suffix := rest[:len(rest)-17], rest[len(rest)-16:]
+			if strings.Trim(suffix, "0123456789abcdef") == "" {
+				f.leftovers[n] = append(f.leftovers[n], filepath.Join(f.liveRoot(), e.Name()))
+			}
+		}
+	}
+	return f.leftovers[name], nil
+}
+
+// forgetTemps drops name's noted temporary entries once they are dealt
+// with.
+func (f *FS) forgetTemps(name string) {
+	f.leftoversMu.Lock()
+	defer f.leftoversMu.Unlock()
+	delete(f.leftovers, name)
+}
+
 // recoverLiveTemps removes the temporary links a crash left in live/ for
 // name, removes old live directories left by a finished conversion, and, if
 // live/<name> is missing because a conversion without RENAME_EXCHANGE was
 // interrupted between its two renames, renames the old directory back.
 // The caller holds the certificate lock, so no temporary entry is in use.
 func (f *FS) recoverLiveTemps(name string) error {
-	temps, err := f.liveTemps(name)
+	temps, err := f.leftoverTemps(name)
 	if err != nil || len(temps) == 0 {
 		return err
 	}
+	defer f.forgetTemps(name)
 	dst := f.liveDir(name)
 	_, err = os.Lstat(dst)
 	missing := errors.Is(err, fs.ErrNotExist)
