@@ -370,3 +370,20 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.b.String()
 }
+
+// BuildDetour builds the detour command into dir (made world-readable, so
+// that a test may run it as another user) and returns its path. It is for
+// a TestMain, which has no testing.TB: errors are returned.
+func BuildDetour(dir string) (string, error) {
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "detour")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/detour-acme/detour/cmd/detour").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("building detour (the go command must be on PATH): %v\n%s", err, out)
+	}
+	return bin, nil
+}

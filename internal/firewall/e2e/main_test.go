@@ -22,16 +22,15 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/detour-acme/detour/internal/firewall/nstest"
 	"github.com/detour-acme/detour/internal/sandbox"
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
 // Environment of the CA helper process.
@@ -53,17 +52,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	// World-readable: one test runs the binary as nobody.
-	if err := os.Chmod(dir, 0o755); err != nil {
+	// World-readable: a test may run the binary as nobody.
+	if detourBin, err = testenv.BuildDetour(dir); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	detourBin = filepath.Join(dir, "detour")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", detourBin, "github.com/detour-acme/detour/cmd/detour").CombinedOutput()
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building detour (the go command must be on PATH): %v\n%s", err, out)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}

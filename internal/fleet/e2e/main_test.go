@@ -10,13 +10,11 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
 // detourBin is the binary the nodes run, built by TestMain.
@@ -28,12 +26,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	detourBin = filepath.Join(dir, "detour")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	out, err := exec.CommandContext(ctx, "go", "build", "-o", detourBin, "github.com/detour-acme/detour/cmd/detour").CombinedOutput()
-	cancel()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "building detour (the go command must be on PATH): %v\n%s", err, out)
+	// World-readable: a test may run the binary as nobody.
+	if detourBin, err = testenv.BuildDetour(dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
