@@ -144,7 +144,7 @@ func (n *Node) Follow(ctx context.Context, paths func(name string) (solve.Solver
 		rev, err := f.sync(ctx)
 		if err == nil {
 			wait = 100 * time.Millisecond
-			err = f.watch(ctx, rev+1, changed)
+			err = f.watch(ctx, rev, changed)
 		}
 		switch {
 		case outer.Err() != nil:
@@ -221,8 +221,13 @@ func (f *follower) sync(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// watch follows the answers from revision rev until an error, a
-// compaction, or a change of the node's lease (changed).
+// watch follows the answers changed after revision rev (the read's) until
+// an error, a compaction, or a change of the node's lease (changed). It
+// watches from rev itself, skipping what rev held, not from rev+1: etcd
+// answers the progress requests of a gRPC stream only while none of its
+// watches starts beyond the store's revision, and this watch shares its
+// stream with the deployer's, whose probes went unanswered in a quiet
+// fleet (it then read every certificate again, every few seconds).
 func (f *follower) watch(ctx context.Context, rev int64, changed <-chan struct{}) error {
 	n := f.n
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -246,6 +251,9 @@ func (f *follower) watch(ctx context.Context, rev int64, changed <-chan struct{}
 				return fmt.Errorf("watching the fleet's answers: %w", err)
 			}
 			for _, ev := range r.Events {
+				if ev.Kv.ModRevision <= rev {
+					continue // in the read already
+				}
 				id := n.keys.idOf(ev.Kv.Key)
 				switch ev.Type {
 				case clientv3.EventTypePut:

@@ -221,10 +221,14 @@ func (m *mirror) wait(ctx, parent context.Context, id string, rev int64, others 
 	var acks, nodes clientv3.WatchChan
 	watch := func() {
 		if acks == nil {
-			acks = n.client.Watch(wctx, n.keys.acks(id), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+			// From rev, not rev+1 (events are only wake-ups here): a
+			// watch starting beyond the store's revision stops etcd from
+			// answering the progress requests of the stream it shares
+			// with the deployer's watch.
+			acks = n.client.Watch(wctx, n.keys.acks(id), clientv3.WithPrefix(), clientv3.WithRev(rev))
 		}
 		if nodes == nil {
-			nodes = n.client.Watch(wctx, n.keys.nodes(), clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithKeysOnly())
+			nodes = n.client.Watch(wctx, n.keys.nodes(), clientv3.WithPrefix(), clientv3.WithRev(rev), clientv3.WithKeysOnly())
 		}
 	}
 	watch()
