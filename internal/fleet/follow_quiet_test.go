@@ -37,7 +37,9 @@ func TestQuietFleetWatchesHold(t *testing.T) {
 	defer st.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- st.WatchLiveWith(ctx, etcdstore.WatchOptions{Probe: 100 * time.Millisecond}, func(string, int) {}) }()
+	go func() {
+		done <- st.WatchLiveWith(ctx, etcdstore.WatchOptions{Probe: 100 * time.Millisecond}, func(string, int) {})
+	}()
 	time.Sleep(3 * time.Second) // quiet for 30 probes: the property is that nothing happens
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
