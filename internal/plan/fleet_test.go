@@ -8,7 +8,9 @@ import (
 	"testing"
 
 	"github.com/detour-acme/detour/internal/config"
+	"github.com/detour-acme/detour/internal/store"
 	"github.com/detour-acme/detour/internal/store/etcdstore"
+	"github.com/detour-acme/detour/internal/store/storetest"
 	"github.com/detour-acme/detour/internal/testenv/etcdtest"
 )
 
@@ -174,5 +176,56 @@ func TestFleetKeyRotation(t *testing.T) {
 	p = open()
 	if got, err := p.SharedStore().Load(ctx, "accounts/ca/ops/account.key"); err != nil || string(got) != string(secret) {
 		t.Fatalf("with the new key only: %q, %v", got, err)
+	}
+}
+
+// TestFleetStatusLocalLive: on a node of a fleet, status checks this
+// node's live pair against the record its deployer keeps; a damaged pair is
+// broken, with the node's own fix (not a renewal of the fleet's
+// certificate).
+func TestFleetStatusLocalLive(t *testing.T) {
+	c := etcdtest.New(t, etcdtest.Options{Members: 1})
+	cfg := fleetConfig(t, fmt.Sprintf("%q", c.Endpoints()[0]), "web1")
+	p, err := Open(Options{Config: cfg, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := t.Context()
+	b := storetest.NewBundle(t, "www.example.com")
+	leaf, err := b.Leaf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := store.Record{Name: "www", Identifiers: []string{"www.example.com"}, Version: 1, Serial: leaf.SerialNumber.Text(16),
+		NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter, LiveSum: b.LiveSum()}
+	if err := p.SharedStore().SaveRecord(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	state := func() CertStatus {
+		t.Helper()
+		rows, err := p.Status(ctx, nil)
+		if err != nil || len(rows) != 1 {
+			t.Fatalf("status: %v, %v", rows, err)
+		}
+		return rows[0]
+	}
+	if s := state(); s.State != StateOK {
+		t.Errorf("not deployed on this node yet: %s (%s)", s.State, s.Problem)
+	}
+	if _, err := p.Store.PutCertificate(ctx, "www", b); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Store.SaveRecord(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s.State != StateOK {
+		t.Errorf("deployed: %s (%s)", s.State, s.Problem)
+	}
+	if err := os.WriteFile(p.Store.LivePath("www", "cert.pem"), []byte("garbage\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s := state(); s.State != StateBroken || !strings.Contains(s.Fix, "restart this node's agent") || !s.Alert {
+		t.Errorf("damaged live pair: %s, problem %q, fix %q", s.State, s.Problem, s.Fix)
 	}
 }

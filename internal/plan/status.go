@@ -106,12 +106,20 @@ func (p *Planner) Status(ctx context.Context, names []string) ([]CertStatus, err
 	return rows, nil
 }
 
-// checkLive verifies the live pair of r on a single host; nil in a fleet.
+// checkLive verifies the live pair of r. In a fleet, this node's live/
+// follows the fleet's version through its deployer, which keeps a record
+// of what it wrote in the node's own state directory: the pair is checked
+// against that one (nil before the node deployed the certificate; `detour
+// fleet status` shows which version each node serves).
 func (p *Planner) checkLive(r store.Record, now time.Time) error {
-	if p.fleet != nil {
+	if p.fleet == nil {
+		return p.Store.CheckLive(r.Name, r, now)
+	}
+	local, err := p.Store.LoadRecord(context.Background(), r.Name)
+	if err != nil {
 		return nil
 	}
-	return p.Store.CheckLive(r.Name, r, now)
+	return p.Store.CheckLive(r.Name, local, now)
 }
 
 // brokenRecordStatus is the row of a certificate whose record cannot be
@@ -166,14 +174,16 @@ func (p *Planner) statusOf(r store.Record, now time.Time) CertStatus {
 		s.Fix = fmt.Sprintf("`detour renew %s` replaces it now", r.Name)
 	}
 	var le *store.LiveError
-	// In a fleet, this node's live/ follows the shared state (its
-	// deployer writes it; `detour fleet status` shows what each node
-	// serves), so it is not held against the record here.
 	if err := p.checkLive(r, now); errors.As(err, &le) {
 		s.Problem, s.Alert = le.Problem, true
-		if le.Expired {
+		switch {
+		case p.fleet != nil && !le.Expired:
+			// A node's own files: no renewal of the fleet's certificate
+			// mends them, its deployer does.
+			s.State, s.Fix = StateBroken, fmt.Sprintf("restart this node's agent (systemctl restart detour): its deployer writes %s and %s again from the fleet's version when it starts; `detour fleet status` shows what each node serves", s.Fullchain, s.Privkey)
+		case le.Expired:
 			s.State, s.Fix = StateExpired, fmt.Sprintf("`detour renew %s` renews it now", r.Name)
-		} else {
+		default:
 			s.State, s.Fix = StateBroken, fmt.Sprintf("`detour renew` (and the agent) renew it at once; the files web servers read are %s and %s", s.Fullchain, s.Privkey)
 		}
 	}
