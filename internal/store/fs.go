@@ -129,10 +129,11 @@ func stateDirError(dir, doing string, err error) error {
 // Dir returns the absolute path of the state directory.
 func (f *FS) Dir() string { return f.dir }
 
-// validKey reports whether key is an acceptable Storage key: relative, "/"
-// separated, with no empty, "." or ".." elements, no backslashes or NUL
-// bytes, and no element starting with ".tmp-" (reserved for temporary files).
-func validKey(key string) error {
+// ValidKey reports whether key is an acceptable Storage key, for every
+// backend: relative, "/" separated, with no empty, "." or ".." elements, no
+// backslashes or NUL bytes, and no element starting with ".tmp-" (reserved
+// for the filesystem's temporary files).
+func ValidKey(key string) error {
 	if key == "" {
 		return errors.New("invalid key: empty")
 	}
@@ -155,9 +156,10 @@ func validKey(key string) error {
 	return nil
 }
 
-// isSecret reports whether key names a secret: its last element ends in
-// ".key" or starts with "privkey".
-func isSecret(key string) bool {
+// IsSecret reports whether key names a secret, for every backend: its
+// last element ends in ".key" or starts with "privkey" (kept 0600 on disk,
+// encrypted in etcd).
+func IsSecret(key string) bool {
 	base := key
 	if i := strings.LastIndexByte(key, '/'); i >= 0 {
 		base = key[i+1:]
@@ -176,7 +178,7 @@ func (f *FS) Load(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := validKey(key); err != nil {
+	if err := ValidKey(key); err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(f.path(key))
@@ -193,14 +195,14 @@ func (f *FS) Store(ctx context.Context, key string, value []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validKey(key); err != nil {
+	if err := ValidKey(key); err != nil {
 		return err
 	}
 	if err := f.mkdirs(parentKey(key)); err != nil {
 		return fmt.Errorf("storing %q: %w", key, err)
 	}
 	mode := modePublic
-	if isSecret(key) {
+	if IsSecret(key) {
 		mode = modeSecret
 	}
 	if err := writeFileAtomic(f.path(key), value, mode); err != nil {
@@ -214,7 +216,7 @@ func (f *FS) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validKey(key); err != nil {
+	if err := ValidKey(key); err != nil {
 		return err
 	}
 	p := f.path(key)
@@ -248,7 +250,7 @@ func (f *FS) List(ctx context.Context, prefix string) ([]string, error) {
 	prefix = strings.TrimSuffix(prefix, "/")
 	root := f.dir
 	if prefix != "" {
-		if err := validKey(prefix); err != nil {
+		if err := ValidKey(prefix); err != nil {
 			return nil, err
 		}
 		root = f.path(prefix)

@@ -20,6 +20,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // keySize is the length of an AES-256 key.
@@ -337,7 +339,7 @@ func (s *Store) Reencrypt(ctx context.Context) (n int, err error) {
 		return 0, s.fail(err, "re-encrypting: listing secrets")
 	}
 	for _, kv := range kvs {
-		if !isSecret(strings.TrimPrefix(string(kv.Key), s.kvRoot())) {
+		if !store.IsSecret(strings.TrimPrefix(string(kv.Key), s.kvRoot())) {
 			continue
 		}
 		done, err := s.reencryptOne(ctx, kv, s.reencryptValue)

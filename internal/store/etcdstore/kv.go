@@ -2,55 +2,15 @@ package etcdstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"sort"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/detour-acme/detour/internal/store"
 )
-
-// tmpPrefix mirrors store.FS: keys may not have an element starting with
-// it, so that a key valid here is valid on the filesystem backend too.
-const tmpPrefix = ".tmp-"
-
-// validKey checks a Storage key exactly as store.FS does (its validKey is
-// unexported): relative, "/" separated, with no empty, "." or ".."
-// elements, no backslashes or NUL bytes, and no element starting with
-// ".tmp-". The contract suite (storetest) checks both with the same keys.
-func validKey(key string) error {
-	if key == "" {
-		return errors.New("invalid key: empty")
-	}
-	if strings.HasPrefix(key, "/") {
-		return fmt.Errorf("invalid key %q: must be relative, not start with \"/\"", key)
-	}
-	if strings.ContainsAny(key, "\\\x00") {
-		return fmt.Errorf("invalid key %q: must not contain backslashes or NUL bytes; use \"/\" as the separator", key)
-	}
-	for _, el := range strings.Split(key, "/") {
-		switch {
-		case el == "":
-			return fmt.Errorf("invalid key %q: empty path element", key)
-		case el == "." || el == "..":
-			return fmt.Errorf("invalid key %q: must not contain %q elements", key, el)
-		case strings.HasPrefix(el, tmpPrefix):
-			return fmt.Errorf("invalid key %q: elements starting with %q are reserved", key, tmpPrefix)
-		}
-	}
-	return nil
-}
-
-// isSecret reports whether key names a secret, as store.Storage defines
-// it: its last element ends in ".key" or starts with "privkey".
-func isSecret(key string) bool {
-	base := key
-	if i := strings.LastIndexByte(key, '/'); i >= 0 {
-		base = key[i+1:]
-	}
-	return strings.HasSuffix(base, ".key") || strings.HasPrefix(base, "privkey")
-}
 
 // Load returns the value stored under key, decrypted if key is a secret.
 // A missing key gives an error wrapping fs.ErrNotExist; a secret encrypted
@@ -59,7 +19,7 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := validKey(key); err != nil {
+	if err := store.ValidKey(key); err != nil {
 		return nil, err
 	}
 	ek := s.kvKey(key)
@@ -70,7 +30,7 @@ func (s *Store) Load(ctx context.Context, key string) ([]byte, error) {
 	if kv == nil {
 		return nil, fmt.Errorf("loading %q: %w", key, fs.ErrNotExist)
 	}
-	if !isSecret(key) {
+	if !store.IsSecret(key) {
 		return kv.Value, nil
 	}
 	plain, err := s.keys.open(ek, kv.Value)
@@ -88,11 +48,11 @@ func (s *Store) Store(ctx context.Context, key string, value []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validKey(key); err != nil {
+	if err := store.ValidKey(key); err != nil {
 		return err
 	}
 	ek := s.kvKey(key)
-	if !isSecret(key) {
+	if !store.IsSecret(key) {
 		err := s.do(ctx, func(ctx context.Context) error {
 			_, err := s.cli.Put(ctx, ek, string(value))
 			return err
@@ -149,7 +109,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validKey(key); err != nil {
+	if err := store.ValidKey(key); err != nil {
 		return err
 	}
 	err := s.do(ctx, func(ctx context.Context) error {
@@ -176,7 +136,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 	if prefix == "" {
 		from, end = root, clientv3.GetPrefixRangeEnd(root)
 	} else {
-		if err := validKey(prefix); err != nil {
+		if err := store.ValidKey(prefix); err != nil {
 			return nil, err
 		}
 		// [p, p+"0") holds p, p+"/"... and keys such as p+"-b", which the

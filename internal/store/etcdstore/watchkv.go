@@ -8,6 +8,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // keysBuffer is the capacity of the channel WatchKeys returns.
@@ -77,7 +79,7 @@ func (s *Store) keyWatch(prefix string) (*keyWatcher, error) {
 		w.from, w.to = root, clientv3.GetPrefixRangeEnd(root)
 		return w, nil
 	}
-	if err := validKey(prefix); err != nil {
+	if err := store.ValidKey(prefix); err != nil {
 		return nil, err
 	}
 	// As in List: [p, p+"0") holds p, p+"/"... and keys such as p+"-b",
@@ -246,11 +248,11 @@ func (s *Store) Modify(ctx context.Context, key string, fn func(old []byte) ([]b
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validKey(key); err != nil {
+	if err := store.ValidKey(key); err != nil {
 		return err
 	}
 	ek := s.kvKey(key)
-	secret := isSecret(key)
+	secret := store.IsSecret(key)
 	for attempt := 0; ; attempt++ {
 		kv, err := s.get(ctx, ek)
 		if err != nil {
