@@ -250,8 +250,8 @@ func testDeployInterrupted(t *testing.T, c *etcdtest.Cluster, keys etcdstore.Key
 // a deploy once by the Deployer, each with its end.
 func testDeployEtcdOutage(t *testing.T, c *etcdtest.Cluster, keys etcdstore.Keys) {
 	f := newDeployFleet(t, c, keys)
-	p := newProxy(t, strings.TrimPrefix(c.Endpoints()[0], "http://"))
-	n := f.node("n1", nodeOpts{endpoints: []string{"http://" + p.addr}})
+	p := etcdtest.NewProxy(t, c.Endpoints()[0])
+	n := f.node("n1", nodeOpts{endpoints: []string{p.URL()}})
 	block, started, release := filepath.Join(n.dir, "block"), filepath.Join(n.dir, "started"), filepath.Join(n.dir, "release")
 	n.hook += "; if [ -e " + block + " ]; then touch " + started + "; while [ ! -e " + release + " ]; do sleep 0.02; done; fi"
 	n.start()

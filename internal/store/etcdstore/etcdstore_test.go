@@ -622,8 +622,8 @@ func testLockPartition(t *testing.T, c *etcdtest.Cluster) {
 	const ttl = time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	p := newProxy(t, strings.TrimPrefix(c.Endpoints()[0], "http://"))
-	cut := open(t, c, Options{Client: newClient(t, []string{"http://" + p.addr}), LockTTL: ttl})
+	p := etcdtest.NewProxy(t, c.Endpoints()[0])
+	cut := open(t, c, Options{Client: newClient(t, []string{p.URL()}), LockTTL: ttl})
 	other := open(t, c, Options{Prefix: cut.Prefix(), LockTTL: ttl})
 	unlock, err := cut.Lock(ctx, "n")
 	if err != nil {
