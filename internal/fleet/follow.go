@@ -112,7 +112,7 @@ var errResync = errors.New("re-reading the answers")
 // not watching are cleaned up. It leaves answers in place when it returns
 // (Close, or Presented.CleanUp, removes them). One Follow runs at a time
 // per Node.
-func (n *Node) Follow(ctx context.Context, paths func(name string) (solve.Solver, bool)) error {
+func (n *Node) Follow(ctx context.Context, paths func(name string) (solve.Solver, error)) error {
 	outer := ctx
 	ctx, done, err := n.enter(ctx)
 	if err != nil {
@@ -168,7 +168,7 @@ func (n *Node) Follow(ctx context.Context, paths func(name string) (solve.Solver
 // follower is one run of Follow.
 type follower struct {
 	n     *Node
-	paths func(string) (solve.Solver, bool)
+	paths func(string) (solve.Solver, error)
 	wg    sync.WaitGroup
 
 	mu    sync.Mutex
@@ -375,9 +375,9 @@ func (f *follower) present(ctx context.Context, log *slog.Logger, id string, a *
 		log.WarnContext(ctx, "cannot present the fleet's answer", "error", err)
 		return err
 	}
-	solver, ok := f.paths(a.Path)
-	if !ok {
-		err = fmt.Errorf("no path named %q on node %s: its configuration differs from the orderer's (%s); give every node of the fleet the same paths", a.Path, n.name, a.Orderer)
+	solver, err := f.paths(a.Path)
+	if err != nil {
+		err = fmt.Errorf("path %q on node %s, which the orderer (%s) used: %w", a.Path, n.name, a.Orderer, err)
 		log.WarnContext(ctx, "cannot present the fleet's answer", "error", err)
 		return err
 	}

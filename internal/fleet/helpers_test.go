@@ -178,9 +178,11 @@ func (f *testFleet) follow(n *Node, paths map[string]solve.Solver) (stop func() 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- n.Follow(ctx, func(name string) (solve.Solver, bool) {
-			s, ok := paths[name]
-			return s, ok
+		done <- n.Follow(ctx, func(name string) (solve.Solver, error) {
+			if s, ok := paths[name]; ok {
+				return s, nil
+			}
+			return nil, errors.New("this node's configuration has no such path")
 		})
 	}()
 	var once sync.Once

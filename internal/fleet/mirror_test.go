@@ -130,7 +130,7 @@ func testFollowerErrorFailsPresent(t *testing.T, c *etcdtest.Cluster) {
 	}
 	for _, want := range []string{
 		"node web2 could not present the answer for example.com on path web: webroot /srv/www is not writable by Detour",
-		`no path named "web" on node web3: its configuration differs`,
+		`path "web" on node web3, which the orderer (web1) used: this node's configuration has no such path`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)

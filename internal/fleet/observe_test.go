@@ -2,6 +2,7 @@ package fleet
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func testObserver(t *testing.T, c *etcdtest.Cluster) {
 		t.Fatal(err)
 	}
 	eventually(t, 5*time.Second, "web2 cleans up", func() bool { return !fake2.holds(ch) })
-	if err := obs.Follow(context.Background(), func(string) (solve.Solver, bool) { return nil, false }); err == nil || !strings.Contains(err.Error(), "only observes") {
+	if err := obs.Follow(context.Background(), func(string) (solve.Solver, error) { return nil, errors.New("none") }); err == nil || !strings.Contains(err.Error(), "only observes") {
 		t.Errorf("Follow on an observer = %v", err)
 	}
 }

@@ -411,27 +411,25 @@ func (a *FleetAgent) Follow(ctx context.Context) error {
 }
 
 // path returns this node's path called name, built once.
-func (a *FleetAgent) path(name string) (solve.Solver, bool) {
+func (a *FleetAgent) path(name string) (solve.Solver, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if s, ok := a.built[name]; ok {
-		return s, true
+		return s, nil
 	}
 	cp, err := a.p.cfg.Path(name)
 	if err != nil {
-		a.p.log.Warn("an answer of the fleet names a path this node lacks", "path", name, "error", err)
-		return nil, false
+		return nil, fmt.Errorf("this node's configuration has no such path (%w): give every node of the fleet the same [path] tables", err)
 	}
 	// Presenting another node's answer needs no CA of this node's own:
 	// the challenge carries the key authorization.
 	env := solve.Env{Logger: a.p.log, Store: a.p.Store, Resolver: a.p.opts.Resolver, WindowOpened: a.p.opts.WindowOpened}
 	sp, _, err := a.p.build(context.Background(), a.paths, cp, env)
 	if err != nil {
-		a.p.log.Warn("building a path to present the fleet's answer", "path", name, "error", err)
-		return nil, false
+		return nil, fmt.Errorf("building it on this node: %w", err)
 	}
 	a.built[name] = sp.Solver
-	return sp.Solver, true
+	return sp.Solver, nil
 }
 
 // Close closes the paths the follower built.
