@@ -100,7 +100,8 @@ var errResync = errors.New("re-reading the answers")
 // members publish, acknowledges each, and cleans each up when it is
 // withdrawn (or its orderer dies), until ctx ends (it then returns ctx's
 // error) or the node is closed (ErrClosed). paths returns this node's
-// path of a name, built from the same configuration as the orderer's; the
+// path of a name, built from the same configuration as the orderer's, or
+// why it has none (the error is acknowledged to the orderer); the
 // solvers it returns must stay usable as long as Follow runs. Answers this
 // node published itself are left alone (Mirror presents them).
 //
