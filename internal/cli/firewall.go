@@ -26,6 +26,9 @@ const holdFirewallLine = "detour-test: firewall window open; holding"
 // flagFirewall names a backend on `detour firewall status|close`.
 const flagFirewall = "firewall"
 
+// flagStale limits `detour firewall close` to windows past their timeout.
+const flagStale = "stale"
+
 // holdFirewall is the firewall window hook of envHoldFirewall.
 func holdFirewall(ctx context.Context) error {
 	fmt.Fprintln(os.Stderr, holdFirewallLine)
@@ -54,14 +57,26 @@ The firewalls are those named by the paths of the config file, or by --firewall.
 			return a.firewallStatus(cmd.Context(), backends)
 		},
 	}
+	var stale bool
 	closeCmd := &cobra.Command{
 		Use:   "close",
-		Short: "Close every firewall window Detour holds open",
-		Args:  cobra.NoArgs,
+		Short: "Close every firewall window Detour holds open (--stale: only those past their timeout)",
+		Long: `Close every firewall window Detour holds open, whoever holds it.
+
+With --stale, close only the windows left open past their firewall_timeout by
+Detour runs that were killed, and only when no Detour run is validating now.
+A cloud firewall's rule (digitalocean, aws-sg, hetzner) does not expire by
+itself: the agent and 'detour renew' do this at start, and the systemd timer
+packaging/systemd/detour-firewall-sweep.timer runs it every 5 minutes.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if stale {
+				return a.firewallCloseStale(cmd.Context(), backends)
+			}
 			return a.firewallClose(cmd.Context(), backends)
 		},
 	}
+	closeCmd.Flags().BoolVar(&stale, flagStale, false, "close only the windows past their timeout that killed runs left")
 	cmd.AddCommand(status, closeCmd)
 	return cmd
 }
@@ -149,4 +164,16 @@ func (a *app) firewallClose(ctx context.Context, names []string) error {
 		fmt.Fprintf(a.stdout, "%s: every window Detour held is closed.\n", k.Backend().Name())
 	}
 	return errors.Join(errs...)
+}
+
+func (a *app) firewallCloseStale(ctx context.Context, names []string) error {
+	p, err := a.planner(false)
+	if err != nil {
+		return err
+	}
+	if err := p.SweepStale(ctx, names); err != nil {
+		return usage(err)
+	}
+	fmt.Fprintln(a.stdout, "Every firewall window past its timeout is closed.")
+	return nil
 }

@@ -62,6 +62,8 @@ func testValue(key, typ string, values []string) string {
 		return base64.StdEncoding.EncodeToString([]byte("detour test secret"))
 	case "zone", "tsig_key":
 		return "example.com"
+	case "firewall":
+		return "aws-sg, nftables"
 	}
 	switch typ {
 	case "enum":
@@ -91,13 +93,20 @@ func testValue(key, typ string, values []string) string {
 // needs lists, for settings that are only valid with others, what those
 // others must be.
 var needs = map[string]map[string]string{
-	"firewall_timeout": {"firewall": "nftables"},
-	"firewall_port":    {"firewall": "nftables"},
-	"firewall_open":    {"firewall": "exec", "firewall_close": "/usr/local/bin/close-port"},
-	"firewall_close":   {"firewall": "exec", "firewall_open": "/usr/local/bin/open-port"},
-	"tsig_key":         {"tsig_secret_file": "/etc/detour/tsig.secret"},
-	"tsig_secret":      {"tsig_key": "detour-key"},
-	"tsig_secret_file": {"tsig_key": "detour-key"},
+	"firewall_timeout":     {"firewall": "nftables"},
+	"firewall_port":        {"firewall": "nftables"},
+	"firewall_open":        {"firewall": "exec", "firewall_close": "/usr/local/bin/close-port"},
+	"firewall_close":       {"firewall": "exec", "firewall_open": "/usr/local/bin/open-port"},
+	"firewall":             {"firewall_id": "sg-1"},
+	"firewall_id":          {"firewall": "digitalocean"},
+	"firewall_instance":    {"firewall": "hetzner"},
+	"firewall_credentials": {"firewall": "digitalocean", "firewall_id": "1"},
+	"firewall_endpoint":    {"firewall": "hetzner", "firewall_id": "1"},
+	"firewall_profile":     {"firewall": "aws-sg", "firewall_id": "sg-1"},
+	"firewall_region":      {"firewall": "aws-sg", "firewall_id": "sg-1"},
+	"tsig_key":             {"tsig_secret_file": "/etc/detour/tsig.secret"},
+	"tsig_secret":          {"tsig_key": "detour-key"},
+	"tsig_secret_file":     {"tsig_key": "detour-key"},
 }
 
 // kindNeeds lists settings a kind needs in every table although `detour

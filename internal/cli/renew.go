@@ -45,6 +45,7 @@ func (a *app) renew(cmd *cobra.Command, names []string, force, dryRun bool) erro
 	if err != nil {
 		return err
 	}
+	p.SweepWindows(ctx)
 	p.FinishInterrupted(ctx)
 	renewals, err := p.Renewals(ctx, names, plan.RequestOptions{DryRun: dryRun})
 	if errors.Is(err, plan.ErrNoCertificates) {

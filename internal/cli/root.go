@@ -277,6 +277,7 @@ func (a *app) planner(required bool) (*plan.Planner, error) {
 	opts := plan.Options{
 		Config: cfg, StateDir: a.stateDir, Logger: a.log, Resolver: a.resolver,
 		NoSelfCheck: a.noSelfCheck, CheckHTTPPort: a.checkHTTPPort, CheckTLSPort: a.checkTLSPort,
+		Getenv: os.Getenv,
 	}
 	if os.Getenv(envHoldFirewall) == "1" {
 		opts.WindowOpened = holdFirewall

@@ -81,6 +81,7 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 	}
 	defer p.Close()
 	p.SweepTemps(ctx)
+	p.SweepWindows(ctx)
 	var fa *plan.FleetAgent
 	if p.Fleet() {
 		if fa, err = p.JoinFleet(ctx); err != nil {

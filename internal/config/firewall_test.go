@@ -1,11 +1,13 @@
 package config
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/detour-acme/detour/internal/firewall"
+	"github.com/detour-acme/detour/internal/firewall/cloud"
 	"github.com/detour-acme/detour/internal/solve/kinds"
 )
 
@@ -40,6 +42,23 @@ func TestFirewallSettings(t *testing.T) {
 			[]string{`only used with firewall = "exec"`}},
 		{"not for dns", "kind = \"dns-embedded\"\nfirewall = \"nftables\"\n", "path.p.firewall", 3,
 			[]string{"does not apply"}},
+		{"valid cloud and host", "kind = \"standalone\"\nfirewall = [\"digitalocean\", \"nftables\"]\nfirewall_id = \"abc\"\n", "", 0, nil},
+		{"two host firewalls", "kind = \"standalone\"\nfirewall = \"nftables, ufw\"\n", "path.p.firewall", 3,
+			[]string{"at most one of each"}},
+		{"misspelt cloud", "kind = \"standalone\"\nfirewall = \"digitalocen\"\n", "path.p.firewall", 3,
+			[]string{`did you mean "digitalocean"`}},
+		{"cloud without a target", "kind = \"standalone\"\nfirewall = \"aws-sg\"\n", "path.p.firewall_id", 0,
+			[]string{"firewall_id (the security group ID, sg-...)", "firewall_instance (the EC2 instance ID"}},
+		{"cloud with both targets", "kind = \"standalone\"\nfirewall = \"hetzner\"\nfirewall_id = \"1\"\nfirewall_instance = \"2\"\n", "path.p.firewall_instance", 5,
+			[]string{"not both"}},
+		{"region for another cloud", "kind = \"standalone\"\nfirewall = \"hetzner\"\nfirewall_id = \"1\"\nfirewall_region = \"eu\"\n", "path.p.firewall_region", 5,
+			[]string{`only used with firewall = "aws-sg"`}},
+		{"cloud setting for a host firewall", "kind = \"standalone\"\nfirewall = \"nftables\"\nfirewall_id = \"1\"\n", "path.p.firewall_id", 4,
+			[]string{"only used with a cloud firewall"}},
+		{"relative credentials", "kind = \"standalone\"\nfirewall = \"digitalocean\"\nfirewall_id = \"1\"\nfirewall_credentials = \"token\"\n", "path.p.firewall_credentials", 5,
+			[]string{"absolute path"}},
+		{"bad endpoint", "kind = \"standalone\"\nfirewall = \"digitalocean\"\nfirewall_id = \"1\"\nfirewall_endpoint = \"api.example\"\n", "path.p.firewall_endpoint", 5,
+			[]string{"not an http(s) URL"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -75,19 +94,25 @@ func TestFirewallOf(t *testing.T) {
 	}{
 		{"none", "kind = \"standalone\"\n", firewall.WindowConfig{Timeout: firewall.DefaultTimeout, Family: "inet"}},
 		{"standalone http", "kind = \"standalone\"\nfirewall = \"nftables\"\n",
-			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backends: []string{"nftables"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"standalone tls-alpn on ipv4", "kind = \"standalone\"\nchallenge = \"tls-alpn-01\"\nlisten = \"0.0.0.0:443\"\nfirewall = \"iptables\"\nfirewall_timeout = \"2m\"\n",
-			firewall.WindowConfig{Backend: "iptables", Timeout: 2 * time.Minute, Port: 443, Family: "ip"}},
+			firewall.WindowConfig{Backends: []string{"iptables"}, Timeout: 2 * time.Minute, Port: 443, Family: "ip"}},
 		{"standalone on an ipv6 address, test port", "kind = \"standalone\"\nlisten = \"[2001:db8::1]:5002\"\nfirewall = \"nftables\"\n",
-			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 5002, Family: "ip6"}},
+			firewall.WindowConfig{Backends: []string{"nftables"}, Timeout: firewall.DefaultTimeout, Port: 5002, Family: "ip6"}},
 		{"standalone on [::]", "kind = \"standalone\"\nlisten = \"[::]:80\"\nfirewall = \"nftables\"\n",
-			firewall.WindowConfig{Backend: "nftables", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backends: []string{"nftables"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"side port: the web server's port", "kind = \"side-port\"\nfirewall = \"ufw\"\n",
-			firewall.WindowConfig{Backend: "ufw", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
+			firewall.WindowConfig{Backends: []string{"ufw"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet"}},
 		{"webroot with firewall_port", "kind = \"webroot\"\nroot = \"/srv\"\nfirewall = \"firewalld\"\nfirewall_port = \"8080\"\n",
-			firewall.WindowConfig{Backend: "firewalld", Timeout: firewall.DefaultTimeout, Port: 8080, Family: "inet"}},
+			firewall.WindowConfig{Backends: []string{"firewalld"}, Timeout: firewall.DefaultTimeout, Port: 8080, Family: "inet"}},
 		{"exec", "kind = \"standalone\"\nfirewall = \"exec\"\nfirewall_open = \"/o\"\nfirewall_close = \"/c\"\n",
-			firewall.WindowConfig{Backend: "exec", Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet", OpenCommand: "/o", CloseCommand: "/c"}},
+			firewall.WindowConfig{Backends: []string{"exec"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet", OpenCommand: "/o", CloseCommand: "/c"}},
+		{"cloud and host, as a TOML list", "kind = \"webroot\"\nroot = \"/srv\"\nfirewall = [\"nftables\", \"aws-sg\"]\nfirewall_id = \"sg-1\"\nfirewall_region = \"eu-west-1\"\n",
+			firewall.WindowConfig{Backends: []string{"aws-sg", "nftables"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet",
+				Cloud: cloud.Config{FirewallID: "sg-1", Region: "eu-west-1"}}},
+		{"cloud alone, a comma list", "kind = \"standalone\"\nfirewall = \"hetzner\"\nfirewall_instance = \"42\"\nfirewall_credentials = \"/etc/detour/hcloud\"\n",
+			firewall.WindowConfig{Backends: []string{"hetzner"}, Timeout: firewall.DefaultTimeout, Port: 80, Family: "inet",
+				Cloud: cloud.Config{Instance: "42", Credentials: "/etc/detour/hcloud"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,7 +126,7 @@ func TestFirewallOf(t *testing.T) {
 			}
 			sp, _ := kinds.Lookup(p.Kind)
 			got, err := firewall.WindowOf(p.SolveSettings(), *sp.Window)
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("WindowOf = %+v, %v; want %+v", got, err, tt.want)
 			}
 		})

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/solve/kinds"
@@ -117,10 +118,23 @@ func decodePathKeys(l *errList, key string, m map[string]any) *pathTable {
 		}
 		t.has[k] = true
 		var v string
+		if list, ok := m[k].([]any); ok && known && isList(spec, k) {
+			// A list setting may be a TOML array or a comma list.
+			var items []string
+			strList(k, &items).decode(l, path, list)
+			t.path.Settings[k] = strings.Join(items, ", ")
+			continue
+		}
 		str(k, &v).decode(l, path, m[k])
 		t.path.Settings[k] = v
 	}
 	return t
+}
+
+// isList reports whether key is a list setting of spec.
+func isList(spec solve.Spec, key string) bool {
+	st, _ := spec.Setting(key)
+	return st.Type == solve.TypeList
 }
 
 // kindsAccepting returns the kinds whose spec accepts key.

@@ -32,8 +32,20 @@
 //     Detour stays until the next run sweeps it.
 //   - firewalld, through firewall-cmd: a runtime rich rule with firewalld's
 //     own --timeout.
-//   - exec: the user's own open and close commands (a cloud firewall's
-//     API), given the window in DETOUR_FIREWALL_* environment variables.
+//   - exec: the user's own open and close commands, given the window in
+//     DETOUR_FIREWALL_* environment variables.
+//   - digitalocean, aws-sg, hetzner: a cloud provider's firewall, in front
+//     of the host, through its API (package cloud and one package per
+//     provider). The window is one inbound rule per address family from
+//     0.0.0.0/0 or ::/0 (the CA's addresses are not published), added
+//     once the provider reports it applied, and removed exactly; a rule
+//     of the user's that already accepts the port is left alone. Cloud
+//     rules never expire, so a journal in the state store records each
+//     rule before it is added (cloudbackend.go) and Sweep removes those
+//     past their deadline: the agent and `detour renew` at start, and
+//     `detour firewall close --stale` from a systemd timer. A path may
+//     list one cloud and one host firewall; the cloud rule opens first
+//     and closes last.
 //
 // Every command-driven backend tags its rules, and Sweep removes the
 // tagged rules whose deadline has passed (the stale rules of a killed run)

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/detour-acme/detour/internal/firewall/cloud"
+	"github.com/detour-acme/detour/internal/store"
 )
 
 // Family is the set of IP versions a window is open for.
@@ -195,11 +198,17 @@ const (
 	NameUfw            = "ufw"
 	NameFirewalld      = "firewalld"
 	NameExec           = "exec"
+	// Cloud firewalls (cloudproviders.go).
+	NameDigitalOcean = "digitalocean"
+	NameAWSSG        = "aws-sg"
+	NameHetzner      = "hetzner"
 )
 
-// Names lists the backend names New accepts.
+// Names lists the backend names New accepts: the host's firewalls, then
+// the cloud providers'.
 func Names() []string {
-	return []string{NameNftables, NameIptables, NameIptablesLegacy, NameIptablesNft, NameUfw, NameFirewalld, NameExec}
+	return append([]string{NameNftables, NameIptables, NameIptablesLegacy, NameIptablesNft, NameUfw, NameFirewalld, NameExec},
+		CloudNames()...)
 }
 
 // Options configure New.
@@ -219,6 +228,10 @@ type Options struct {
 	OpenCommand, CloseCommand string
 	// Now returns the current time. Nil means time.Now.
 	Now func() time.Time
+	// Cloud is a cloud backend's configuration.
+	Cloud cloud.Config
+	// Store keeps a cloud backend's journal of the rules it added.
+	Store store.Storage
 }
 
 var discard = slog.New(slog.DiscardHandler)
@@ -250,6 +263,9 @@ func New(name string, opts Options) (Backend, error) {
 		return newFirewalld(opts), nil
 	case NameExec:
 		return newExec(opts)
+	}
+	if IsCloud(name) {
+		return newCloudBackend(name, opts)
 	}
 	return nil, fmt.Errorf("unknown firewall %q: use one of %s", name, strings.Join(Names(), ", "))
 }

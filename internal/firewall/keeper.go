@@ -115,6 +115,12 @@ func (k *Keeper) Check(ctx context.Context, w Window) error {
 	return k.sweepErr
 }
 
+// SweepStale removes dead leases and, when no live lease remains on this
+// backend, the windows past their deadline that killed runs left (for a
+// cloud firewall, whose rules never expire by themselves, the only way
+// they go).
+func (k *Keeper) SweepStale(ctx context.Context) error { return k.sweep(ctx) }
+
 // sweep removes dead leases and, when no live lease remains on this
 // backend, the backend's expired rules.
 func (k *Keeper) sweep(ctx context.Context) error {

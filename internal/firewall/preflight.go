@@ -49,7 +49,7 @@ func WithPreflight(sp solve.Spec) solve.Spec {
 	window := sp.Window
 	sp.Build = func(ctx context.Context, s solve.Settings, env solve.Env) (solve.Solver, error) {
 		inner, err := build(ctx, s, env)
-		if err != nil || s.Get(KeyFirewall) != "" || env.NoSelfCheck {
+		if err != nil || HasHostWindow(s) || env.NoSelfCheck {
 			return inner, err
 		}
 		typ := inner.Type()

@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/detour-acme/detour/internal/firewall/cloud"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/suggest"
 )
@@ -19,18 +21,37 @@ import (
 // Settings of a firewall window, accepted by every path kind whose spec has
 // a Window (the kinds that answer on port 80/443 of this host):
 //
-//	firewall         = "nftables" | "iptables" | ... | "exec"   (see Names)
+//	firewall         = "nftables" | "iptables" | ... | "exec" | "digitalocean" | "aws-sg" | "hetzner"
+//	                   (see Names; one host and one cloud firewall may be listed: "aws-sg, nftables")
 //	firewall_timeout = "10m"   the firewall closes the port by itself after this
 //	firewall_port    = "80"    the port the CA connects to, when not the listen port
 //	firewall_open    = "/usr/local/bin/open-port"   exec only
 //	firewall_close   = "/usr/local/bin/close-port"  exec only
+//
+// and, for a cloud firewall:
+//
+//	firewall_id          = "..."   the firewall (security group) to change
+//	firewall_instance    = "..."   or this machine's ID at the provider, to find it
+//	firewall_credentials = "/etc/detour/cloud-token"   token file / AWS credentials file
+//	firewall_profile     = "detour"      AWS only
+//	firewall_region      = "eu-west-1"   AWS only
+//	firewall_endpoint    = "https://..." the provider's API URL, when not the public one
 const (
-	KeyFirewall = "firewall"
-	KeyTimeout  = "firewall_timeout"
-	KeyPort     = "firewall_port"
-	KeyOpen     = "firewall_open"
-	KeyClose    = "firewall_close"
+	KeyFirewall    = "firewall"
+	KeyTimeout     = "firewall_timeout"
+	KeyPort        = "firewall_port"
+	KeyOpen        = "firewall_open"
+	KeyClose       = "firewall_close"
+	KeyID          = "firewall_id"
+	KeyInstance    = "firewall_instance"
+	KeyCredentials = "firewall_credentials"
+	KeyProfile     = "firewall_profile"
+	KeyRegion      = "firewall_region"
+	KeyEndpoint    = "firewall_endpoint"
 )
+
+// cloudKeys are the settings only a cloud firewall uses.
+var cloudKeys = []string{KeyID, KeyInstance, KeyCredentials, KeyProfile, KeyRegion, KeyEndpoint}
 
 // Bounds of firewall_timeout: long enough for one validation, short enough
 // that a port left open by a dead process does not stay open long.
@@ -42,21 +63,30 @@ const (
 // WindowSettings returns the settings a window adds to a path kind.
 func WindowSettings() []solve.Setting {
 	return []solve.Setting{
-		{Key: KeyFirewall, Type: solve.TypeEnum, Values: Names(), Example: NameNftables,
-			Doc: "open the validation port in this firewall only while the CA validates"},
+		{Key: KeyFirewall, Type: solve.TypeList, Example: NameNftables,
+			Doc: "open the validation port in this firewall only while the CA validates: one of " + strings.Join(Names(), ", ") +
+				"; a cloud firewall and a host one may be listed together (\"aws-sg, nftables\")"},
 		{Key: KeyTimeout, Type: solve.TypeDuration, Example: "10m",
 			Doc: "the firewall closes the port by itself after this, even if Detour dies (default " + strings.TrimSuffix(DefaultTimeout.String(), "0s") + ")"},
 		{Key: KeyPort, Type: solve.TypePort,
 			Doc: "the port the CA connects to (default: the listen port of a standalone path, else 80 for http-01, 443 for tls-alpn-01)"},
 		{Key: KeyOpen, Type: solve.TypePath, Doc: `firewall = "exec": the command that opens the port (gets DETOUR_FIREWALL_PORT, _FAMILY, _TIMEOUT...)`},
 		{Key: KeyClose, Type: solve.TypePath, Doc: `firewall = "exec": the command that closes it`},
+		{Key: KeyID, Type: solve.TypeString, Doc: "cloud firewall: the firewall to change (DigitalOcean firewall ID, AWS security group sg-..., Hetzner firewall ID)"},
+		{Key: KeyInstance, Type: solve.TypeString, Doc: "cloud firewall, instead of firewall_id: this machine's ID (droplet ID, EC2 instance i-..., Hetzner server ID); the firewall applied to it is used"},
+		{Key: KeyCredentials, Type: solve.TypePath,
+			Doc: "cloud firewall: a file with the API token (DigitalOcean, Hetzner) or an AWS shared credentials file (default: DIGITALOCEAN_TOKEN, HCLOUD_TOKEN, or the AWS credential chain)"},
+		{Key: KeyProfile, Type: solve.TypeString, Doc: `firewall = "aws-sg": the profile in firewall_credentials (default "default")`},
+		{Key: KeyRegion, Type: solve.TypeString, Doc: `firewall = "aws-sg": the security group's region (default: AWS_REGION or the AWS config file)`},
+		{Key: KeyEndpoint, Type: solve.TypeURL, Doc: "cloud firewall: the provider's API base URL, when not the public one (a VPC endpoint, a proxy)"},
 	}
 }
 
 // WindowConfig is a path's firewall window, from its settings.
 type WindowConfig struct {
-	// Backend is the firewall setting; "" means no window.
-	Backend string
+	// Backends are the firewall setting's backends, a cloud one first;
+	// none means no window.
+	Backends []string
 	// Timeout is firewall_timeout, DefaultTimeout when unset.
 	Timeout time.Duration
 	// Port is the port to open: firewall_port, else the port of the
@@ -68,14 +98,29 @@ type WindowConfig struct {
 	Family string
 	// OpenCommand and CloseCommand are the exec backend's commands.
 	OpenCommand, CloseCommand string
+	// Cloud is a cloud backend's settings (Logger, Getenv and HTTPClient
+	// are the caller's to set).
+	Cloud cloud.Config
+}
+
+// Host returns the host firewall of the window, "" when none.
+func (fw WindowConfig) Host() string {
+	for _, b := range fw.Backends {
+		if !IsCloud(b) {
+			return b
+		}
+	}
+	return ""
 }
 
 // WindowOf decodes the window of a path with settings s, of a kind whose
 // spec has window w. The result's Backend is empty when s asks for none.
 func WindowOf(s solve.Settings, w solve.Window) (WindowConfig, error) {
-	fw := WindowConfig{Backend: s.Get(KeyFirewall), Timeout: DefaultTimeout, Family: "inet",
-		OpenCommand: s.Get(KeyOpen), CloseCommand: s.Get(KeyClose)}
-	if fw.Backend == "" {
+	fw := WindowConfig{Backends: backendsOf(s), Timeout: DefaultTimeout, Family: "inet",
+		OpenCommand: s.Get(KeyOpen), CloseCommand: s.Get(KeyClose),
+		Cloud: cloud.Config{FirewallID: s.Get(KeyID), Instance: s.Get(KeyInstance), Credentials: s.Get(KeyCredentials),
+			Profile: s.Get(KeyProfile), Region: s.Get(KeyRegion), Endpoint: s.Get(KeyEndpoint)}}
+	if len(fw.Backends) == 0 {
 		return fw, nil
 	}
 	if probs := CheckWindow(s, w); len(probs) > 0 {
@@ -122,18 +167,35 @@ func CheckWindow(s solve.Settings, w solve.Window) []solve.Problem {
 	add := func(key, format string, args ...any) {
 		probs = append(probs, solve.Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
-	backend := s.Get(KeyFirewall)
-	if backend == "" {
-		for _, k := range []string{KeyTimeout, KeyPort, KeyOpen, KeyClose} {
+	backends := backendsOf(s)
+	if len(backends) == 0 {
+		for _, k := range append([]string{KeyTimeout, KeyPort, KeyOpen, KeyClose}, cloudKeys...) {
 			if s.Get(k) != "" {
 				add(k, "%s has no effect without firewall; set firewall = %s, or remove %s", k, suggest.QuoteList(Names()), k)
 			}
 		}
 		return probs
 	}
-	if !slices.Contains(Names(), backend) {
-		add(KeyFirewall, "%q is not a firewall Detour drives; use one of %s", backend, suggest.QuoteList(Names()))
+	var host, clouds []string
+	for _, b := range backends {
+		switch {
+		case !slices.Contains(Names(), b):
+			add(KeyFirewall, "%q is not a firewall Detour drives%s; use one of %s", b, suggest.DidYouMean(b, Names()), suggest.QuoteList(Names()))
+		case IsCloud(b):
+			clouds = append(clouds, b)
+		default:
+			host = append(host, b)
+		}
 	}
+	if len(host) > 1 || len(clouds) > 1 {
+		add(KeyFirewall, "%q lists %d host and %d cloud firewalls: list at most one of each (e.g. \"aws-sg, nftables\")",
+			s.Get(KeyFirewall), len(host), len(clouds))
+	}
+	backend := ""
+	if len(host) > 0 {
+		backend = host[0]
+	}
+	probs = append(probs, checkCloud(s, clouds)...)
 	if v := s.Get(KeyTimeout); v != "" {
 		d, err := time.ParseDuration(v)
 		switch {
@@ -192,7 +254,7 @@ func WithWindow(sp solve.Spec) solve.Spec {
 	}
 	sp.Build = func(ctx context.Context, s solve.Settings, env solve.Env) (solve.Solver, error) {
 		inner, err := build(ctx, s, env)
-		if err != nil || s.Get(KeyFirewall) == "" {
+		if err != nil || len(backendsOf(s)) == 0 {
 			return inner, err
 		}
 		out, err := wrapPath(inner, s, w, env)
@@ -216,27 +278,106 @@ func wrapPath(inner solve.Solver, s solve.Settings, w solve.Window, env solve.En
 	if env.Store == nil {
 		return nil, fmt.Errorf("a firewall window keeps its leases in the state directory, and none is open here")
 	}
-	k, err := KeeperFor(fw, env.Store, env.Logger)
-	if err != nil {
-		return nil, err
-	}
 	family, err := ParseFamily(fw.Family)
 	if err != nil {
 		return nil, err
 	}
-	opts := SolverOptions{Logger: env.Logger, Keeper: k, Port: fw.Port, Family: family, Timeout: fw.Timeout}
-	if env.WindowOpened != nil {
-		opts.AfterOpen = func(ctx context.Context, _ Window) error { return env.WindowOpened(ctx) }
+	fw.Cloud.Getenv = env.Getenv
+	// The host firewall wraps the path, the cloud one wraps both: the
+	// cloud rule opens first and closes last, and the test hook runs once
+	// every window is open.
+	out := inner
+	for i, b := range slices.Backward(fw.Backends) {
+		k, err := KeeperFor(b, fw, env.Store, env.Logger)
+		if err != nil {
+			return nil, err
+		}
+		opts := SolverOptions{Logger: env.Logger, Keeper: k, Port: fw.Port, Family: family, Timeout: fw.Timeout}
+		if env.WindowOpened != nil && i == len(fw.Backends)-1 {
+			opts.AfterOpen = func(ctx context.Context, _ Window) error { return env.WindowOpened(ctx) }
+		}
+		if out, err = Wrap(out, opts); err != nil {
+			return nil, err
+		}
 	}
-	return Wrap(inner, opts)
+	return out, nil
 }
 
-// KeeperFor returns the keeper of window fw's backend, keeping its leases
-// in st.
-func KeeperFor(fw WindowConfig, st solve.StateStore, log *slog.Logger) (*Keeper, error) {
-	b, err := New(fw.Backend, Options{Logger: log, OpenCommand: fw.OpenCommand, CloseCommand: fw.CloseCommand})
+// KeeperFor returns the keeper of backend, one of window fw's, keeping
+// its leases (and a cloud firewall's journal) in st.
+func KeeperFor(backend string, fw WindowConfig, st solve.StateStore, log *slog.Logger) (*Keeper, error) {
+	b, err := New(backend, Options{Logger: log, OpenCommand: fw.OpenCommand, CloseCommand: fw.CloseCommand,
+		Cloud: fw.Cloud, Store: st})
 	if err != nil {
 		return nil, err
 	}
 	return NewKeeper(KeeperOptions{Backend: b, Store: st, Locker: st, Logger: log})
+}
+
+// backendsOf returns the firewalls s lists, a cloud one first.
+func backendsOf(s solve.Settings) []string {
+	list := s.List(KeyFirewall)
+	slices.SortStableFunc(list, func(a, b string) int {
+		switch {
+		case IsCloud(a) && !IsCloud(b):
+			return -1
+		case !IsCloud(a) && IsCloud(b):
+			return 1
+		}
+		return 0
+	})
+	return list
+}
+
+// HasHostWindow reports whether s opens a window in this host's own
+// firewall (not only a cloud one).
+func HasHostWindow(s solve.Settings) bool {
+	for _, b := range backendsOf(s) {
+		if !IsCloud(b) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkCloud validates the cloud settings of s, whose firewall setting
+// lists clouds.
+func checkCloud(s solve.Settings, clouds []string) []solve.Problem {
+	var probs []solve.Problem
+	add := func(key, format string, args ...any) {
+		probs = append(probs, solve.Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
+	if len(clouds) == 0 {
+		for _, k := range cloudKeys {
+			if s.Get(k) != "" {
+				add(k, "%s is only used with a cloud firewall (%s); remove it or add one to firewall", k, suggest.QuoteList(CloudNames()))
+			}
+		}
+		return probs
+	}
+	c := clouds[0]
+	id, inst := s.Get(KeyID), s.Get(KeyInstance)
+	switch {
+	case id == "" && inst == "":
+		add(KeyID, "firewall = %q needs the firewall to change: set firewall_id (%s), or firewall_instance (%s) to find the one applied to this machine",
+			c, cloudIDDoc[c], cloudInstanceDoc[c])
+	case id != "" && inst != "":
+		add(KeyInstance, "set firewall_id or firewall_instance, not both (firewall_id names the firewall directly)")
+	}
+	if c != NameAWSSG {
+		for _, k := range []string{KeyProfile, KeyRegion} {
+			if s.Get(k) != "" {
+				add(k, "%s is only used with firewall = %q; remove it", k, NameAWSSG)
+			}
+		}
+	}
+	if v := s.Get(KeyCredentials); v != "" && !filepath.IsAbs(v) {
+		add(KeyCredentials, "%q must be an absolute path", v)
+	}
+	if v := s.Get(KeyEndpoint); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			add(KeyEndpoint, "%q is not an http(s) URL; write e.g. \"https://api.example.net\", or remove it to use the provider's", v)
+		}
+	}
+	return probs
 }

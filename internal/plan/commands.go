@@ -13,7 +13,6 @@ import (
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/config"
-	"github.com/detour-acme/detour/internal/firewall"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/router"
@@ -393,48 +392,6 @@ func (p *Planner) ACMEDNS(ctx context.Context, in ACMEDNSInput) ([]ACMEDNSAccoun
 			r.CNAME = err.Error()
 		}
 		out = append(out, r)
-	}
-	return out, nil
-}
-
-// Keepers returns a keeper for each firewall named, or else each firewall
-// the configuration's paths use.
-func (p *Planner) Keepers(names []string) ([]*firewall.Keeper, error) {
-	byName := map[string]firewall.WindowConfig{}
-	for _, name := range slices.Sorted(maps.Keys(p.cfg.Paths)) {
-		cp := p.cfg.Paths[name]
-		spec, ok := kinds.Lookup(cp.Kind)
-		if !ok || spec.Window == nil {
-			continue
-		}
-		fw, err := firewall.WindowOf(cp.SolveSettings(), *spec.Window)
-		if err != nil {
-			return nil, fmt.Errorf("path %s: %w", name, err)
-		}
-		if fw.Backend != "" {
-			byName[fw.Backend] = fw
-		}
-	}
-	if len(names) == 0 {
-		names = slices.Sorted(maps.Keys(byName))
-	}
-	if len(names) == 0 {
-		return nil, inputErr(FieldFirewall, fmt.Errorf("no path of the config file uses a firewall window; name the firewall (%s)", strings.Join(firewall.Names(), ", ")))
-	}
-	var out []*firewall.Keeper
-	for _, n := range slices.Compact(slices.Sorted(slices.Values(names))) {
-		fw, ok := byName[n]
-		if !ok {
-			fw = firewall.WindowConfig{Backend: n}
-		}
-		if n == firewall.NameExec && !ok {
-			return nil, inputErr(FieldFirewall, errors.New(`exec: the commands come from a path of the config file with firewall = "exec"`))
-		}
-		k, err := firewall.KeeperFor(fw, p.Store, p.log)
-		if err != nil {
-			return nil, inputErr(FieldFirewall, err)
-		}
-		out = append(out, k)
 	}
 	return out, nil
 }

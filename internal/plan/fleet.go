@@ -423,7 +423,7 @@ func (a *FleetAgent) path(name string) (solve.Solver, error) {
 	}
 	// Presenting another node's answer needs no CA of this node's own:
 	// the challenge carries the key authorization.
-	env := solve.Env{Logger: a.p.log, Store: a.p.Store, Resolver: a.p.opts.Resolver, WindowOpened: a.p.opts.WindowOpened}
+	env := solve.Env{Logger: a.p.log, Store: a.p.Store, Resolver: a.p.opts.Resolver, WindowOpened: a.p.opts.WindowOpened, Getenv: a.p.opts.Getenv}
 	sp, _, err := a.p.build(context.Background(), a.paths, cp, env)
 	if err != nil {
 		return nil, fmt.Errorf("building it on this node: %w", err)

@@ -42,6 +42,10 @@ type Options struct {
 	// WindowOpened, when set, runs once a firewall window is open (an
 	// end-to-end test hook).
 	WindowOpened func(ctx context.Context) error
+	// Getenv reads the environment for credentials a path may take from
+	// its provider's usual variables (a cloud firewall's token); nil
+	// reads none.
+	Getenv func(string) string
 	// Policy tunes the renewal schedule.
 	Policy renew.Policy
 }
@@ -161,6 +165,7 @@ func (p *Planner) env(ca renew.CA) solve.Env {
 		},
 		CA:           solve.CA{Directory: ca.Client.DirectoryURL(), RootBundle: ca.RootBundle},
 		WindowOpened: p.opts.WindowOpened,
+		Getenv:       p.opts.Getenv,
 	}
 }
 

@@ -44,7 +44,7 @@ func TestFirewallPathWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	got, err := firewall.WindowOf(pathFromRef(ref).SolveSettings(), *spec.Window)
-	if err != nil || got != want {
+	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("from the record: %+v, %v; want %+v", got, err, want)
 	}
 }

@@ -46,7 +46,9 @@ func explainValidation(err error, path solve.Path) error {
 			"likely lost before it reaches this host. Likely causes: a cloud or provider firewall (a security group) that does not allow "+
 			"inbound TCP %d from anywhere; a router doing NAT without a port forward of %d to this host; the name's A or AAAA record "+
 			"pointing at an address that is not this host's; on this host, a filter Detour cannot read. Allow inbound TCP %d from anywhere "+
-			"(the CA's addresses are not published), or use a DNS path (dns-01 needs no inbound port)", err, verr.Identifier, port, port, port, port)
+			"(the CA's addresses are not published); for a DigitalOcean, AWS or Hetzner firewall, let Detour open it only while the CA "+
+			"validates (firewall = \"digitalocean\", \"aws-sg\" or \"hetzner\" in the path, see `detour paths standalone`); "+
+			"or use a DNS path (dns-01 needs no inbound port)", err, verr.Identifier, port, port, port, port)
 	}
 	return err
 }

@@ -180,6 +180,10 @@ type Env struct {
 	// WindowOpened, when set, runs once a firewall window is open, before
 	// the CA is told to validate (end-to-end tests hold the window there).
 	WindowOpened func(ctx context.Context) error
+	// Getenv reads the process environment for the credentials a kind may
+	// take from its provider's usual variables (a cloud firewall's token);
+	// nil means none is read.
+	Getenv func(string) string
 	// NoSelfCheck is set when the certificate's checks before the CA are
 	// off (self_check = false, --no-self-check): kinds then add no checks
 	// of how the CA reaches this host (the firewall preflight).

@@ -56,7 +56,7 @@ func (u unit) get(section, key string) string {
 // only the capabilities Detour's paths need.
 func TestUnitsHardened(t *testing.T) {
 	allowedCaps := []string{"CAP_NET_BIND_SERVICE", "CAP_NET_ADMIN"}
-	for _, name := range []string{"detour.service", "detour-renew.service"} {
+	for _, name := range []string{"detour.service", "detour-renew.service", "detour-firewall-sweep.service"} {
 		t.Run(name, func(t *testing.T) {
 			u := parseUnit(t, name)
 			want := map[string]string{
@@ -96,6 +96,14 @@ func TestUnitsHardened(t *testing.T) {
 	if tm.get("Timer", "OnCalendar") == "" || tm.get("Timer", "Persistent") != "true" || tm.get("Install", "WantedBy") != "timers.target" {
 		t.Errorf("timer: %v", tm)
 	}
+	sweep := parseUnit(t, "detour-firewall-sweep.service")
+	if !strings.Contains(sweep.get("Service", "ExecStart"), " firewall close --stale ") || sweep.get("Service", "Type") != "oneshot" {
+		t.Errorf("detour-firewall-sweep.service must run `detour firewall close --stale` once: %v", sweep["Service"])
+	}
+	st := parseUnit(t, "detour-firewall-sweep.timer")
+	if st.get("Timer", "OnUnitActiveSec") == "" || st.get("Install", "WantedBy") != "timers.target" {
+		t.Errorf("detour-firewall-sweep.timer must repeat: %v", st)
+	}
 }
 
 // systemd itself accepts the units (systemd-analyze verify), with ExecStart
@@ -106,7 +114,8 @@ func TestUnitsVerify(t *testing.T) {
 		t.Fatalf("this test needs systemd-analyze (Debian package systemd): %v", err)
 	}
 	dir := t.TempDir()
-	for _, name := range []string{"detour.service", "detour-renew.service", "detour-renew.timer"} {
+	units := []string{"detour.service", "detour-renew.service", "detour-renew.timer", "detour-firewall-sweep.service", "detour-firewall-sweep.timer"}
+	for _, name := range units {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			t.Fatal(err)
@@ -118,8 +127,11 @@ func TestUnitsVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(analyze, "verify", "--man=no",
-		filepath.Join(dir, "detour.service"), filepath.Join(dir, "detour-renew.service"), filepath.Join(dir, "detour-renew.timer"))
+	args := []string{"verify", "--man=no"}
+	for _, name := range units {
+		args = append(args, filepath.Join(dir, name))
+	}
+	cmd := exec.Command(analyze, args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)

@@ -33,6 +33,8 @@ type backend struct {
 	// kernelTimeout: the firewall closes the port by itself at the
 	// deadline (ufw cannot).
 	kernelTimeout bool
+	// extra is more settings of the path (a cloud firewall's).
+	extra string
 }
 
 // userNftables is a typical nftables host firewall.
@@ -133,7 +135,7 @@ func (s *site) writeConfig(timeout string) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "state_dir = %q\nagree_tos = true\nemail = \"fw@detour.test\"\ndefault_ca = \"sandbox\"\n\n", filepath.Join(s.dir, "state"))
 	fmt.Fprintf(&b, "[ca.sandbox]\ndirectory = %q\nroot_bundle = %q\n\n", s.info.Directory, s.info.Roots)
-	fmt.Fprintf(&b, "[path.fw]\nkind = \"standalone\"\nlisten = \":80\"\nfirewall = %q\nfirewall_timeout = %q\n", s.b.name, timeout)
+	fmt.Fprintf(&b, "[path.fw]\nkind = \"standalone\"\nlisten = \":80\"\nfirewall = %q\nfirewall_timeout = %q\n%s", s.b.name, timeout, s.b.extra)
 	for i, n := range s.names {
 		fmt.Fprintf(&b, "\n[[certificate]]\nname = \"site%d\"\ndomains = [%q]\nprofile = \"shortlived\"\npaths = [\"fw\"]\n", i, n)
 	}
