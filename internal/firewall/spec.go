@@ -76,7 +76,7 @@ func WindowSettings() []solve.Setting {
 		{Key: KeyInstance, Type: solve.TypeString, Doc: "cloud firewall, instead of firewall_id: this machine's ID (droplet ID, EC2 instance i-..., Hetzner server ID); the firewall applied to it is used"},
 		{Key: KeyCredentials, Type: solve.TypePath,
 			Doc: "cloud firewall: a file with the API token (DigitalOcean, Hetzner) or an AWS shared credentials file (default: DIGITALOCEAN_TOKEN, HCLOUD_TOKEN, or the AWS credential chain)"},
-		{Key: KeyProfile, Type: solve.TypeString, Doc: `firewall = "aws-sg": the profile in firewall_credentials (default "default")`},
+		{Key: KeyProfile, Type: solve.TypeString, Doc: `firewall = "aws-sg": the AWS profile, in firewall_credentials or else ~/.aws (default "default")`},
 		{Key: KeyRegion, Type: solve.TypeString, Doc: `firewall = "aws-sg": the security group's region (default: AWS_REGION or the AWS config file)`},
 		{Key: KeyEndpoint, Type: solve.TypeURL, Doc: "cloud firewall: the provider's API base URL, when not the public one (a VPC endpoint, a proxy)"},
 	}

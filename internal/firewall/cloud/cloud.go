@@ -133,8 +133,10 @@ type Config struct {
 	// proxy, the tests' fake).
 	Endpoint string
 	// Getenv reads the environment for the provider's usual variables
-	// (DIGITALOCEAN_TOKEN, HCLOUD_TOKEN, AWS_*). Nil means no environment:
-	// a library never reads it on its own.
+	// (DIGITALOCEAN_TOKEN, DIGITALOCEAN_ACCESS_TOKEN, HCLOUD_TOKEN). Nil
+	// means no environment: a library never reads it on its own. The one
+	// exception is AWS without Credentials: the SDK's default credential
+	// chain reads AWS_* itself, which is what its users expect.
 	Getenv func(string) string
 	// HTTPClient makes the API calls; nil means a client with a 30 s
 	// timeout.
