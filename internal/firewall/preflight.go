@@ -60,7 +60,7 @@ func WithPreflight(sp solve.Spec) solve.Spec {
 			return inner, nil
 		}
 		opts := PreflightOptions{Logger: env.Logger, Path: s.Path, Kind: s.Kind, Port: caPort(s, window, typ),
-			Builtin: slices.Contains(builtins, s.Path), CanWindow: window != nil}
+			Builtin: slices.Contains(builtins, s.Path), CanWindow: window != nil, Cloud: backendsOf(s)}
 		if env.Resolver != "" {
 			opts.Resolver = selfcheck.ResolverAt(env.Resolver)
 		}
@@ -98,6 +98,9 @@ type PreflightOptions struct {
 	Builtin bool
 	// CanWindow is set when the kind takes a firewall window.
 	CanWindow bool
+	// Cloud is the cloud firewall the path already opens, if any: the fix
+	// then adds the host's firewall beside it.
+	Cloud []string
 	// Port is the port the CA's connection reaches on this host.
 	Port int
 	// Resolver looks up the identifier's addresses; nil means the
@@ -282,6 +285,9 @@ func (p *preflight) refusal(v Verdict, blocked []Family) error {
 		fix = fmt.Sprintf("have Detour open port %d only while the CA validates: declare a path of your own, "+
 			"[path.%s-fw] with kind = %q and firewall = %q, and list it in paths instead of %q; or allow inbound TCP port %d in %s",
 			p.opts.Port, p.opts.Kind, p.opts.Kind, backend, p.opts.Path, p.opts.Port, backend)
+	case len(p.opts.Cloud) > 0:
+		fix = fmt.Sprintf("set firewall = [%q, %q] in [path.%s], so that Detour opens port %d in this host's firewall too while the CA validates; or allow inbound TCP port %d in %s",
+			p.opts.Cloud[0], backend, p.opts.Path, p.opts.Port, p.opts.Port, backend)
 	default:
 		fix = fmt.Sprintf("set firewall = %q in [path.%s], so that Detour opens port %d only while the CA validates; or allow inbound TCP port %d in %s",
 			backend, p.opts.Path, p.opts.Port, p.opts.Port, backend)

@@ -49,6 +49,9 @@ func TestPreflight(t *testing.T) {
 			want: []string{"this host's firewall keeps the CA from connecting to port 80", "IPv4 drop by chain input policy drop in table inet filter (nftables)",
 				"IPv6 drop", `set firewall = "nftables" in [path.web]`, "opens port 80 only while the CA validates", "use a DNS path", "never cross its inbound filter",
 				"self_check = false in the certificate's section skips this check"}},
+		{name: "cloud window only", id: "both.test", v: Verdict{IPv4: policyDrop, IPv6: policyDrop},
+			opts: PreflightOptions{Path: "web", Kind: "webroot", CanWindow: true, Cloud: []string{NameAWSSG}},
+			want: []string{`set firewall = ["aws-sg", "nftables"] in [path.web]`, "in this host's firewall too"}},
 		{name: "built-in path", id: "v4.test", v: Verdict{IPv4: policyDrop, IPv6: accept},
 			opts: PreflightOptions{Path: "standalone-http", Kind: "standalone", CanWindow: true, Builtin: true},
 			want: []string{`[path.standalone-fw] with kind = "standalone" and firewall = "nftables"`, `instead of "standalone-http"`}},
@@ -146,6 +149,9 @@ func TestWithPreflight(t *testing.T) {
 		{map[string]string{"listen": ":80"}, "standalone-http", 80},
 		{map[string]string{"listen": "unix:/run/x.sock"}, "mine", 80},
 		{map[string]string{"listen": ":80", KeyFirewall: "nftables"}, "mine", 0},
+		{map[string]string{"listen": ":80", KeyFirewall: "hetzner, nftables"}, "mine", 0},
+		// A cloud firewall alone: the host's own rulesets are still read.
+		{map[string]string{"listen": ":80", KeyFirewall: "hetzner"}, "mine", 80},
 		{map[string]string{"listen": ":80", "nocheck": "1"}, "mine", 0},
 	} {
 		env := solve.Env{NoSelfCheck: tc.settings["nocheck"] != ""}
