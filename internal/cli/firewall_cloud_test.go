@@ -36,8 +36,8 @@ func TestRunSweepsStaleCloudRule(t *testing.T) {
 	}
 	now := time.Now()
 	for _, e := range []struct {
-		port int
-		ipv6 bool
+		port  int
+		ipv6  bool
 		until time.Time
 	}{{80, false, now.Add(-time.Minute)}, {443, true, now.Add(time.Hour)}} {
 		doc, _ := json.Marshal(map[string]any{"provider": "digitalocean", "target": "fw-1", "port": e.port, "ipv6": e.ipv6,
