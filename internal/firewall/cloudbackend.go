@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/detour-acme/detour/internal/firewall/cloud"
@@ -43,6 +44,49 @@ type cloudBackend struct {
 	// descriptions is whether the provider keeps a rule's description
 	// (DigitalOcean does not).
 	descriptions bool
+	// forTarget builds the API of another firewall of the same provider
+	// and credentials: the journal may name a firewall this configuration
+	// no longer resolves to (firewall_id changed, another firewall applied
+	// to the instance), whose rules the sweep still removes. Nil: none.
+	forTarget func(ctx context.Context, id string) (cloud.API, error)
+
+	// scope names the firewall the configuration gives (Keeper leases).
+	scope string
+
+	mu     sync.Mutex
+	others map[string]cloud.API
+}
+
+// Scope names the firewall the configuration points at, so that leases on
+// two firewalls of one provider do not count for each other.
+func (c *cloudBackend) Scope() string { return c.scope }
+
+// apiOf returns the API of firewall id.
+func (c *cloudBackend) apiOf(ctx context.Context, id string) (cloud.API, error) {
+	t, err := c.api.Target(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if id == t.ID {
+		return c.api, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if a, ok := c.others[id]; ok {
+		return a, nil
+	}
+	if c.forTarget == nil {
+		return nil, fmt.Errorf("the journal names %s firewall %s, which this configuration does not reach", c.api.Provider(), id)
+	}
+	a, err := c.forTarget(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("reaching %s firewall %s, named by the journal: %w", c.api.Provider(), id, err)
+	}
+	if c.others == nil {
+		c.others = map[string]cloud.API{}
+	}
+	c.others[id] = a
+	return a, nil
 }
 
 var _ Backend = (*cloudBackend)(nil)
@@ -136,9 +180,13 @@ func (c *cloudBackend) save(ctx context.Context, e cloudEntry) error {
 	return nil
 }
 
-// entries returns the journal of target.
+// entries returns the journal of target; of every firewall of the
+// provider when target is "".
 func (c *cloudBackend) entries(ctx context.Context, target string) ([]cloudEntry, error) {
-	prefix := journalPrefix + c.api.Provider() + "/" + safeKey(target) + "/"
+	prefix := journalPrefix + c.api.Provider() + "/"
+	if target != "" {
+		prefix += safeKey(target) + "/"
+	}
 	keys, err := c.store.List(ctx, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("listing the cloud firewall journal: %w", err)
@@ -161,37 +209,28 @@ func (c *cloudBackend) entries(ctx context.Context, target string) ([]cloudEntry
 }
 
 // isOurs reports whether r is the rule entry e recorded: by the
-// provider's rule ID where there is one, else by Detour's description,
-// else (DigitalOcean keeps neither) by the rule itself.
-func isOurs(e cloudEntry, r cloud.Rule) bool {
+// provider's rule ID where it has one (AWS), else by Detour's description
+// where the provider keeps one (Hetzner: a rule without it, or with
+// another, is never Detour's), else (DigitalOcean keeps neither) by the
+// rule itself. An entry still "opening" has no ID yet: its rule is found
+// by its description, or by the rule itself.
+func (c *cloudBackend) isOurs(e cloudEntry, r cloud.Rule) bool {
 	if r.IPv6 != e.IPv6 || r.FromPort != e.Port || r.ToPort != e.Port {
 		return false
 	}
 	switch {
 	case e.Rule.ID != "":
 		return r.ID == e.Rule.ID
-	case e.Rule.Description != "" && r.Description != "":
+	case c.descriptions:
 		return r.Description == e.Rule.Description
 	}
-	return true
+	return r.Description == ""
 }
 
-// findOurs returns the rule of e among rules. An entry still "opening"
-// has no rule ID yet: its rule is recognised by its description, or,
-// where the provider keeps none, by the rule itself.
+// findOurs returns the rule of e among rules.
 func (c *cloudBackend) findOurs(e cloudEntry, rules []cloud.Rule) (cloud.Rule, bool) {
 	for _, r := range rules {
-		if e.State != stateOpen && e.Rule.ID == "" {
-			want := e.Rule.Description
-			if !c.descriptions {
-				want = ""
-			}
-			if r.IPv6 == e.IPv6 && r.FromPort == e.Port && r.ToPort == e.Port && r.Description == want {
-				return r, true
-			}
-			continue
-		}
-		if isOurs(e, r) {
+		if c.isOurs(e, r) {
 			return r, true
 		}
 	}
@@ -238,11 +277,23 @@ func (c *cloudBackend) Open(ctx context.Context, w Window) error {
 	}
 	now := c.now()
 	until := now.Add(w.Timeout)
+	var added []cloudEntry // by this call, removed again if a later family fails
+	fail := func(err error) error {
+		for _, e := range added {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			if rerr := c.remove(cctx, e); rerr != nil {
+				c.log.ErrorContext(ctx, "removing the rule of a window that failed to open; the next sweep removes it after the timeout",
+					"firewall", c.api.Provider(), "target", e.Target, "port", e.Port, "ipv6", e.IPv6, "until", e.Until, "error", rerr)
+			}
+			cancel()
+		}
+		return err
+	}
 	for _, fam := range w.Family.Split() {
 		ipv6 := fam == IPv6
 		e, have, err := c.load(ctx, c.entryKey(target.ID, w.Port, ipv6))
 		if err != nil {
-			return err
+			return fail(err)
 		}
 		if have {
 			if r, ok := c.findOurs(e, rules); ok {
@@ -251,7 +302,7 @@ func (c *cloudBackend) Open(ctx context.Context, w Window) error {
 				if e.State != stateOpen || until.After(e.Until) {
 					e.Rule, e.State, e.Until = r, stateOpen, maxTime(e.Until, until)
 					if err := c.save(ctx, e); err != nil {
-						return err
+						return fail(err)
 					}
 				}
 				continue
@@ -262,7 +313,7 @@ func (c *cloudBackend) Open(ctx context.Context, w Window) error {
 				"firewall", c.api.Provider(), "target", target.ID, "rule", r.String())
 			if have {
 				if err := c.forget(ctx, e); err != nil {
-					return err
+					return fail(err)
 				}
 			}
 			continue
@@ -273,35 +324,37 @@ func (c *cloudBackend) Open(ctx context.Context, w Window) error {
 		// The intent first: if Detour dies during the call, the next
 		// run's sweep finds the entry and removes whatever was added.
 		if err := c.save(ctx, e); err != nil {
-			return err
+			return fail(err)
 		}
-		added, err := c.api.Add(ctx, e.Rule)
+		rule, err := c.api.Add(ctx, e.Rule)
 		if err != nil {
 			if definitelyNotAdded(err) {
 				_ = c.store.Delete(context.WithoutCancel(ctx), c.entryKey(target.ID, w.Port, ipv6))
+			} else {
+				added = append(added, e) // may exist: removed if found
 			}
-			return c.explain(fmt.Errorf("opening %s: %w", w, err))
+			return fail(c.explain(fmt.Errorf("opening %s: %w", w, err)))
 		}
-		e.Rule, e.State = added, stateOpen
+		e.Rule, e.State = rule, stateOpen
 		if err := c.save(ctx, e); err != nil {
-			return err
+			added = append(added, e)
+			return fail(err)
 		}
+		added = append(added, e)
 		c.log.InfoContext(ctx, "cloud firewall rule added", "firewall", c.api.Provider(), "target", target.ID,
-			"rule", added.String(), "until", until.Truncate(time.Second))
+			"rule", rule.String(), "until", until.Truncate(time.Second))
 	}
 	return nil
 }
 
 // definitelyNotAdded reports whether a failed Add certainly changed
-// nothing: the provider refused the request. After a timeout or a
-// provider error the rule may exist; the entry stays for the sweep.
+// nothing: the provider refused the request itself with a 4xx status.
+// After a timeout, a provider error, or a change the provider accepted
+// and then failed to apply (DigitalOcean's "failed" status, a Hetzner
+// action's error), the rule may exist: the entry stays for the sweep.
 func definitelyNotAdded(err error) bool {
-	for _, k := range []error{cloud.ErrAuth, cloud.ErrForbidden, cloud.ErrNotFound, cloud.ErrRejected} {
-		if errors.Is(err, k) {
-			return true
-		}
-	}
-	return false
+	var ce *cloud.Error
+	return errors.As(err, &ce) && ce.Status >= 400 && ce.Status < 500
 }
 
 // covering returns a rule accepting port from every address of the
@@ -342,9 +395,13 @@ func (c *cloudBackend) Close(ctx context.Context, w Window) error {
 // have no rule (the call never reached the provider): it is looked up
 // first.
 func (c *cloudBackend) remove(ctx context.Context, e cloudEntry) error {
+	api, err := c.apiOf(ctx, e.Target)
+	if err != nil {
+		return c.explain(err)
+	}
 	rule := e.Rule
 	if e.State != stateOpen || rule.ID == "" {
-		rules, err := c.api.Rules(ctx)
+		rules, err := api.Rules(ctx)
 		if err != nil {
 			return c.explain(err)
 		}
@@ -356,8 +413,20 @@ func (c *cloudBackend) remove(ctx context.Context, e cloudEntry) error {
 		}
 		rule = r
 	}
-	if err := c.api.Remove(ctx, rule); err != nil {
+	if err := api.Remove(ctx, rule); err != nil {
 		return c.explain(fmt.Errorf("removing rule %s: %w", rule, err))
+	}
+	if rule.ID == "" && !c.descriptions {
+		// Nothing but the rule itself tells it apart: the entry goes only
+		// once the provider no longer lists it.
+		rules, err := api.Rules(ctx)
+		if err != nil {
+			return c.explain(err)
+		}
+		if _, still := c.findOurs(e, rules); still {
+			return fmt.Errorf("the %s firewall %s still lists rule %s after Detour removed it; remove it in the provider's console, "+
+				"then run `detour firewall close --stale` again", c.api.Provider(), e.Target, rule)
+		}
 	}
 	c.log.InfoContext(ctx, "cloud firewall rule removed", "firewall", c.api.Provider(), "target", e.Target, "rule", rule.String())
 	return c.forget(ctx, e)
@@ -377,7 +446,7 @@ func (c *cloudBackend) Status(ctx context.Context) ([]Hole, error) {
 	if err != nil {
 		return nil, c.explain(err)
 	}
-	entries, err := c.entries(ctx, target.ID)
+	entries, err := c.entries(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -385,15 +454,23 @@ func (c *cloudBackend) Status(ctx context.Context) ([]Hole, error) {
 	if target.Name != "" {
 		where += " (" + target.Name + ")"
 	}
-	var out []Hole
+	var out, mine []Hole
+	var here []cloudEntry
 	for _, e := range entries {
-		out = append(out, Hole{Backend: c.Name(), Port: e.Port, Family: familyOf(!e.IPv6, e.IPv6), Proto: ProtoTCP, Until: e.Until, Where: where})
+		h := Hole{Backend: c.Name(), Port: e.Port, Family: familyOf(!e.IPv6, e.IPv6), Proto: ProtoTCP, Until: e.Until, Where: where}
+		if e.Target != target.ID {
+			h.Where = c.api.Provider() + " firewall " + e.Target + ", which this configuration no longer uses"
+		} else {
+			here = append(here, e)
+		}
+		mine = append(mine, h)
 	}
+	out = mine
 	rules, err := c.api.Rules(ctx)
 	if err != nil {
 		return out, c.explain(err)
 	}
-	for _, r := range c.strays(rules, entries) {
+	for _, r := range c.strays(rules, here) {
 		until, _ := parseTag(r.Description)
 		out = append(out, Hole{Backend: c.Name(), Port: r.FromPort, Family: familyOf(!r.IPv6, r.IPv6), Proto: ProtoTCP,
 			Until: until, Where: where + ", not in this state directory's journal"})
@@ -408,16 +485,16 @@ func (c *cloudBackend) strays(rules []cloud.Rule, entries []cloudEntry) []cloud.
 		if _, ok := parseTag(r.Description); !ok {
 			continue
 		}
-		if !hasEntry(entries, r) {
+		if !c.hasEntry(entries, r) {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
-func hasEntry(entries []cloudEntry, r cloud.Rule) bool {
+func (c *cloudBackend) hasEntry(entries []cloudEntry, r cloud.Rule) bool {
 	for _, e := range entries {
-		if isOurs(e, r) {
+		if c.isOurs(e, r) {
 			return true
 		}
 	}
@@ -432,13 +509,17 @@ func (c *cloudBackend) Sweep(ctx context.Context, all bool) error {
 	if err != nil {
 		return c.explain(err)
 	}
-	entries, err := c.entries(ctx, target.ID)
+	entries, err := c.entries(ctx, "") // every firewall's: see forTarget
 	if err != nil {
 		return err
 	}
 	now := c.now()
 	var errs []error
+	var here []cloudEntry
 	for _, e := range entries {
+		if e.Target == target.ID {
+			here = append(here, e)
+		}
 		if all || !e.Until.After(now) {
 			if !all {
 				c.log.WarnContext(ctx, "removing a cloud firewall rule left open past its timeout (a Detour run was killed)",
@@ -451,7 +532,7 @@ func (c *cloudBackend) Sweep(ctx context.Context, all bool) error {
 	if err != nil {
 		return errors.Join(append(errs, c.explain(err))...)
 	}
-	for _, r := range c.strays(rules, entries) {
+	for _, r := range c.strays(rules, here) {
 		until, _ := parseTag(r.Description)
 		if !all && until.After(now) {
 			continue

@@ -21,9 +21,12 @@ import (
 type memCloud struct {
 	mu           sync.Mutex
 	rules        []cloud.Rule
-	descriptions bool
+	descriptions bool // the provider keeps descriptions (AWS, Hetzner)
+	ids          bool // and gives rules IDs (AWS)
 	next         int
 	addErr       error
+	addAnyway    bool  // Add keeps the rule although it returns addErr
+	removeErr    error // Remove fails with it
 	calls        []string
 }
 
@@ -42,22 +45,25 @@ func (m *memCloud) Add(_ context.Context, r cloud.Rule) (cloud.Rule, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, "add "+r.String())
-	if m.addErr != nil {
+	if m.addErr != nil && !m.addAnyway {
 		return cloud.Rule{}, m.addErr
 	}
 	if !m.descriptions {
 		r.Description = ""
-	} else {
+	} else if m.ids {
 		m.next++
 		r.ID = fmt.Sprintf("r%d", m.next)
 	}
 	m.rules = append(m.rules, r)
-	return r, nil
+	return r, m.addErr
 }
 func (m *memCloud) Remove(_ context.Context, r cloud.Rule) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls = append(m.calls, "remove "+r.String())
+	if m.removeErr != nil {
+		return m.removeErr
+	}
 	m.rules = slices.DeleteFunc(m.rules, func(x cloud.Rule) bool { return x == r })
 	return nil
 }
@@ -226,34 +232,158 @@ func TestCloudSweepStrayTaggedRule(t *testing.T) {
 }
 
 // A refused Add leaves no journal entry (nothing to sweep); an Add whose
-// outcome is unknown keeps it, so the next sweep removes whatever was
-// added.
+// outcome is unknown is undone at once when the rule turns out to exist,
+// and its entry stays for the sweep when that fails too.
 func TestCloudAddFailure(t *testing.T) {
 	ctx := context.Background()
 	now := time.Unix(1_800_000_000, 0)
+	unavailable := &cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrUnavailable, Status: 503}
+	applyFailed := &cloud.Error{Provider: "memcloud", Op: "applying", Kind: cloud.ErrRejected}
 	for _, tc := range []struct {
+		name      string
 		err       error
-		keep      bool
+		anyway    bool  // the rule was added all the same
+		removeErr error // and removing it fails
+		keep      bool  // the journal keeps the entry
 		sentinel  error
-		fixSubstr string
+		substr    string
 	}{
-		{&cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrForbidden, Status: 403}, false, ErrPermission, "HTTP 403"},
-		{&cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrAuth, Status: 401}, false, ErrPermission, "HTTP 401"},
-		{&cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrNotFound, Status: 404}, false, ErrUnsupported, "HTTP 404"},
-		{&cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrUnavailable, Status: 503}, true, cloud.ErrUnavailable, "HTTP 503"},
-		{context.DeadlineExceeded, true, context.DeadlineExceeded, "deadline"},
+		{"403", &cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrForbidden, Status: 403}, false, nil, false, ErrPermission, "HTTP 403"},
+		{"401", &cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrAuth, Status: 401}, false, nil, false, ErrPermission, "HTTP 401"},
+		{"404", &cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrNotFound, Status: 404}, false, nil, false, ErrUnsupported, "HTTP 404"},
+		{"503, not added", unavailable, false, nil, false, cloud.ErrUnavailable, "HTTP 503"},
+		{"timeout, added", context.DeadlineExceeded, true, nil, false, context.DeadlineExceeded, "deadline"},
+		{"accepted then failed to apply", applyFailed, true, nil, false, cloud.ErrRejected, "applying"},
+		{"added, and the undo fails", unavailable, true, errors.New("gone away"), true, cloud.ErrUnavailable, "HTTP 503"},
 	} {
-		t.Run(fmt.Sprint(tc.err), func(t *testing.T) {
-			m := &memCloud{descriptions: true, addErr: tc.err}
-			b, st := newMemBackend(t, m, &now)
-			err := b.Open(ctx, Window{Port: 80, Family: IPv4, Timeout: time.Minute})
-			if !errors.Is(err, tc.sentinel) || !strings.Contains(err.Error(), tc.fixSubstr) {
-				t.Errorf("Open: %v; want %v and %q", err, tc.sentinel, tc.fixSubstr)
-			}
-			keys, _ := st.List(ctx, journalPrefix)
-			if (len(keys) > 0) != tc.keep {
-				t.Errorf("journal %v, want kept=%v", keys, tc.keep)
-			}
-		})
+		for _, m := range []*memCloud{{}, {descriptions: true}, {descriptions: true, ids: true}} {
+			t.Run(fmt.Sprintf("%s/descriptions=%v,ids=%v", tc.name, m.descriptions, m.ids), func(t *testing.T) {
+				m.addErr, m.addAnyway, m.removeErr = tc.err, tc.anyway, tc.removeErr
+				b, st := newMemBackend(t, m, &now)
+				err := b.Open(ctx, Window{Port: 80, Family: IPv4, Timeout: time.Minute})
+				if !errors.Is(err, tc.sentinel) || !strings.Contains(err.Error(), tc.substr) {
+					t.Errorf("Open: %v; want %v and %q", err, tc.sentinel, tc.substr)
+				}
+				keys, _ := st.List(ctx, journalPrefix)
+				if (len(keys) > 0) != tc.keep {
+					t.Errorf("journal %v, want kept=%v", keys, tc.keep)
+				}
+				if want := tc.keep; (m.has(80, false) > 0) != want {
+					t.Errorf("rules %v: a rule is left %v, want %v", m.rules, !want, want)
+				}
+				if tc.keep {
+					// The sweep past the deadline removes it once the
+					// provider lets it.
+					m.removeErr = nil
+					later := now.Add(2 * time.Minute)
+					b.now = func() time.Time { return later }
+					if err := b.Sweep(ctx, false); err != nil || m.has(80, false) != 0 {
+						t.Errorf("sweep: %v, rules %v", err, m.rules)
+					}
+				}
+			})
+		}
 	}
+}
+
+// A two-family window whose second family fails to open leaves nothing
+// open: the first family's rule is removed again.
+func TestCloudPartialOpenRolledBack(t *testing.T) {
+	m := &memCloud{descriptions: true}
+	now := time.Unix(1_800_000_000, 0)
+	b, st := newMemBackend(t, m, &now)
+	ctx := context.Background()
+	b.api = &failSecond{memCloud: m}
+	err := b.Open(ctx, Window{Port: 80, Family: Inet, Timeout: time.Minute})
+	if err == nil {
+		t.Fatal("Open succeeded")
+	}
+	if len(m.rules) != 0 {
+		t.Errorf("rules left: %v", m.rules)
+	}
+	if keys, _ := st.List(ctx, journalPrefix); len(keys) != 0 {
+		t.Errorf("journal left: %v", keys)
+	}
+}
+
+// failSecond refuses the second rule added.
+type failSecond struct {
+	*memCloud
+	n int
+}
+
+func (f *failSecond) Add(ctx context.Context, r cloud.Rule) (cloud.Rule, error) {
+	if f.n++; f.n == 2 {
+		return cloud.Rule{}, &cloud.Error{Provider: "memcloud", Op: "adding", Kind: cloud.ErrRejected, Status: 422, Message: "rule limit reached"}
+	}
+	return f.memCloud.Add(ctx, r)
+}
+
+// Hetzner's model (descriptions, no IDs): a rule of the user's, the same
+// port and family without Detour's description, is never taken for
+// Detour's, even when Detour's own rule was removed by hand meanwhile.
+func TestCloudUserRuleNotTakenForOurs(t *testing.T) {
+	m := &memCloud{descriptions: true}
+	now := time.Unix(1_800_000_000, 0)
+	b, _ := newMemBackend(t, m, &now)
+	ctx := context.Background()
+	w := Window{Port: 80, Family: IPv4, Timeout: time.Minute}
+	if err := b.Open(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	user := cloud.Rule{FromPort: 80, ToPort: 80} // no description, as a console-made rule may be
+	m.rules = []cloud.Rule{user}                 // Detour's removed by hand, the user's added
+	if err := b.Close(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	if err := b.Sweep(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.rules, []cloud.Rule{user}) {
+		t.Errorf("rules %v: the user's rule was removed", m.rules)
+	}
+}
+
+// The journal names a firewall this configuration no longer resolves to
+// (firewall_id changed): the sweep still removes its stale rule there.
+func TestCloudSweepOtherFirewall(t *testing.T) {
+	old := &memCloud{descriptions: true, ids: true}
+	now := time.Unix(1_800_000_000, 0)
+	b, st := newMemBackend(t, old, &now)
+	ctx := context.Background()
+	if err := b.Open(ctx, Window{Port: 80, Family: IPv4, Timeout: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	current := &otherTarget{memCloud: &memCloud{descriptions: true, ids: true}, id: "fw-2"}
+	b2, err := newCloud(current, Options{Store: st, Logger: discard, Now: func() time.Time { return now.Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2.descriptions = true
+	b2.forTarget = func(_ context.Context, id string) (cloud.API, error) {
+		if id != "fw-1" {
+			return nil, fmt.Errorf("no firewall %s", id)
+		}
+		return old, nil
+	}
+	holes, err := b2.Status(ctx)
+	if err != nil || len(holes) != 1 || !strings.Contains(holes[0].Where, "no longer uses") {
+		t.Errorf("status: %+v, %v", holes, err)
+	}
+	if err := b2.Sweep(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	if old.has(80, false) != 0 {
+		t.Errorf("the old firewall keeps %v", old.rules)
+	}
+}
+
+type otherTarget struct {
+	*memCloud
+	id string
+}
+
+func (o *otherTarget) Target(context.Context) (cloud.Target, error) {
+	return cloud.Target{ID: o.id}, nil
 }

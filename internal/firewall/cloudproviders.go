@@ -89,5 +89,14 @@ func newCloudBackend(name string, opts Options) (Backend, error) {
 		return nil, err
 	}
 	b.descriptions = p.descriptions
+	b.scope = "id:" + c.FirewallID
+	if c.FirewallID == "" {
+		b.scope = "instance:" + c.Instance
+	}
+	b.forTarget = func(ctx context.Context, id string) (cloud.API, error) {
+		other := c
+		other.FirewallID, other.Instance = id, ""
+		return p.new(ctx, other)
+	}
 	return b, nil
 }

@@ -302,3 +302,39 @@ func TestCloudAPIErrors(t *testing.T) {
 		})
 	}
 }
+
+// Leases on two firewalls of one provider do not count for each other:
+// closing the window on the first removes its rule although a window on
+// the second is still open.
+func TestCloudLeasesPerFirewall(t *testing.T) {
+	do := dofake.New()
+	t.Cleanup(do.Close)
+	do.AddFirewall("fw-1", "web", []int{7}, nil)
+	do.AddFirewall("fw-2", "mail", []int{8}, nil)
+	token := writeToken(t, do.Token())
+	st, _ := store.NewFS(t.TempDir(), store.FSOptions{})
+	ctx := context.Background()
+	keeper := func(id string, pid int) *Keeper {
+		fw := WindowConfig{Backends: []string{NameDigitalOcean},
+			Cloud: cloud.Config{FirewallID: id, Endpoint: do.URL, Credentials: token, PollInterval: 10 * time.Millisecond}}
+		return cloudKeeper(t, fw, st, pid, time.Now, func(int) bool { return true })
+	}
+	k1, k2 := keeper("fw-1", 1001), keeper("fw-2", 1002)
+	w := Window{Port: 80, Family: IPv4, Timeout: time.Minute}
+	l1, err := k1.Open(ctx, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k2.Open(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	if err := k1.Close(ctx, l1); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(do.InboundRules("fw-1")); n != 0 {
+		t.Errorf("fw-1 keeps %d rules after its only window closed", n)
+	}
+	if n := len(do.InboundRules("fw-2")); n != 1 {
+		t.Errorf("fw-2 has %d rules with its window open, want 1", n)
+	}
+}

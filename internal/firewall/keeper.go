@@ -22,15 +22,18 @@ import (
 // Lease is one holder's claim on an open window, stored under
 // firewall/leases/<ID>.json.
 type Lease struct {
-	ID         string    `json:"id"`
-	Backend    string    `json:"backend"`
-	Port       int       `json:"port"`
-	Family     Family    `json:"family"`
-	Proto      string    `json:"proto"`
-	Identifier string    `json:"identifier,omitempty"`
-	PID        int       `json:"pid"`
-	Opened     time.Time `json:"opened"`
-	Until      time.Time `json:"until"`
+	ID         string `json:"id"`
+	Backend    string `json:"backend"`
+	Port       int    `json:"port"`
+	Family     Family `json:"family"`
+	Proto      string `json:"proto"`
+	Identifier string `json:"identifier,omitempty"`
+	// Scope tells apart two firewalls of one backend (two security
+	// groups): a lease counts only for windows in the same one.
+	Scope  string    `json:"scope,omitempty"`
+	PID    int       `json:"pid"`
+	Opened time.Time `json:"opened"`
+	Until  time.Time `json:"until"`
 }
 
 // Window returns the window the lease holds, with the time it has left.
@@ -99,6 +102,20 @@ func NewKeeper(opts KeeperOptions) (*Keeper, error) {
 // Backend returns the keeper's backend.
 func (k *Keeper) Backend() Backend { return k.backend }
 
+// scoped is a backend with several firewalls of one kind (a cloud
+// provider's firewalls): Scope names the one it changes.
+type scoped interface{ Scope() string }
+
+func (k *Keeper) scope() string {
+	if s, ok := k.backend.(scoped); ok {
+		return s.Scope()
+	}
+	return ""
+}
+
+// mine reports whether l holds a window on the keeper's firewall.
+func (k *Keeper) mine(l Lease) bool { return l.Backend == k.backend.Name() && l.Scope == k.scope() }
+
 // processAlive reports whether a process with pid exists.
 func processAlive(pid int) bool {
 	err := unix.Kill(pid, 0)
@@ -134,7 +151,7 @@ func (k *Keeper) sweep(ctx context.Context) error {
 		return err
 	}
 	for _, l := range leases {
-		if l.Backend == k.backend.Name() {
+		if k.mine(l) {
 			// Another run holds a window: what looks stale may be its.
 			return nil
 		}
@@ -233,7 +250,7 @@ func (k *Keeper) Open(ctx context.Context, w Window) (Lease, error) {
 		return Lease{}, err
 	}
 	now := k.now()
-	l := Lease{ID: newID(), Backend: k.backend.Name(), Port: w.Port, Family: w.Family, Proto: w.proto(),
+	l := Lease{ID: newID(), Backend: k.backend.Name(), Scope: k.scope(), Port: w.Port, Family: w.Family, Proto: w.proto(),
 		Identifier: w.Identifier, PID: k.pid, Opened: now, Until: now.Add(w.Timeout)}
 	data, err := json.MarshalIndent(l, "", "  ")
 	if err != nil {
@@ -248,7 +265,7 @@ func (k *Keeper) Open(ctx context.Context, w Window) (Lease, error) {
 	}
 	n := 0
 	for _, o := range others {
-		if o.Backend == l.Backend && o.Port == l.Port {
+		if k.mine(o) && o.Port == l.Port {
 			n++
 		}
 	}
@@ -274,7 +291,7 @@ func (k *Keeper) Close(ctx context.Context, l Lease) error {
 	}
 	held := Family("")
 	for _, o := range others {
-		if o.Backend == l.Backend && o.Port == l.Port {
+		if k.mine(o) && o.Port == l.Port {
 			held = held.Union(o.Family)
 		}
 	}
@@ -299,7 +316,7 @@ func (k *Keeper) Status(ctx context.Context) ([]Hole, []Lease, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	leases = slices.DeleteFunc(leases, func(l Lease) bool { return l.Backend != k.backend.Name() })
+	leases = slices.DeleteFunc(leases, func(l Lease) bool { return !k.mine(l) })
 	holes, err := k.backend.Status(ctx)
 	return holes, leases, err
 }
@@ -319,7 +336,7 @@ func (k *Keeper) CloseAll(ctx context.Context) error {
 	var errs []error
 	now := k.now()
 	for _, l := range leases {
-		if l.Backend != k.backend.Name() {
+		if !k.mine(l) {
 			continue
 		}
 		errs = append(errs, k.backend.Close(ctx, l.Window(now)))

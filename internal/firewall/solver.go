@@ -144,8 +144,11 @@ func (s *Solver) CleanUp(ctx context.Context, ch solve.Challenge) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if err := s.opts.Keeper.Close(cctx, l); err != nil {
-		s.log.ErrorContext(cctx, "closing the firewall window failed; the firewall closes it by itself at the timeout",
-			"port", l.Port, "until", l.Until, "error", err)
+		closes := "the firewall closes it by itself at the timeout"
+		if IsCloud(l.Backend) {
+			closes = "a cloud rule stays until the next Detour run or `detour firewall close --stale` (the systemd timer) removes it after the timeout"
+		}
+		s.log.ErrorContext(cctx, "closing the firewall window failed; "+closes, "port", l.Port, "until", l.Until, "error", err)
 		return errors.Join(innerErr, fmt.Errorf("closing the firewall window: %w", err))
 	}
 	return innerErr

@@ -31,7 +31,7 @@ func (p *Planner) windows() (map[string]windowUse, error) {
 		for _, b := range fw.Backends {
 			key := b
 			if firewall.IsCloud(b) {
-				key += " " + fw.Cloud.FirewallID + fw.Cloud.Instance
+				key += " id:" + fw.Cloud.FirewallID + " instance:" + fw.Cloud.Instance
 			}
 			if _, ok := out[key]; !ok {
 				out[key] = windowUse{backend: b, fw: fw}
@@ -101,6 +101,7 @@ func (p *Planner) Keepers(names []string) ([]*firewall.Keeper, error) {
 func (p *Planner) SweepWindows(ctx context.Context) {
 	uses, err := p.windows()
 	if err != nil {
+		p.log.Warn("not removing stale cloud firewall rules", "error", err)
 		return
 	}
 	var clouds []string
@@ -118,16 +119,33 @@ func (p *Planner) SweepWindows(ctx context.Context) {
 }
 
 // SweepStale removes, in each firewall named (else each the paths use),
-// the windows past their timeout, when no live Detour run holds one.
+// the windows past their timeout, when no live Detour run holds one. A
+// firewall that cannot be reached does not stop the others.
 func (p *Planner) SweepStale(ctx context.Context, names []string) error {
-	ks, err := p.Keepers(names)
+	uses, err := p.windows()
 	if err != nil {
 		return err
 	}
+	if len(names) == 0 {
+		for _, u := range uses {
+			names = append(names, u.backend)
+		}
+	}
+	if len(names) == 0 {
+		_, err := p.Keepers(nil) // says that no path uses a window
+		return err
+	}
 	var errs []error
-	for _, k := range ks {
-		if err := k.SweepStale(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", k.Backend().Name(), err))
+	for _, n := range slices.Compact(slices.Sorted(slices.Values(names))) {
+		ks, err := p.Keepers([]string{n})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n, err))
+			continue
+		}
+		for _, k := range ks {
+			if err := k.SweepStale(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", k.Backend().Name(), err))
+			}
 		}
 	}
 	return errors.Join(errs...)

@@ -325,22 +325,20 @@ func (a *API) Add(ctx context.Context, r cloud.Rule) (cloud.Rule, error) {
 	}
 	a.write.Lock()
 	defer a.write.Unlock()
-	fw, err := a.readFirewall(ctx, t.id)
+	err = a.rewrite(ctx, t.id, func(current []schema.FirewallRule) ([]schema.FirewallRuleRequest, string, bool) {
+		rules := requestRules(current)
+		add := schema.FirewallRuleRequest{
+			Direction: string(hcloud.FirewallRuleDirectionIn),
+			Protocol:  string(hcloud.FirewallRuleProtocolTCP),
+			Port:      &port,
+			SourceIPs: []string{r.Source()},
+		}
+		if r.Description != "" {
+			add.Description = &r.Description
+		}
+		return append(rules, add), fmt.Sprintf("adding rule %s to firewall %d", r, t.id), true
+	})
 	if err != nil {
-		return cloud.Rule{}, err
-	}
-	rules := requestRules(fw.Rules)
-	add := schema.FirewallRuleRequest{
-		Direction: string(hcloud.FirewallRuleDirectionIn),
-		Protocol:  string(hcloud.FirewallRuleProtocolTCP),
-		Port:      &port,
-		SourceIPs: []string{r.Source()},
-	}
-	if r.Description != "" {
-		add.Description = &r.Description
-	}
-	rules = append(rules, add)
-	if err := a.setRules(ctx, t.id, fmt.Sprintf("adding rule %s to firewall %d", r, t.id), rules); err != nil {
 		return cloud.Rule{}, err
 	}
 	a.log.InfoContext(ctx, "added a rule to the Hetzner firewall", "firewall", t.id, "rule", r.String(), "description", r.Description)
@@ -362,18 +360,21 @@ func (a *API) Remove(ctx context.Context, r cloud.Rule) error {
 	}
 	a.write.Lock()
 	defer a.write.Unlock()
-	fw, err := a.readFirewall(ctx, t.id)
+	changed := false
+	err = a.rewrite(ctx, t.id, func(current []schema.FirewallRule) ([]schema.FirewallRuleRequest, string, bool) {
+		i := slices.IndexFunc(current, func(fr schema.FirewallRule) bool { return isRule(fr, r) })
+		if i < 0 {
+			return nil, "", false
+		}
+		changed = true
+		return requestRules(slices.Delete(current, i, i+1)), fmt.Sprintf("removing rule %s from firewall %d", r, t.id), true
+	})
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(fw.Rules, func(fr schema.FirewallRule) bool { return isRule(fr, r) })
-	if i < 0 {
+	if !changed {
 		a.log.DebugContext(ctx, "the rule is already gone from the Hetzner firewall", "firewall", t.id, "rule", r.String())
 		return nil
-	}
-	rules := requestRules(slices.Delete(fw.Rules, i, i+1))
-	if err := a.setRules(ctx, t.id, fmt.Sprintf("removing rule %s from firewall %d", r, t.id), rules); err != nil {
-		return err
 	}
 	a.log.InfoContext(ctx, "removed a rule from the Hetzner firewall", "firewall", t.id, "rule", r.String(), "description", r.Description)
 	return nil
@@ -395,56 +396,95 @@ func normalise(r cloud.Rule) (cloud.Rule, string, error) {
 	return r, port, nil
 }
 
-// setRules replaces the firewall's rules and waits for the actions that
-// apply them.
-func (a *API) setRules(ctx context.Context, id int64, op string, rules []schema.FirewallRuleRequest) error {
-	var resp schema.FirewallActionSetRulesResponse
-	err := a.call(ctx, op, a.firewallNotFound(id), http.MethodPost, fmt.Sprintf("/firewalls/%d/actions/set_rules", id),
-		schema.FirewallActionSetRulesRequest{Rules: rules}, &resp)
-	if err != nil {
-		return err
+// rewrite reads firewall id's rules, asks change for the new list (ok
+// false: nothing to write), writes it with set_rules and waits for the
+// actions that apply it. A transient failure (rate limit, 5xx, a
+// conflict with another change) retries the whole read-modify-write, so
+// that a list read before someone else's change is never written again.
+func (a *API) rewrite(ctx context.Context, id int64, change func([]schema.FirewallRule) ([]schema.FirewallRuleRequest, string, bool)) error {
+	var written bool
+	var op string
+	err := cloud.Retry(ctx, a.log, func(ctx context.Context) error {
+		var body struct {
+			Firewall firewall `json:"firewall"`
+		}
+		if err := a.callOnce(ctx, fmt.Sprintf("reading firewall %d", id), http.MethodGet, fmt.Sprintf("/firewalls/%d", id), nil, &body); err != nil {
+			return err
+		}
+		rules, what, ok := change(body.Firewall.Rules)
+		if !ok {
+			return nil
+		}
+		op = what
+		var resp schema.FirewallActionSetRulesResponse
+		if err := a.callOnce(ctx, op, http.MethodPost, fmt.Sprintf("/firewalls/%d/actions/set_rules", id),
+			schema.FirewallActionSetRulesRequest{Rules: rules}, &resp); err != nil {
+			return err
+		}
+		written = true
+		return a.waitActions(ctx, op, resp)
+	})
+	if err != nil && !written {
+		return a.hint(err, a.firewallNotFound(id))
 	}
+	return a.hint(err, "")
+}
+
+// waitActions waits for the actions of a set_rules call.
+func (a *API) waitActions(ctx context.Context, op string, resp schema.FirewallActionSetRulesResponse) error {
 	actions := hcloud.ActionsFromSchema(resp.Actions)
 	// WaitFor polls GET /v1/actions?id=… every Config.PollInterval until
 	// each action is "success", or returns the first one's "error" as an
 	// hcloud.ActionError. A poll that fails transiently restarts the wait
 	// through cloud.Retry.
 	wop := op + ": waiting for Hetzner to apply the rules"
-	return a.hint(cloud.Retry(ctx, a.log, func(ctx context.Context) error {
-		if err := a.client.Action.WaitFor(ctx, actions...); err != nil {
-			return apiError(ctx, wop, nil, err, time.Now())
+	for {
+		err := a.client.Action.WaitFor(ctx, actions...)
+		if err == nil {
+			return nil
 		}
-		return nil
-	}), "")
+		werr := apiError(ctx, wop, nil, err, time.Now())
+		// A poll that failed transiently polls again: the rules are set,
+		// and writing them again is what must not happen.
+		if !errors.Is(werr, cloud.ErrUnavailable) && !errors.Is(werr, cloud.ErrRateLimited) || ctx.Err() != nil {
+			return werr
+		}
+		a.log.WarnContext(ctx, "polling Hetzner's actions failed; polling again", "error", werr)
+		select {
+		case <-ctx.Done():
+			return errors.Join(werr, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // call makes one API request, method path relative to the endpoint, with
 // in as its JSON body when not nil and the response decoded into out,
 // through cloud.Retry. notFound is what a 404 means.
 func (a *API) call(ctx context.Context, op, notFound, method, path string, in, out any) error {
-	var body []byte
+	err := cloud.Retry(ctx, a.log, func(ctx context.Context) error { return a.callOnce(ctx, op, method, path, in, out) })
+	return a.hint(err, notFound)
+}
+
+// callOnce makes one API request, without retrying it.
+func (a *API) callOnce(ctx context.Context, op, method, path string, in, out any) error {
+	var rd io.Reader
 	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
+		body, err := json.Marshal(in)
+		if err != nil {
 			return fmt.Errorf("hetzner: %s: encoding the request: %w", op, err)
 		}
+		rd = bytes.NewReader(body)
 	}
-	err := cloud.Retry(ctx, a.log, func(ctx context.Context) error {
-		var rd io.Reader
-		if body != nil {
-			rd = bytes.NewReader(body)
-		}
-		req, err := a.client.NewRequest(ctx, method, path, rd)
-		if err != nil {
-			return fmt.Errorf("hetzner: %s: %w", op, err)
-		}
-		resp, err := a.client.Do(req, out)
-		if err != nil {
-			return apiError(ctx, op, resp, err, time.Now())
-		}
-		return nil
-	})
-	return a.hint(err, notFound)
+	req, err := a.client.NewRequest(ctx, method, path, rd)
+	if err != nil {
+		return fmt.Errorf("hetzner: %s: %w", op, err)
+	}
+	resp, err := a.client.Do(req, out)
+	if err != nil {
+		return apiError(ctx, op, resp, err, time.Now())
+	}
+	return nil
 }
 
 // hint adds to an API error what to change, for the errors a user fixes:

@@ -660,3 +660,31 @@ func TestFakeChecksRequests(t *testing.T) {
 		}
 	}
 }
+
+// A set_rules that fails transiently (409 conflict: someone else changed
+// the firewall) is never sent again with the list read before: the whole
+// read-modify-write is retried, reading the firewall afresh.
+func TestConflictRereads(t *testing.T) {
+	t.Parallel()
+	f := newFake(t)
+	f.AddFirewall(1, "web", 10)
+	f.Fail("POST", "/v1/firewalls/1/actions/set_rules", 409, "conflict", "", 1)
+	a := newAPI(t, config(t, f))
+	ctx := ctxFor(t, 10*time.Second)
+	if _, err := a.Add(ctx, cloud.Rule{FromPort: 80, ToPort: 80, Description: mark}); err != nil {
+		t.Fatal(err)
+	}
+	var seq []string
+	for _, r := range f.Requests() {
+		switch {
+		case r.Method == "GET" && r.Path == "/v1/firewalls/1":
+			seq = append(seq, "read")
+		case r.Method == "POST" && strings.HasSuffix(r.Path, "/set_rules"):
+			seq = append(seq, "set")
+		}
+	}
+	// (The first read may be the firewall's lookup.)
+	if want := []string{"read", "set", "read", "set"}; len(seq) < 4 || !slices.Equal(seq[len(seq)-4:], want) {
+		t.Errorf("requests %v, want %v: the retry must read the rules again", seq, want)
+	}
+}
