@@ -61,6 +61,16 @@ type cloudBackend struct {
 // two firewalls of one provider do not count for each other.
 func (c *cloudBackend) Scope() string { return c.scope }
 
+// current returns the ID of the firewall the configuration resolves to,
+// "" when it cannot be resolved now.
+func (c *cloudBackend) current(ctx context.Context) string {
+	t, err := c.api.Target(ctx)
+	if err != nil {
+		return ""
+	}
+	return t.ID
+}
+
 // apiOf returns the API of firewall id.
 func (c *cloudBackend) apiOf(ctx context.Context, id string) (cloud.API, error) {
 	t, err := c.api.Target(ctx)
@@ -396,12 +406,23 @@ func (c *cloudBackend) Close(ctx context.Context, w Window) error {
 // first.
 func (c *cloudBackend) remove(ctx context.Context, e cloudEntry) error {
 	api, err := c.apiOf(ctx, e.Target)
+	if errors.Is(err, cloud.ErrNotFound) {
+		c.log.WarnContext(ctx, "the firewall of a journaled cloud rule no longer exists; forgetting the rule",
+			"firewall", c.api.Provider(), "target", e.Target, "error", err)
+		return c.forget(ctx, e)
+	}
 	if err != nil {
 		return c.explain(err)
 	}
 	rule := e.Rule
 	if e.State != stateOpen || rule.ID == "" {
 		rules, err := api.Rules(ctx)
+		if errors.Is(err, cloud.ErrNotFound) {
+			// The firewall is gone, and its rules with it.
+			c.log.WarnContext(ctx, "the firewall of a journaled cloud rule no longer exists; forgetting the rule",
+				"firewall", c.api.Provider(), "target", e.Target, "error", err)
+			return c.forget(ctx, e)
+		}
 		if err != nil {
 			return c.explain(err)
 		}
@@ -413,7 +434,9 @@ func (c *cloudBackend) remove(ctx context.Context, e cloudEntry) error {
 		}
 		rule = r
 	}
-	if err := api.Remove(ctx, rule); err != nil {
+	if err := api.Remove(ctx, rule); errors.Is(err, cloud.ErrNotFound) && e.Target != c.current(ctx) {
+		return c.forget(ctx, e)
+	} else if err != nil {
 		return c.explain(fmt.Errorf("removing rule %s: %w", rule, err))
 	}
 	if rule.ID == "" && !c.descriptions {

@@ -363,12 +363,18 @@ func TestCloudSweepOtherFirewall(t *testing.T) {
 	b2.descriptions = true
 	b2.forTarget = func(_ context.Context, id string) (cloud.API, error) {
 		if id != "fw-1" {
-			return nil, fmt.Errorf("no firewall %s", id)
+			return nil, &cloud.Error{Provider: "memcloud", Op: "getting firewall " + id, Kind: cloud.ErrNotFound, Status: 404}
 		}
 		return old, nil
 	}
+	// A firewall deleted since: its entry is forgotten, and blocks nothing.
+	gone := cloudEntry{Provider: "memcloud", Target: "fw-gone", Port: 80, State: stateOpen, Until: now,
+		Rule: cloud.Rule{FromPort: 80, ToPort: 80, ID: "r7"}}
+	if err := b2.save(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
 	holes, err := b2.Status(ctx)
-	if err != nil || len(holes) != 1 || !strings.Contains(holes[0].Where, "no longer uses") {
+	if err != nil || len(holes) != 2 || !strings.Contains(holes[0].Where, "no longer uses") {
 		t.Errorf("status: %+v, %v", holes, err)
 	}
 	if err := b2.Sweep(ctx, false); err != nil {
@@ -376,6 +382,9 @@ func TestCloudSweepOtherFirewall(t *testing.T) {
 	}
 	if old.has(80, false) != 0 {
 		t.Errorf("the old firewall keeps %v", old.rules)
+	}
+	if keys, _ := st.List(ctx, journalPrefix); len(keys) != 0 {
+		t.Errorf("journal left: %v", keys)
 	}
 }
 

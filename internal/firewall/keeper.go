@@ -61,7 +61,6 @@ type Keeper struct {
 	alive   func(pid int) bool
 
 	sweepOnce sync.Once
-	sweepErr  error
 }
 
 // KeeperOptions configure NewKeeper.
@@ -122,14 +121,20 @@ func processAlive(pid int) bool {
 	return err == nil || errors.Is(err, unix.EPERM)
 }
 
-// Check runs, once per Keeper, the sweep of stale rules and leases left by
-// killed runs, then the backend's Check.
+// Check runs the backend's Check, then, once per Keeper, the sweep of
+// stale rules and leases left by killed runs. A sweep that fails is
+// logged, not returned: it is housekeeping, and a window that cannot be
+// opened fails in Open with its own reason.
 func (k *Keeper) Check(ctx context.Context, w Window) error {
 	if err := k.backend.Check(ctx, w); err != nil {
 		return err
 	}
-	k.sweepOnce.Do(func() { k.sweepErr = k.sweep(ctx) })
-	return k.sweepErr
+	k.sweepOnce.Do(func() {
+		if err := k.sweep(ctx); err != nil {
+			k.log.WarnContext(ctx, "removing what killed runs left in the firewall failed", "firewall", k.backend.Name(), "error", err)
+		}
+	})
+	return nil
 }
 
 // SweepStale removes dead leases and, when no live lease remains on this
