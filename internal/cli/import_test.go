@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,8 +34,8 @@ import (
 // TestImport drives real certbot and lego (Debian's packages) against the
 // in-process CA to make their state: certbot with the standalone and the
 // webroot authenticators (the webroot certificate renewed once, so that
-// its archive holds two versions), lego with its own http-01 server for
-// two certificates. Then `detour import` takes each over, and `detour
+// its archive holds two versions) and with the manual one running hook
+// scripts, lego with its own http-01 server for two certificates. Then `detour import` takes each over, and `detour
 // renew --force` renews each with the imported account while the CA is
 // told which certificate is replaced: a proxy in front of the CA records
 // every newOrder request, its account (the JWS kid) and its "replaces".
@@ -45,10 +46,11 @@ func TestImport(t *testing.T) {
 	// validated before, which would skip validating the path at all.
 	tag := fmt.Sprintf("%06x", rand.IntN(1<<24))
 	cbStandalone, cbWeb, cbWeb2 := "cbs-"+tag+".detour.test", "cbw-"+tag+".detour.test", "www.cbw-"+tag+".detour.test"
+	cbManual := "cbm-" + tag + ".detour.test"
 	lg1, lg2 := "lg1-"+tag+".detour.test", "lg2-"+tag+".detour.test"
 	// lego 4.9 polls an authorization again only after 5 s (the CA sends
 	// no Retry-After with a challenge): each of its runs takes 0.1 or 5 s.
-	env := newEnv(t, cbStandalone, cbWeb, cbWeb2, lg1, lg2)
+	env := newEnv(t, cbStandalone, cbWeb, cbWeb2, cbManual, lg1, lg2)
 	ca := newOrderRecorder(t, env.CA.DirectoryURL(), env.CA.HTTPClient().Transport)
 	_, port, _ := net.SplitHostPort(env.HTTPAddr)
 	webroot := t.TempDir()
@@ -78,6 +80,13 @@ func TestImport(t *testing.T) {
 	if got := archiveCerts(t, cb, cbWeb); len(got) != 2 {
 		t.Fatalf("certbot's archive of %s holds %v, want two versions", cbWeb, got)
 	}
+	// The manual authenticator: hook scripts publish into the same
+	// document root (Detour's renewal must run them unchanged).
+	hookLog := filepath.Join(t.TempDir(), "hooks.log")
+	authHook, cleanupHook := certbotHooks(t, webroot, hookLog)
+	runCertbot("certonly", "--manual", "--manual-auth-hook", authHook, "--manual-cleanup-hook", cleanupHook,
+		"--preferred-challenges", "http", "-d", cbManual)
+	wantHookRuns(t, hookLog, "auth "+cbManual+" certbot", "cleanup "+cbManual+" published ")
 	cbSum, lgSum := treeSum(t, cb), treeSum(t, lg)
 	cfg := emptyConfig(t)
 
@@ -86,6 +95,7 @@ func TestImport(t *testing.T) {
 		r := mustRun(t, "--config", cfg, "--state-dir", state, "import", "certbot", cb, "--dry-run", "--ca-roots", ca.roots)
 		wantIn(t, "dry run", r.stdout, "dry run: nothing written", cbStandalone+": would import", cbWeb+": would import",
 			"standalone challenge=http-01 listen=127.0.0.1:"+port, "webroot challenge=http-01 root="+webroot,
+			cbManual+": would import", "exec auth="+authHook+" challenge=http-01 cleanup="+cleanupHook,
 			"versions: 1, 2 (the last is live)", "accounts/127.0.0.1_")
 		if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("a dry run created the state directory (%v)", err)
@@ -97,7 +107,7 @@ func TestImport(t *testing.T) {
 	profile := env.CA.DefaultProfile()
 	importArgs := []string{"--config", cfg, "--state-dir", state, "import", "certbot", cb, "--ca-roots", ca.roots, "--profile", profile}
 	r := mustRun(t, importArgs...)
-	wantIn(t, "import", r.stdout, cbStandalone+": imported", cbWeb+": imported")
+	wantIn(t, "import", r.stdout, cbStandalone+": imported", cbWeb+": imported", cbManual+": imported")
 	if rec := loadRecord(t, state, cbWeb); rec.Profile != profile {
 		t.Errorf("the record of %s asks for profile %q, want %q", cbWeb, rec.Profile, profile)
 	}
@@ -127,6 +137,11 @@ func TestImport(t *testing.T) {
 	// standalone ones once its port is free.
 	acctURL := certbotAccountURL(t, cb)
 	ca.checkRenewal(t, state, cfg, cbWeb, acctURL, filepath.Join(cb, "live", cbWeb, "cert.pem"))
+	ca.checkRenewal(t, state, cfg, cbManual, acctURL, filepath.Join(cb, "live", cbManual, "cert.pem"))
+	// certbot's scripts ran for Detour, with certbot's variables (and
+	// Detour's): its probe and the CA's challenge, each cleaned up.
+	wantHookRuns(t, hookLog, "auth "+cbManual+" certbot", "cleanup "+cbManual+" published ",
+		"auth "+cbManual+" http-01", "cleanup "+cbManual+" published ", "auth "+cbManual+" http-01", "cleanup "+cbManual+" published ")
 	web.Close()
 	ca.checkRenewal(t, state, cfg, cbStandalone, acctURL, filepath.Join(cb, "live", cbStandalone, "cert.pem"))
 
@@ -170,6 +185,53 @@ func TestImport(t *testing.T) {
 		wantIn(t, "import with a corrupt configuration", r.stdout, cbWeb+": UNREADABLE", fmt.Sprintf("%s:%d: ", conf, line),
 			cbStandalone+": imported")
 	})
+}
+
+// certbotHooks writes a manual auth hook that publishes
+// $CERTBOT_VALIDATION under root as $CERTBOT_TOKEN and a cleanup hook that
+// removes it; each appends a line to log: the action, $CERTBOT_DOMAIN and
+// $DETOUR_CHALLENGE (or "certbot") or $CERTBOT_AUTH_OUTPUT.
+func certbotHooks(t *testing.T, root, log string) (auth, cleanup string) {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\nset -e\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	acme := filepath.Join(root, ".well-known", "acme-challenge")
+	auth = write("auth", fmt.Sprintf(`mkdir -p %[1]q
+printf '%%s' "$CERTBOT_VALIDATION" > %[1]q/"$CERTBOT_TOKEN"
+echo "auth $CERTBOT_DOMAIN ${DETOUR_CHALLENGE:-certbot}" >> %[2]q
+echo "published $CERTBOT_TOKEN"
+`, acme, log))
+	cleanup = write("cleanup", fmt.Sprintf(`rm %[1]q/"$CERTBOT_TOKEN"
+echo "cleanup $CERTBOT_DOMAIN $CERTBOT_AUTH_OUTPUT" >> %[2]q
+`, acme, log))
+	return auth, cleanup
+}
+
+// wantHookRuns fails unless the lines of log begin, in order, with each
+// of want, and there are no others.
+func wantHookRuns(t *testing.T, log string, want ...string) {
+	t.Helper()
+	raw, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	ok := len(lines) == len(want)
+	for i := 0; ok && i < len(want); i++ {
+		ok = strings.HasPrefix(lines[i], want[i])
+	}
+	if !ok {
+		t.Errorf("the hooks ran\n%s\nwant lines starting with\n%s", raw, strings.Join(want, "\n"))
+	}
 }
 
 // runTool runs an ACME client with env added to the environment.
@@ -230,9 +292,9 @@ func newOrderRecorder(t *testing.T, directory string, transport http.RoundTrippe
 		},
 		Transport: transport,
 	}
-	var newOrderPath string
+	var newOrderPath atomic.Pointer[string] // set once the directory is read through the proxy
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Path == newOrderPath {
+		if p := newOrderPath.Load(); r.Method == http.MethodPost && p != nil && r.URL.Path == *p {
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
 			rec.record(t, body)
@@ -261,7 +323,7 @@ func newOrderRecorder(t *testing.T, directory string, transport http.RoundTrippe
 	if err != nil || u.Host != strings.TrimPrefix(srv.URL, "https://") {
 		t.Fatalf("the CA's newOrder URL %q does not point at the proxy %s", d.NewOrder, srv.URL)
 	}
-	newOrderPath = u.Path
+	newOrderPath.Store(&u.Path)
 	return rec
 }
 

@@ -16,7 +16,7 @@ import (
 // lists them.
 var knownKinds = []string{
 	"standalone", "webroot", "side-port", "stateless", "alpn-forward", "front-door",
-	"dns-embedded", "rfc2136", "acme-dns", "dns-provider", "persist",
+	"dns-embedded", "rfc2136", "acme-dns", "dns-provider", "persist", "exec",
 }
 
 // pathsDoc is what `detour paths --json` prints of a kind.

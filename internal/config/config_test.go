@@ -46,6 +46,7 @@ func TestExampleParses(t *testing.T) {
 		"delegated": {Name: "delegated", Kind: "acme-dns", Settings: map[string]string{"challenge": "dns-01", "server": "https://auth.example.net"}},
 		"cloud":     {Name: "cloud", Kind: "dns-provider", Settings: map[string]string{"challenge": "dns-01", "credentials_file": "/etc/detour/cloudflare.ini", "provider": "cloudflare"}},
 		"standing":  {Name: "standing", Kind: "persist", Settings: map[string]string{"challenge": "dns-persist-01", "policy": "wildcard"}},
+		"script":    {Name: "script", Kind: "exec", Settings: map[string]string{"challenge": "http-01", "auth": "/etc/detour/hooks/publish", "cleanup": "/etc/detour/hooks/unpublish", "timeout": "2m"}},
 	}
 	if !reflect.DeepEqual(cfg.Paths, wantPaths) {
 		t.Errorf("paths = %+v, want %+v", cfg.Paths, wantPaths)

@@ -2,6 +2,7 @@ package importer
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -9,9 +10,11 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/solve/dnsprovider"
 	"github.com/detour-acme/detour/internal/solve/rfc2136"
+	"github.com/detour-acme/detour/internal/solve/script"
 	"github.com/detour-acme/detour/internal/solve/standalone"
 	"github.com/detour-acme/detour/internal/solve/webroot"
 	"github.com/detour-acme/detour/internal/store"
@@ -56,6 +59,9 @@ const (
 	certbotWebrootPath    = "certbot-webroot"
 	certbotStandalonePath = "certbot-standalone"
 	certbotRFC2136Path    = "certbot-rfc2136"
+	// certbotManualPath is followed by the challenge: certbot-manual-http,
+	// certbot-manual-dns.
+	certbotManualPath = "certbot-manual"
 )
 
 // certbot maps a certbot lineage's [renewalparams].
@@ -157,7 +163,7 @@ func (m *mapper) certbot(c *Certificate, cp *CertPlan) sourceMapping {
 				"or a webroot path with %[1]s's document root; then add a [[certificate]] named %[3]q with those paths and reload = [\"%[4]s\"] to the configuration and import again",
 				a, a, cp.Name, a)}
 	case a == "manual":
-		cp.Unmapped = m.certbotManual(c, cp, from)
+		m.certbotManual(c, cp, from)
 	case strings.HasPrefix(a, "dns-"):
 		provider := strings.TrimPrefix(a, "dns-")
 		sug := fmt.Sprintf("an rfc2136 or acme-dns path (detour paths rfc2136, detour paths acme-dns); add a [[certificate]] named %q with it to the configuration and import again", cp.Name)
@@ -218,19 +224,114 @@ func (m *mapper) certbotWebroot(c *Certificate, cp *CertPlan, from string) {
 	}
 }
 
-// certbotManual explains why the manual authenticator maps to nothing.
-func (m *mapper) certbotManual(c *Certificate, cp *CertPlan, from string) *Unmapped {
+// certbotManual maps the manual authenticator with a manual_auth_hook to
+// exec paths that run the same hooks, with the variables certbot gave
+// them. certbot's manual plugin answers http-01 and dns-01 and takes, for
+// each name, the first of pref_challs (default http-01, dns-01) that can
+// validate it; the paths are those challenge types, in that order, that
+// some name would take, so that a wildcard takes dns-01 as it did. A hook
+// is carried over only when it is the absolute path of an executable
+// file: certbot ran it through a shell, an exec path runs it without one.
+func (m *mapper) certbotManual(c *Certificate, cp *CertPlan, from string) {
+	auth, _ := c.Setting(sectionParams, "manual_auth_hook")
+	cleanup, _ := c.Setting(sectionParams, "manual_cleanup_hook")
 	challs, _ := c.Setting(sectionParams, "pref_challs")
-	hook, _ := c.Setting(sectionParams, "manual_auth_hook")
-	reason := from + ": certbot asked you, or ran your manual_auth_hook script, to publish each answer"
-	if hook.Value != "" {
-		reason = fmt.Sprintf("%s: certbot ran your script %q (%s) to publish each answer; Detour runs no scripts to answer challenges", from, hook.Value, hook.Where())
+	if auth.Value == "" {
+		cp.Unmapped = &Unmapped{Reason: from + " without manual_auth_hook: certbot asked you to publish each answer by hand; Detour renews unattended",
+			Suggestion: fmt.Sprintf("put the steps in an executable script and use an exec path with auth = that script (detour paths exec), "+
+				"or an rfc2136, dns-provider or acme-dns path; add a [[certificate]] named %q with it to the configuration and import again", cp.Name)}
+		return
 	}
-	sug := "a webroot path (the script wrote into a document root?) or a side-port path"
-	if slices.ContainsFunc(challs.Values(), func(v string) bool { return strings.Contains(v, "dns") }) {
-		sug = "an rfc2136, dns-provider or acme-dns path (with acme-dns, one CNAME and no script at all)"
+	settings := map[string]string{}
+	for _, h := range []struct {
+		s   Setting
+		key string
+	}{{auth, "auth"}, {cleanup, "cleanup"}} {
+		if h.s.Value == "" {
+			continue
+		}
+		if reason, fix := certbotHookProblem(h.s.Value, h.key, cp.Name); reason != "" {
+			cp.Unmapped = &Unmapped{Reason: fmt.Sprintf("%s: %s = %s (%s): %s", from, h.s.Key, h.s.Value, h.s.Where(), reason), Suggestion: fix}
+			return
+		}
+		settings[h.key] = h.s.Value
 	}
-	return &Unmapped{Reason: reason, Suggestion: fmt.Sprintf("use %s: add a [[certificate]] named %q with it to the configuration and import again", sug, cp.Name)}
+	pref := []string{solve.HTTP01, solve.DNS01}
+	if vs := challs.Values(); len(vs) > 0 {
+		pref = nil
+		for _, v := range vs {
+			pref = append(pref, certbotChallenge(v))
+		}
+	}
+	// Per name, certbot took the first of pref that its manual plugin
+	// answers and that can validate the name; the paths keep pref's order.
+	ids, _ := ident.ParseAll(cp.Identifiers)
+	var types []string
+	for _, id := range ids {
+		for _, typ := range pref {
+			if slices.Contains(script.Spec.Challenges, typ) && solve.Applicable(typ, id) {
+				if !slices.Contains(types, typ) {
+					types = append(types, typ)
+				}
+				break
+			}
+		}
+	}
+	slices.SortStableFunc(types, func(a, b string) int { return slices.Index(pref, a) - slices.Index(pref, b) })
+	if len(types) == 0 {
+		where := "certbot's default"
+		if len(challs.Values()) > 0 {
+			where = fmt.Sprintf("pref_challs = %s (%s)", challs.Value, challs.Where())
+		}
+		cp.Unmapped = &Unmapped{Reason: fmt.Sprintf("%s: %s names no challenge an exec path answers for %s (it answers http-01 and dns-01)", from, where, strings.Join(cp.Identifiers, ", ")),
+			Suggestion: configSuggestion(cp.Name)}
+		return
+	}
+	for _, typ := range types {
+		ps := maps.Clone(settings)
+		ps[solve.KeyChallenge] = typ
+		cp.Paths = append(cp.Paths, MappedPath{From: fmt.Sprintf("%s, %s", from, typ),
+			Ref: store.PathRef{Name: certbotManualPath + "-" + strings.TrimSuffix(typ, "-01"), Kind: script.Kind, Settings: ps}})
+	}
+	probe := ""
+	if slices.Contains(types, solve.HTTP01) {
+		probe = "; for http-01 it also runs, with a token of Detour's own, before each order"
+	}
+	cp.Notes = append(cp.Notes, Note{Setting: auth.Key + " = " + auth.Value, Where: auth.Where(),
+		Reason: "carried over as the exec path's auth hook, with certbot's CERTBOT_ variables; unlike certbot, Detour stops when it exits non-zero" + probe})
+}
+
+// certbotChallenge returns the challenge type a pref_challs entry names:
+// certbot accepts "http" and "dns" for http-01 and dns-01.
+func certbotChallenge(v string) string {
+	v = strings.ToLower(strings.TrimSpace(v))
+	if !strings.HasSuffix(v, "-01") {
+		v += "-01"
+	}
+	return v
+}
+
+// certbotHookProblem says why a certbot hook is not an executable an exec
+// path can run as its setting key, and what to do; "" when it is one.
+func certbotHookProblem(hook, key, cert string) (reason, fix string) {
+	configure := fmt.Sprintf("add a [[certificate]] named %q with it to the configuration and import again", cert)
+	if strings.ContainsAny(hook, " \t|&;<>()$`\\\"'*?[]#~=%{}!\n") {
+		return "certbot ran this hook through a shell, and it is a command line, not one executable; an exec path runs its hooks without a shell",
+			fmt.Sprintf("put the command in an executable script (#!/bin/sh, then the command line) and use an exec path with %s = that script (detour paths exec); %s", key, configure)
+	}
+	if !filepath.IsAbs(hook) {
+		return "certbot's shell found it through PATH; an exec path runs a hook by its absolute path",
+			fmt.Sprintf("use an exec path with %s = the hook's absolute path (command -v %s prints it); %s", key, hook, configure)
+	}
+	fi, err := os.Stat(hook)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("the hook cannot be used: %v", err),
+			fmt.Sprintf("put the hook back at %s and import again, or use an exec path with %s = where it is now; %s", hook, key, configure)
+	case !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0:
+		return "it is not an executable file", fmt.Sprintf("chmod +x %s and import again", hook)
+	}
+	return "", ""
 }
 
 // certbotRFC2136 maps certbot's dns-rfc2136 plugin from its credentials

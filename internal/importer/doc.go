@@ -16,7 +16,8 @@
 //     (every version kept, the live one marked) and each certificate's
 //     renewal settings. They never write to the directory.
 //   - Plan maps a Source onto Detour: per certificate its record and its
-//     paths (certbot's webroot and standalone authenticators, its
+//     paths (certbot's webroot and standalone authenticators, its manual
+//     authenticator with hooks that are executables as exec paths, its
 //     dns-rfc2136 plugin, its nginx/apache installer as a deploy reload;
 //     lego's --http, --http.webroot, --tls and --dns flags) or, when no
 //     path fits, Unmapped with the reason and a suggestion. A certificate

@@ -33,8 +33,6 @@ func TestImportCertbotMapping(t *testing.T) {
 		"dns_rfc2136_propagation_seconds = 60")
 	d.lineage("md5", 1, []string{"md5.example.com"}, "authenticator = dns-rfc2136", "dns_rfc2136_credentials = "+md5)
 	d.lineage("nginx", 1, []string{"nginx.example.com"}, "authenticator = nginx", "installer = nginx")
-	d.lineage("manual", 1, []string{"manual.example.com"}, "authenticator = manual", "pref_challs = dns-01,",
-		"manual_auth_hook = /usr/local/bin/publish")
 	d.lineage("cf", 1, []string{"cf.example.com"}, "authenticator = dns-cloudflare", "dns_cloudflare_credentials = /root/cf.ini")
 	d.lineage("wild", 1, []string{"*.wild.example.com"}, "authenticator = webroot", "webroot_path = /var/www/a,")
 	d.write(filepath.Join(d.dir, "renewal-hooks", "deploy", "reload.sh"), "#!/bin/sh\n")
@@ -74,11 +72,10 @@ func TestImportCertbotMapping(t *testing.T) {
 	}
 
 	for name, want := range map[string][]string{
-		"md5":    {"algorithm HMAC-MD5", "tsig-keygen -a hmac-sha256", "rfc2136 path"},
-		"nginx":  {"edits nginx's configuration", "detour snippet http --server nginx", `[[certificate]] named "nginx"`},
-		"manual": {`your script "/usr/local/bin/publish"`, "rfc2136, dns-provider or acme-dns"},
-		"cf":     {"authenticator = dns-cloudflare", `provider = "cloudflare"`},
-		"wild":   {"*.wild.example.com: a wildcard can only be validated with dns-01"},
+		"md5":   {"algorithm HMAC-MD5", "tsig-keygen -a hmac-sha256", "rfc2136 path"},
+		"nginx": {"edits nginx's configuration", "detour snippet http --server nginx", `[[certificate]] named "nginx"`},
+		"cf":    {"authenticator = dns-cloudflare", `provider = "cloudflare"`},
+		"wild":  {"*.wild.example.com: a wildcard can only be validated with dns-01"},
 	} {
 		cp := certPlan(t, p, name)
 		if cp.Unmapped == nil {
@@ -93,6 +90,76 @@ func TestImportCertbotMapping(t *testing.T) {
 	}
 	if len(p.Notes) != 1 || !strings.Contains(p.Notes[0].Where, "renewal-hooks/deploy/reload.sh") {
 		t.Errorf("source notes: %+v, want the deploy hook script", p.Notes)
+	}
+}
+
+// TestImportCertbotManual: certbot's manual authenticator maps to exec
+// paths running the same hooks when each hook is the absolute path of an
+// executable, with the challenge types certbot took for the names
+// (pref_challs, default http-01 then dns-01; a wildcard needs dns-01).
+// A hook certbot ran as a shell command line, found through PATH, or that
+// is not there, leaves the certificate unmapped, saying what to do.
+func TestImportCertbotManual(t *testing.T) {
+	d := newCertbotDir(t)
+	hooks := t.TempDir()
+	hook := func(name string, mode os.FileMode) string {
+		p := filepath.Join(hooks, name)
+		d.write(p, "#!/bin/sh\n")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	pub, unpub, plain := hook("publish", 0o755), hook("unpublish", 0o755), hook("plain", 0o644)
+	d.lineage("dns", 1, []string{"dns.example.com"}, "authenticator = manual", "pref_challs = dns-01,",
+		"manual_auth_hook = "+pub, "manual_cleanup_hook = "+unpub)
+	d.lineage("http", 1, []string{"http.example.com"}, "authenticator = manual", "pref_challs = http,", "manual_auth_hook = "+pub)
+	d.lineage("both", 1, []string{"both.example.com", "*.both.example.com"}, "authenticator = manual", "manual_auth_hook = "+pub,
+		"manual_cleanup_hook = "+unpub)
+	d.lineage("dnsfirst", 1, []string{"dnsfirst.example.com", "*.dnsfirst.example.com"}, "authenticator = manual",
+		"pref_challs = dns-01, http-01", "manual_auth_hook = "+pub)
+	d.lineage("shell", 1, []string{"shell.example.com"}, "authenticator = manual", "pref_challs = http-01,",
+		"manual_auth_hook = /usr/bin/python3 /root/auth.py", "manual_cleanup_hook = "+unpub)
+	d.lineage("pipe", 1, []string{"pipe.example.com"}, "authenticator = manual", "manual_auth_hook = "+pub,
+		"manual_cleanup_hook = '"+unpub+" | logger'")
+	d.lineage("inpath", 1, []string{"inpath.example.com"}, "authenticator = manual", "manual_auth_hook = publish.sh")
+	d.lineage("gone", 1, []string{"gone.example.com"}, "authenticator = manual", "manual_auth_hook = "+filepath.Join(hooks, "gone"))
+	d.lineage("plain", 1, []string{"plain.example.com"}, "authenticator = manual", "manual_auth_hook = "+plain)
+	d.lineage("byhand", 1, []string{"byhand.example.com"}, "authenticator = manual", "pref_challs = dns-01,")
+	d.lineage("alpn", 1, []string{"alpn.example.com"}, "authenticator = manual", "pref_challs = tls-alpn-01,", "manual_auth_hook = "+pub)
+	d.lineage("wildhttp", 1, []string{"wildhttp.example.com", "*.wildhttp.example.com"}, "authenticator = manual",
+		"pref_challs = http-01,", "manual_auth_hook = "+pub)
+
+	src, err := ReadCertbot(d.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := Plan(src, PlanOptions{StateDir: "/var/lib/detour"})
+	dns := certPlan(t, p, "dns")
+	wantPaths(t, dns, "certbot-manual-dns exec auth="+pub+" challenge=dns-01 cleanup="+unpub)
+	wantNote(t, dns, "manual_auth_hook = "+pub, "exits non-zero")
+	wantPaths(t, certPlan(t, p, "http"), "certbot-manual-http exec auth="+pub+" challenge=http-01")
+	wantNote(t, certPlan(t, p, "http"), "manual_auth_hook = "+pub, "token of Detour's own")
+	wantPaths(t, certPlan(t, p, "both"), "certbot-manual-http exec auth="+pub+" challenge=http-01 cleanup="+unpub,
+		"certbot-manual-dns exec auth="+pub+" challenge=dns-01 cleanup="+unpub)
+	wantPaths(t, certPlan(t, p, "dnsfirst"), "certbot-manual-dns exec auth="+pub+" challenge=dns-01")
+
+	for name, want := range map[string][]string{
+		"shell":    {"manual_auth_hook = /usr/bin/python3 /root/auth.py", "through a shell", "without a shell", "executable script", "auth = that script", `[[certificate]] named "shell"`},
+		"pipe":     {"manual_cleanup_hook = " + unpub + " | logger", "through a shell", "cleanup = that script"},
+		"inpath":   {"through PATH", "command -v publish.sh"},
+		"gone":     {"no such file or directory", "put the hook back"},
+		"plain":    {"not an executable file", "chmod +x " + plain},
+		"byhand":   {"without manual_auth_hook", "by hand", "exec path"},
+		"alpn":     {"pref_challs = tls-alpn-01", "http-01 and dns-01"},
+		"wildhttp": {"*.wildhttp.example.com: a wildcard can only be validated with dns-01"},
+	} {
+		cp := certPlan(t, p, name)
+		if cp.Unmapped == nil {
+			t.Errorf("%s: mapped to %+v, want unmapped", name, cp.Paths)
+			continue
+		}
+		wantIn(t, name+": why and what to do", cp.Unmapped.Reason+" / "+cp.Unmapped.Suggestion, want...)
 	}
 }
 

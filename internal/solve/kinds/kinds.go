@@ -21,6 +21,7 @@ import (
 	"github.com/detour-acme/detour/internal/solve/frontdoor"
 	"github.com/detour-acme/detour/internal/solve/persist"
 	"github.com/detour-acme/detour/internal/solve/rfc2136"
+	"github.com/detour-acme/detour/internal/solve/script"
 	"github.com/detour-acme/detour/internal/solve/sideport"
 	"github.com/detour-acme/detour/internal/solve/standalone"
 	"github.com/detour-acme/detour/internal/solve/stateless"
@@ -40,6 +41,7 @@ var specs = compose(
 	acmedns.Spec,
 	dnsprovider.Spec,
 	persist.Spec,
+	script.Spec,
 )
 
 func compose(list ...solve.Spec) []solve.Spec {
