@@ -330,6 +330,10 @@ func (c *httpCheck) statusHint(ans httpAnswer, u *url.URL) string {
 	case (s == http.StatusNotFound || s == http.StatusGone) && c.o.PathKind == "standalone":
 		return "another server answers where Detour was to listen: check that the standalone path's address is what " +
 			u.Hostname() + " port 80 reaches, or use a path made for a running web server (webroot, side-port: " + snippet + ")"
+	case (s == http.StatusNotFound || s == http.StatusGone) && c.o.PathKind == "exec":
+		return fmt.Sprintf("the auth hook ran, but %s does not serve what it published: make the hook write "+
+			"$DETOUR_VALIDATION to the file /.well-known/acme-challenge/$DETOUR_TOKEN of the site %s serves "+
+			"(its document root, bucket or CDN origin), and check that no rewrite catches that path", u.Hostname(), u.Hostname())
 	case s == http.StatusNotFound || s == http.StatusGone:
 		return fmt.Sprintf("the forward to Detour is missing; add the block printed by %s "+
 			"(with a webroot path, check that the webroot is the document root serving %s)", snippet, u.Hostname())

@@ -377,6 +377,7 @@ func TestHintFollowsPathKind(t *testing.T) {
 		"webroot":   "set root to the document root",
 		"stateless": "`detour snippet stateless --server nginx`",
 		"side-port": "the forward to Detour is missing",
+		"exec":      "the auth hook ran, but 127.0.0.1 does not serve what it published",
 		"":          "the forward to Detour is missing",
 	} {
 		err := HTTP01(context.Background(), ch, Options{HTTPPort: port, PathKind: kind, Root: "/srv/www"})
