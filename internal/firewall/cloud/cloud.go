@@ -70,6 +70,33 @@ func (r Rule) String() string {
 	return s
 }
 
+// ParsePorts reads a provider's port field: "80", "8000-9000", or one of
+// every (the provider's words for all ports, e.g. "all", "any", "0"),
+// compared without case. Anything else is not read as accepting a port.
+func ParsePorts(s string, every ...string) (from, to int, ok bool) {
+	s = strings.TrimSpace(s)
+	for _, w := range every {
+		if strings.EqualFold(s, w) {
+			return 1, 65535, true
+		}
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	from, err := strconv.Atoi(lo)
+	if err != nil {
+		return 0, 0, false
+	}
+	to = from
+	if isRange {
+		if to, err = strconv.Atoi(hi); err != nil {
+			return 0, 0, false
+		}
+	}
+	if from < 1 || to > 65535 || from > to {
+		return 0, 0, false
+	}
+	return from, to, true
+}
+
 // Target is the firewall a provider changes.
 type Target struct {
 	// ID is the provider's identifier: a DigitalOcean firewall UUID, an

@@ -559,28 +559,8 @@ func rulesOf(fw *godo.Firewall) []cloud.Rule {
 }
 
 // parsePorts reads a DigitalOcean port field: "80", "8000-9000", or "0"
-// or "all" for every port. Anything else is not read as accepting a port.
-func parsePorts(s string) (from, to int, ok bool) {
-	s = strings.TrimSpace(s)
-	if s == "0" || strings.EqualFold(s, "all") {
-		return 1, 65535, true
-	}
-	lo, hi, isRange := strings.Cut(s, "-")
-	from, err := strconv.Atoi(lo)
-	if err != nil {
-		return 0, 0, false
-	}
-	to = from
-	if isRange {
-		if to, err = strconv.Atoi(hi); err != nil {
-			return 0, 0, false
-		}
-	}
-	if from < 1 || to > 65535 || from > to {
-		return 0, 0, false
-	}
-	return from, to, true
-}
+// or "all" for every port.
+func parsePorts(s string) (from, to int, ok bool) { return cloud.ParsePorts(s, "0", "all") }
 
 // transport adds the bearer token to the requests to the API's host only
 // (never to where a redirect leads) and keeps the body of an error response

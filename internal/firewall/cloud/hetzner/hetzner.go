@@ -646,27 +646,7 @@ func everyAddress(s string) family {
 }
 
 // parsePort reads a Hetzner rule's port: "80", "8000-9000", or "any".
-func parsePort(s string) (from, to int, ok bool) {
-	s = strings.TrimSpace(s)
-	if s == "any" {
-		return 1, 65535, true
-	}
-	a, b, isRange := strings.Cut(s, "-")
-	from, err := strconv.Atoi(a)
-	if err != nil {
-		return 0, 0, false
-	}
-	to = from
-	if isRange {
-		if to, err = strconv.Atoi(b); err != nil {
-			return 0, 0, false
-		}
-	}
-	if from < 1 || to > 65535 || from > to {
-		return 0, 0, false
-	}
-	return from, to, true
-}
+func parsePort(s string) (from, to int, ok bool) { return cloud.ParsePorts(s, "any") }
 
 func deref(s *string) string {
 	if s == nil {
