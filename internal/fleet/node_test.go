@@ -149,6 +149,12 @@ func TestRejoinAfterEtcdOutage(t *testing.T) {
 	eventually(t, 4*testTTL, "both nodes log the loss", func() bool {
 		return strings.Count(f.logs.String(), "fleet membership lost") >= 2
 	})
+	// The answer's lease is kept alive on its own schedule: only once the
+	// client has given it up too is it sure to expire after the restart
+	// (restarted sooner, etcd answers its next keepalive and it lives on).
+	eventually(t, 4*testTTL, "web1 logs the answer's lease lost", func() bool {
+		return strings.Contains(f.logs.String(), "the lease of a published answer was lost")
+	})
 	f.c.RestartAll()
 	eventually(t, 10*time.Second, "both nodes join again", func() bool {
 		return strings.Count(f.logs.String(), "joined the fleet again") >= 2
