@@ -266,6 +266,13 @@ func (c *cloudBackend) Check(ctx context.Context, w Window) error {
 	if _, err := c.api.Rules(ctx); err != nil {
 		return c.explain(err)
 	}
+	if wc, ok := c.api.(cloud.WriteChecker); ok {
+		for _, fam := range w.Family.Split() {
+			if err := wc.CheckWrite(ctx, cloud.Rule{FromPort: w.Port, ToPort: w.Port, IPv6: fam == IPv6}); err != nil {
+				return c.explain(err)
+			}
+		}
+	}
 	return nil
 }
 

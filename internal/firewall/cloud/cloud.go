@@ -136,6 +136,15 @@ type API interface {
 	Remove(ctx context.Context, r Rule) error
 }
 
+// WriteChecker is implemented by an API that can tell, changing nothing,
+// whether the credentials may add and remove r (AWS's DryRun). The
+// window's check, before anything is ordered, calls it: a policy that
+// may open a window but not close it is refused then, not found out with
+// a hole left open.
+type WriteChecker interface {
+	CheckWrite(ctx context.Context, r Rule) error
+}
+
 // Config is what a provider's constructor takes: the window settings of
 // a path, resolved by the plan layer.
 type Config struct {

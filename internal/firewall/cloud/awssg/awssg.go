@@ -398,6 +398,50 @@ func (a *API) Add(ctx context.Context, r cloud.Rule) (cloud.Rule, error) {
 	return r, nil
 }
 
+// CheckWrite implements cloud.WriteChecker: Authorize and Revoke of r
+// with DryRun, which AWS answers with DryRunOperation when the IAM policy
+// allows the call and UnauthorizedOperation when it does not. Other
+// answers say nothing about permission and are not errors.
+func (a *API) CheckWrite(ctx context.Context, r cloud.Rule) error {
+	t, err := a.Target(ctx)
+	if err != nil {
+		return err
+	}
+	perm := types.IpPermission{IpProtocol: aws.String("tcp"), FromPort: aws.Int32(int32(r.FromPort)), ToPort: aws.Int32(int32(r.ToPort))}
+	if r.IPv6 {
+		perm.Ipv6Ranges = []types.Ipv6Range{{CidrIpv6: aws.String("::/0")}}
+	} else {
+		perm.IpRanges = []types.IpRange{{CidrIp: aws.String("0.0.0.0/0")}}
+	}
+	for _, c := range []struct {
+		action string
+		call   func(context.Context) error
+	}{
+		{actAuthorize, func(ctx context.Context) error {
+			_, err := a.client.AuthorizeSecurityGroupIngress(ctx, &ec2.AuthorizeSecurityGroupIngressInput{
+				DryRun: aws.Bool(true), GroupId: aws.String(t.ID), IpPermissions: []types.IpPermission{perm}})
+			return err
+		}},
+		{actRevoke, func(ctx context.Context) error {
+			_, err := a.client.RevokeSecurityGroupIngress(ctx, &ec2.RevokeSecurityGroupIngressInput{
+				DryRun: aws.Bool(true), GroupId: aws.String(t.ID), IpPermissions: []types.IpPermission{perm}})
+			return err
+		}},
+	} {
+		op := fmt.Sprintf("checking with DryRun that the credentials may call %s on security group %s", c.action, t.ID)
+		err := a.call(ctx, op, c.action, c.call)
+		var ce *cloud.Error
+		switch {
+		case err == nil, errors.As(err, &ce) && ce.Code == "DryRunOperation":
+		case errors.Is(err, cloud.ErrForbidden), errors.Is(err, cloud.ErrAuth):
+			return err
+		default:
+			a.log.DebugContext(ctx, "the dry run says nothing about permission", "action", c.action, "error", err)
+		}
+	}
+	return nil
+}
+
 // Remove revokes the rule r.ID and waits until DescribeSecurityGroupRules
 // no longer lists it. A rule already gone is not an error.
 func (a *API) Remove(ctx context.Context, r cloud.Rule) error {

@@ -665,3 +665,29 @@ func writeFile(t *testing.T, content string) string {
 	}
 	return p
 }
+
+// CheckWrite proves, changing nothing, that the credentials may add and
+// remove a rule: a policy that allows Authorize but not Revoke (a window
+// that could open and never close) is refused before anything is ordered.
+func TestCheckWrite(t *testing.T) {
+	hermeticEnv(t)
+	f := newFake(t)
+	f.AddIngress(testGroup, "tcp", 22, 22, "10.0.0.0/8", "ssh")
+	a := newAPI(t, testConfig(t, f))
+	ctx := context.Background()
+	r := cloud.Rule{FromPort: 80, ToPort: 80}
+	if err := a.CheckWrite(ctx, r); err != nil {
+		t.Fatalf("CheckWrite with every permission: %v", err)
+	}
+	if n := len(f.Ingress(testGroup)); n != 1 {
+		t.Errorf("the dry run changed the group: %d rules", n)
+	}
+	if count(f, "AuthorizeSecurityGroupIngress", 412) != 1 || count(f, "RevokeSecurityGroupIngress", 412) != 1 {
+		t.Errorf("want one dry run of each call: %v", f.Requests())
+	}
+	f.Fail("RevokeSecurityGroupIngress", 403, "UnauthorizedOperation", "", 1)
+	err := a.CheckWrite(ctx, cloud.Rule{FromPort: 80, ToPort: 80, IPv6: true})
+	if !errors.Is(err, cloud.ErrForbidden) || !strings.Contains(err.Error(), "ec2:RevokeSecurityGroupIngress") {
+		t.Errorf("CheckWrite without Revoke: %v; want ErrForbidden naming ec2:RevokeSecurityGroupIngress", err)
+	}
+}

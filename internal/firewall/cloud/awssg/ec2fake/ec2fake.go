@@ -376,8 +376,10 @@ var allowed = map[string]*regexp.Regexp{
 	"DescribeInstances":          regexp.MustCompile(`^InstanceId\.\d+$`),
 	"DescribeSecurityGroupRules": regexp.MustCompile(`^(Filter\.\d+\.(Name|Value\.\d+)|SecurityGroupRuleId\.\d+|MaxResults|NextToken)$`),
 	"AuthorizeSecurityGroupIngress": regexp.MustCompile(
-		`^(GroupId|IpPermissions\.\d+\.(IpProtocol|FromPort|ToPort|IpRanges\.\d+\.(CidrIp|Description)|Ipv6Ranges\.\d+\.(CidrIpv6|Description)))$`),
-	"RevokeSecurityGroupIngress": regexp.MustCompile(`^(GroupId|SecurityGroupRuleId\.\d+)$`),
+		`^(DryRun|GroupId|IpPermissions\.\d+\.(IpProtocol|FromPort|ToPort|IpRanges\.\d+\.(CidrIp|Description)|Ipv6Ranges\.\d+\.(CidrIpv6|Description)))$`),
+	// IpPermissions only with DryRun (checked in dispatch).
+	"RevokeSecurityGroupIngress": regexp.MustCompile(
+		`^(DryRun|GroupId|SecurityGroupRuleId\.\d+|IpPermissions\.\d+\.(IpProtocol|FromPort|ToPort|IpRanges\.\d+\.CidrIp|Ipv6Ranges\.\d+\.CidrIpv6))$`),
 }
 
 // dispatch runs one call with s.mu held.
@@ -404,6 +406,11 @@ func (s *Server) dispatch(action string, p url.Values) (*response, *apiError) {
 			msg = "Request limit exceeded."
 		}
 		return nil, &apiError{status: f.status, code: f.code, message: msg, retryAfter: f.retryAfter}
+	}
+	if p.Get("DryRun") == "true" {
+		// The permission is granted (an UnauthorizedOperation is injected
+		// with Fail); AWS then answers with this error, changing nothing.
+		return nil, fail(http.StatusPreconditionFailed, "DryRunOperation", "Request would have succeeded, but DryRun flag is set.")
 	}
 	switch action {
 	case "DescribeSecurityGroups":
