@@ -31,6 +31,10 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+# The slim build (no generated DNS providers) must keep compiling and its
+# provider catalogue working.
+go vet -tags detour_slim ./...
+go test -tags detour_slim -count=1 ./internal/solve/dnsprovider/
 go test -race -count=1 -timeout 20m ./...
 # Benchmarks must keep working: run each once.
 go test -run '^$' -bench . -benchtime 1x -count=1 ./... >/dev/null

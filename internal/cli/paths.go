@@ -41,16 +41,20 @@ type settingDoc struct {
 func (a *app) pathsCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "paths [KIND]",
+		Use:   "paths [KIND [PROVIDER]]",
 		Short: "List the validation path kinds: their challenges, settings and built-in paths",
 		Long: `List every kind of validation path a [path.NAME] table can use: what it does,
 on which host it is the right one, the challenges it answers and its settings,
 with their types, defaults and docs. With a KIND, that kind in full, and an
 example table. This is what 'detour config check' accepts, read from the same
-declarations.`,
-		Example: "  detour paths\n  detour paths rfc2136\n  detour paths --json",
-		Args:    cobra.MaximumNArgs(1),
+declarations. 'detour paths dns-provider' also lists the DNS providers with
+their credential keys, and 'detour paths dns-provider PROVIDER' shows one.`,
+		Example: "  detour paths\n  detour paths rfc2136\n  detour paths dns-provider linode\n  detour paths --json",
+		Args:    cobra.MaximumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if done, err := a.pathsProvider(args, asJSON); done {
+				return err
+			}
 			specs := plan.Kinds()
 			if len(args) == 1 {
 				sp, ok := plan.Kind(args[0])

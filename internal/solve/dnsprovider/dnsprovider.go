@@ -23,23 +23,47 @@
 // Credentials come only from the file a path names in credentials_file
 // (see readCredentials for the format), never from the process environment:
 // each factory fills lego's Config itself instead of calling
-// NewDefaultConfig, which reads environment variables.
+// NewDefaultConfig or NewDNSProvider, which read environment variables.
+//
+// # The providers
+//
+// The catalog (catalog.go) merges three tables of Factory, by the name
+// provider = "..." takes:
+//
+//   - providers (registry.go): Detour's own six, with lower-case keys
+//     (api_token), in every build;
+//   - handWritten (handwritten.go): lego providers whose constructors do
+//     more than map variables to Config (Google Cloud DNS, Azure,
+//     Namecheap, ...), keyed by lego's variable names;
+//   - generated (zz_generated.go): every other lego provider, written by
+//     `go generate` (gen/, which reads lego's source with go/ast from the
+//     module cache), keyed by lego's variable names (LINODE_TOKEN, also
+//     accepted in lower case).
+//
+// The slim build (-tags detour_slim, zz_slim.go) has the first table only,
+// and none of the other providers' SDKs. notGenerated (zz_generated.go)
+// says, for each lego provider not generated, why.
 //
 // # Adding a provider
 //
-// Import lego's package for it and add one entry to the providers map in
-// registry.go (Spec offers every name of Names() in provider):
+// A lego provider whose NewDNSProvider follows lego's usual pattern is
+// generated: after updating lego in go.mod, run
+// `go generate ./internal/solve/dnsprovider` and commit zz_generated.go
+// (TestGeneratedFileIsCurrent fails until then). For one the generator
+// lists in notGenerated, add an entry to handWritten:
 //
 //	"example": {
-//		Keys: []string{"api_token"},
-//		Help: "api_token (a token allowed to edit DNS records)",
+//		Title: "Example DNS", URL: "https://example.net",
+//		Keys: []Key{{Name: "EXAMPLE_API_TOKEN", Required: true, Secret: true, Doc: "a token allowed to edit DNS records"}},
 //		New: func(c *Credentials, e Env) (challenge.Provider, error) {
-//			return example.NewDNSProviderConfig(&example.Config{APIToken: c.Need("api_token"),
+//			return example.NewDNSProviderConfig(&example.Config{APIToken: c.Need("EXAMPLE_API_TOKEN"),
 //				TTL: 120, PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPClient: e.HTTPClient()})
 //		},
 //	},
 //
-// and a test with a fake of the provider's HTTP API (see fakes_test.go).
+// with its credentials in handWrittenValues (generated_test.go), re-run
+// the generator (it then lists the name as hand-written), and, for a
+// provider many use, a test with a fake of its HTTP API (fakes_test.go).
 //
 // # Process-wide lego state
 //
@@ -50,9 +74,11 @@
 package dnsprovider
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -66,6 +92,7 @@ import (
 	"github.com/detour-acme/detour/internal/dns"
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/suggest"
 )
 
 func init() {
@@ -146,12 +173,12 @@ func New(opts Options) (*Solver, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	f, ok := providers[opts.Provider]
+	f, _, ok := lookup(opts.Provider)
 	if !ok {
-		return nil, fmt.Errorf("unknown DNS provider %q; known providers: %s", opts.Provider, strings.Join(Names(), ", "))
+		return nil, unknownProvider(opts.Provider)
 	}
 	if opts.CredentialsFile == "" {
-		return nil, fmt.Errorf("DNS provider %s needs credentials: set credentials_file to a file (mode 0600) with %s", opts.Provider, f.Help)
+		return nil, fmt.Errorf("DNS provider %s needs credentials: set credentials_file to a file (mode 0600) with %s", opts.Provider, f.help())
 	}
 	if opts.PropagationTimeout < 0 {
 		return nil, fmt.Errorf("propagation_timeout %v is negative; use a positive duration such as 5m", opts.PropagationTimeout)
@@ -192,26 +219,71 @@ func New(opts Options) (*Solver, error) {
 
 // build checks the credential keys and runs the provider's factory.
 func build(name string, f Factory, c *Credentials, timeout time.Duration, rt http.RoundTripper) (challenge.Provider, error) {
-	for k := range c.vals {
-		if !slices.Contains(f.Keys, k) {
-			return nil, fmt.Errorf("%s: %s is not a credential of DNS provider %s; it reads %s", c.file, k, name, strings.Join(f.Keys, ", "))
-		}
+	if err := checkKeys(name, f, c); err != nil {
+		return nil, err
 	}
 	env := Env{Timeout: timeout, Interval: DefaultPollingInterval, transport: rt}
 	if env.Timeout == 0 {
-		env.Timeout = f.Timeout
-	}
-	if env.Timeout == 0 {
-		env.Timeout = DefaultPropagationTimeout
+		env.Timeout = effectiveTimeout(f)
 	}
 	p, err := f.New(c, env)
 	if missing := c.Missing(); len(missing) > 0 {
-		return nil, fmt.Errorf("%s lacks %s, which DNS provider %s needs; it reads %s", c.file, strings.Join(missing, " and "), name, f.Help)
+		return nil, fmt.Errorf("%s lacks %s, which DNS provider %s needs; it reads %s", c.file, strings.Join(missing, " and "), name, f.help())
+	}
+	if bad := c.Invalid(); len(bad) > 0 {
+		return nil, fmt.Errorf("%s: %s (DNS provider %s)", c.file, strings.Join(bad, "; "), name)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("configuring DNS provider %s from %s: %w", name, c.file, err)
 	}
 	return p, nil
+}
+
+// reservedSuffixes end the names of lego's variables for settings Detour
+// makes itself; a key with one gets a hint instead of "did you mean".
+var reservedSuffixes = map[string]string{
+	"_propagation_timeout": "set propagation_timeout in the path's table instead",
+	"_polling_interval":    "Detour polls the authoritative servers itself",
+	"_http_timeout":        "Detour bounds each API request itself",
+}
+
+// checkKeys refuses a key f does not read, with the closest key it does,
+// and renames the keys of c to f's names: a key given by another name
+// (Key.Also) or in another case is stored under its Name in lower case.
+func checkKeys(name string, f Factory, c *Credentials) error {
+	byName := map[string]string{} // lower-case name or alias -> lower-case Name
+	var names []string
+	for _, k := range f.Keys {
+		byName[strings.ToLower(k.Name)] = strings.ToLower(k.Name)
+		names = append(names, k.Name)
+		for _, a := range k.Also {
+			byName[strings.ToLower(a)] = strings.ToLower(k.Name)
+		}
+	}
+	renamed := map[string]string{}
+	for _, lower := range slices.Sorted(maps.Keys(c.vals)) {
+		spelled := cmp.Or(c.spelled[lower], lower)
+		to, ok := byName[lower]
+		if !ok {
+			hint := suggest.DidYouMean(spelled, names)
+			for suffix, why := range reservedSuffixes {
+				if strings.HasSuffix(lower, suffix) {
+					hint = " (" + why + ")"
+				}
+			}
+			return fmt.Errorf("%s: %s is not a credential of DNS provider %s%s; it reads %s", c.file, spelled, name, hint, strings.Join(names, ", "))
+		}
+		if other, dup := renamed[to]; dup {
+			return fmt.Errorf("%s: %s and %s are one key of DNS provider %s; keep one", c.file, other, spelled, name)
+		}
+		renamed[to] = spelled
+	}
+	vals := make(map[string]string, len(c.vals))
+	for lower, v := range c.vals {
+		vals[byName[lower]] = v
+	}
+	c.vals = vals
+	return nil
 }
 
 // writable reports whether the provider can write r: lego's providers

@@ -255,7 +255,7 @@ func TestNewErrors(t *testing.T) {
 		want     []string
 	}{
 		{"unknown provider", "cloudfare", "api_token = x\n",
-			[]string{`unknown DNS provider "cloudfare"`, "cloudflare, digitalocean, gandi, hetzner, ovh, route53"}},
+			[]string{`unknown DNS provider "cloudfare" (did you mean "cloudflare"?)`, knownProviders()}},
 		{"no credentials file", "hetzner", "-", []string{"set credentials_file", "api_token"}},
 		{"missing key", "digitalocean", "# empty\n", []string{"lacks auth_token", "DNS provider digitalocean"}},
 		{"missing keys", "ovh", "application_key = a\n", []string{"lacks application_secret and consumer_key"}},
@@ -383,8 +383,23 @@ func TestSpecKnowsEveryProvider(t *testing.T) {
 		t.Errorf("Spec's provider Values = %q, registry has %q", got, want)
 	}
 	for _, n := range Names() {
-		if f := providers[n]; len(f.Keys) == 0 || f.Help == "" || f.New == nil {
-			t.Errorf("provider %s: Keys, Help and New must be set", n)
+		if _, _, ok := lookup(n); !ok {
+			t.Errorf("Names() offers %s, which New does not know", n)
+		}
+	}
+	for n, f := range providers {
+		if len(f.Keys) == 0 || f.Help == "" || f.New == nil || f.Title == "" {
+			t.Errorf("provider %s: Title, Keys, Help and New must be set", n)
+		}
+	}
+	for n, f := range catalog {
+		if f.New == nil || f.Title == "" {
+			t.Errorf("provider %s: Title and New must be set", n)
+		}
+		for _, k := range f.Keys {
+			if k.Name == "" || strings.Contains(k.Doc, "\n") {
+				t.Errorf("provider %s: key %+v needs a name and a one-line Doc", n, k)
+			}
 		}
 	}
 }

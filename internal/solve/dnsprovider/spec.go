@@ -3,6 +3,7 @@ package dnsprovider
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -65,13 +66,19 @@ var Spec = solve.Spec{
 func propagationTimeout() solve.Setting {
 	st := solve.PropagationTimeout
 	st.Check = checkTimeout
+	// The defaults of Detour's own factories are named; the generated
+	// ones' (lego's defaults) are too many for one line.
 	def := []string{shortDuration(DefaultPropagationTimeout)}
-	for _, n := range Names() {
-		if t := providers[n].Timeout; t > 0 {
+	for _, n := range slices.Sorted(maps.Keys(providers)) {
+		if t := providers[n].Timeout; t > DefaultPropagationTimeout {
 			def = append(def, shortDuration(t)+" for "+n)
 		}
 	}
-	st.Doc = fmt.Sprintf("how long to wait until every authoritative server answers the record (default %s)", strings.Join(def, ", "))
+	more := ""
+	if len(catalog) > len(providers) {
+		more = "; 'detour paths dns-provider NAME' gives each provider's"
+	}
+	st.Doc = fmt.Sprintf("how long to wait until every authoritative server answers the record (default %s%s)", strings.Join(def, ", "), more)
 	return st
 }
 
@@ -90,10 +97,19 @@ func shortDuration(d time.Duration) string {
 // checkProvider requires one of Names().
 func checkProvider(v string) error {
 	names := Names()
-	if !slices.Contains(names, v) {
-		return fmt.Errorf("%q is not a supported DNS provider%s; use one of %s", v, suggest.DidYouMean(v, names), suggest.QuoteList(names))
+	if slices.Contains(names, v) {
+		return nil
 	}
-	return nil
+	msg := fmt.Sprintf("%q is not a supported DNS provider%s", v, suggest.DidYouMean(v, names))
+	if why, ok := notGenerated[v]; ok {
+		msg += fmt.Sprintf(" (lego's %s provider is not in Detour: %s)", v, why)
+	}
+	if len(names) <= 12 {
+		return fmt.Errorf("%s; use one of %s", msg, suggest.QuoteList(names))
+	}
+	// Too many to list: name Detour's own, which every build has.
+	return fmt.Errorf("%s; use one of the %d that 'detour paths dns-provider' lists, such as %s", msg, len(catalog),
+		suggest.QuoteList(slices.Collect(maps.Keys(providers))))
 }
 
 // checkTimeout requires a positive duration.
