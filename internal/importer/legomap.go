@@ -2,7 +2,6 @@ package importer
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/detour-acme/detour/internal/solve"
@@ -20,15 +19,14 @@ const (
 	legoDNSPath     = "lego-dns"
 )
 
-// legoProviders maps lego's DNS provider names to Detour's dns-provider
-// names where the two speak the same API.
+// legoProviders maps the lego DNS provider names that Detour's
+// dns-provider names differently: every other name is the same in both
+// (Detour's providers are lego's). "" marks one Detour lacks: lego's
+// legacy "gandi" speaks Gandi's retired API, while Detour's "gandi" is
+// LiveDNS (lego's gandiv5).
 var legoProviders = map[string]string{
-	"cloudflare":   "cloudflare",
-	"route53":      "route53",
-	"digitalocean": "digitalocean",
-	"hetzner":      "hetzner",
-	"gandiv5":      "gandi",
-	"ovh":          "ovh",
+	"gandiv5": "gandi",
+	"gandi":   "",
 }
 
 // legoFlags is how to give lego's challenge flags to the import.
@@ -80,17 +78,26 @@ func (m *mapper) lego(c *Certificate, cp *CertPlan) sourceMapping {
 
 // legoDNS maps --dns PROVIDER to a dns-provider path.
 func (m *mapper) legoDNS(c *Certificate, cp *CertPlan, s Setting) {
-	provider, ok := legoProviders[s.Value]
-	if !ok || !slices.Contains(dnsprovider.Names(), provider) {
-		sug := fmt.Sprintf("a dns-provider path (providers: %s), rfc2136 or acme-dns (detour paths KIND); add a [[certificate]] named %q with it to the configuration and import again",
-			strings.Join(dnsprovider.Names(), ", "), cp.Name)
+	provider, renamed := legoProviders[s.Value]
+	if !renamed {
+		provider = s.Value
+	}
+	var why error = fmt.Errorf("Detour lacks lego's legacy %q provider (Gandi's retired API); Detour's \"gandi\" is LiveDNS, lego's gandiv5", s.Value)
+	if provider != "" {
+		var p dnsprovider.Provider
+		if p, why = dnsprovider.Describe(provider); why == nil {
+			provider = p.Name
+		}
+	}
+	if why != nil {
+		sug := fmt.Sprintf("a dns-provider path with one of the providers `detour paths dns-provider` lists, or rfc2136 or acme-dns (detour paths KIND); add a [[certificate]] named %q with it to the configuration and import again", cp.Name)
 		switch s.Value {
 		case "rfc2136":
 			sug = fmt.Sprintf("an rfc2136 path with server = $RFC2136_NAMESERVER, tsig_key = $RFC2136_TSIG_KEY and tsig_secret_file holding $RFC2136_TSIG_SECRET; add a [[certificate]] named %q with it to the configuration and import again", cp.Name)
 		case "acme-dns", "acmedns":
 			sug = fmt.Sprintf("an acme-dns path with server = $ACME_DNS_API_BASE and credentials_file = $ACME_DNS_STORAGE_PATH (Detour reads lego's file); add a [[certificate]] named %q with it to the configuration and import again", cp.Name)
 		}
-		cp.Unmapped = &Unmapped{Reason: fmt.Sprintf("--dns %s: Detour has no DNS provider speaking the same API", s.Value), Suggestion: sug}
+		cp.Unmapped = &Unmapped{Reason: fmt.Sprintf("--dns %s: %v", s.Value, why), Suggestion: sug}
 		return
 	}
 	cred, ok := c.Setting("", legoCredentials)
