@@ -366,6 +366,10 @@ var handWrittenValues = map[string]map[string]string{
 	"alidns":       {"ALICLOUD_ACCESS_KEY": "a", "ALICLOUD_SECRET_KEY": "s"},
 	"nicmanager":   {"NICMANAGER_API_PASSWORD": "p", "NICMANAGER_API_EMAIL": "me@example.test"},
 	"namesurfer":   {"NAMESURFER_BASE_URL": "https://ns.example.test/", "NAMESURFER_API_KEY": "k", "NAMESURFER_API_SECRET": "s"},
+	"artfiles":     {"ARTFILES_USERNAME": "u", "ARTFILES_PASSWORD": "p"},
+	"selfhostde":   {"SELFHOSTDE_USERNAME": "u", "SELFHOSTDE_PASSWORD": "p", "SELFHOSTDE_RECORDS_MAPPING": "example.test:123:456,example.org:789"},
+	"aliesa":       {"ALIESA_ACCESS_KEY": "a", "ALIESA_SECRET_KEY": "s"},
+	"edgeone":      {"EDGEONE_SECRET_ID": "id", "EDGEONE_SECRET_KEY": "k"},
 }
 
 // handWrittenDials are hand-written providers whose lego client calls the
@@ -429,6 +433,30 @@ func TestHandWrittenFactories(t *testing.T) {
 	for alias, want := range map[string]string{"google": "gcloud", "azure": "azuredns", "aliyun": "alidns"} {
 		if p, err := Describe(alias); err != nil || p.Name != want || p.Generated {
 			t.Errorf("Describe(%s) = %+v, %v; want the hand-written %s", alias, p, err, want)
+		}
+	}
+}
+
+// TestHandWrittenParsers: selfhostde's records mapping is read as lego
+// reads it, and artfiles keeps the Authorization header on a redirect to
+// another ArtFiles server only.
+func TestHandWrittenParsers(t *testing.T) {
+	c := NewCredentials("creds", map[string]string{"m": " example.com:1:2 , example.org:3"})
+	if m := selfhostdeMapping(c, "m"); len(m) != 2 || m["example.com"].Next() != "1" || m["example.com"].Next() != "2" || m["example.org"].Next() != "3" || c.failed() {
+		t.Errorf("selfhostdeMapping = %v, %v", m, c.Invalid())
+	}
+	for _, bad := range []string{"example.com", "example.com:1:2:3", ":1", "example.com:", "a:1,,b:2", "a::1"} {
+		c := NewCredentials("creds", map[string]string{"m": bad})
+		if selfhostdeMapping(c, "m"); len(c.Invalid()) != 1 {
+			t.Errorf("selfhostdeMapping(%q) is not refused", bad)
+		}
+	}
+	for host, keep := range map[string]bool{"other.c.artfiles.de": true, "www.artfiles.de": false, "evil.example": false} {
+		prev, _ := http.NewRequest(http.MethodGet, "https://dcp.c.artfiles.de/api/", nil)
+		prev.Header.Set("Authorization", "Basic x")
+		req, _ := http.NewRequest(http.MethodGet, "https://"+host+"/api/", nil)
+		if err := artfilesRedirect(req, []*http.Request{prev}); err != nil || (req.Header.Get("Authorization") != "") != keep {
+			t.Errorf("redirect to %s: %v, Authorization %q", host, err, req.Header.Get("Authorization"))
 		}
 	}
 }

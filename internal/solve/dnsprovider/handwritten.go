@@ -10,13 +10,18 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/providers/dns/alidns"
+	"github.com/go-acme/lego/v5/providers/dns/aliesa"
+	"github.com/go-acme/lego/v5/providers/dns/artfiles"
 	"github.com/go-acme/lego/v5/providers/dns/azuredns"
 	"github.com/go-acme/lego/v5/providers/dns/cloudns"
+	"github.com/go-acme/lego/v5/providers/dns/edgeone"
 	"github.com/go-acme/lego/v5/providers/dns/gcloud"
 	"github.com/go-acme/lego/v5/providers/dns/gigahostno"
 	"github.com/go-acme/lego/v5/providers/dns/joker"
@@ -25,6 +30,7 @@ import (
 	"github.com/go-acme/lego/v5/providers/dns/namesurfer"
 	"github.com/go-acme/lego/v5/providers/dns/nicmanager"
 	"github.com/go-acme/lego/v5/providers/dns/otc"
+	"github.com/go-acme/lego/v5/providers/dns/selfhostde"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 )
@@ -314,6 +320,148 @@ var handWritten = map[string]Factory{
 				TTL: c.Int("NAMESURFER_TTL", 300), PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPClient: client})
 		},
 	},
+	"artfiles": {
+		Title: "ArtFiles", URL: "https://www.artfiles.de/extras/domains/",
+		Timeout: 6 * time.Minute, // lego's default
+		Keys: []Key{
+			{Name: "ARTFILES_USERNAME", Required: true, Doc: "API username"},
+			{Name: "ARTFILES_PASSWORD", Required: true, Secret: true, Doc: "API password"},
+			{Name: "ARTFILES_SERVER_NAME", Default: "dcp", Doc: "your server name (the API is https://NAME.c.artfiles.de/api/)"},
+		},
+		New: func(c *Credentials, e Env) (challenge.Provider, error) {
+			// lego's client follows ArtFiles' redirects between its
+			// servers (*.c.artfiles.de) with the Authorization header,
+			// which Go drops on a redirect to another host; its
+			// CheckRedirect is internal to lego, so artfilesRedirect
+			// does the same on Detour's client.
+			client := e.HTTPClient()
+			client.CheckRedirect = artfilesRedirect
+			return artfiles.NewDNSProviderConfig(&artfiles.Config{Username: c.Need("ARTFILES_USERNAME"), Password: c.Need("ARTFILES_PASSWORD"),
+				ServerName: c.GetOr("ARTFILES_SERVER_NAME", "dcp"), PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPClient: client})
+		},
+	},
+	"selfhostde": {
+		Title: "SelfHost.(de|eu)", URL: "https://www.selfhost.de",
+		Timeout: 4 * time.Minute, // lego's default
+		Help: "SELFHOSTDE_USERNAME, SELFHOSTDE_PASSWORD and SELFHOSTDE_RECORDS_MAPPING: SelfHost can only update existing TXT records, " +
+			"so create _acme-challenge.DOMAIN (two of them for a wildcard as well) and map each domain to their IDs, " +
+			"as domain:id[:id] separated by commas (example.com:123:456,example.org:789)",
+		Keys: []Key{
+			{Name: "SELFHOSTDE_USERNAME", Required: true, Doc: "username"},
+			{Name: "SELFHOSTDE_PASSWORD", Required: true, Secret: true, Doc: "password"},
+			{Name: "SELFHOSTDE_RECORDS_MAPPING", Required: true, Doc: "the IDs of the existing _acme-challenge TXT records by domain, one or two each (ex: example.com:123:456,example.org:789,foo.example.com:147)"},
+			{Name: "SELFHOSTDE_TTL", Default: "120", Doc: "TTL of the TXT record, in seconds"},
+		},
+		New: func(c *Credentials, e Env) (challenge.Provider, error) {
+			// lego parses the mapping in its environment-reading
+			// constructor only; selfhostdeMapping is its parser.
+			cfg := &selfhostde.Config{Username: c.Need("SELFHOSTDE_USERNAME"), Password: c.Need("SELFHOSTDE_PASSWORD"),
+				TTL: c.Int("SELFHOSTDE_TTL", 120), PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPClient: e.HTTPClient()}
+			if !c.Has("SELFHOSTDE_RECORDS_MAPPING") {
+				c.Need("SELFHOSTDE_RECORDS_MAPPING")
+			} else {
+				cfg.RecordsMapping = selfhostdeMapping(c, "SELFHOSTDE_RECORDS_MAPPING")
+			}
+			if c.failed() {
+				return nil, nil // build reports the keys
+			}
+			return selfhostde.NewDNSProviderConfig(cfg)
+		},
+	},
+	"aliesa": {
+		Title: "AlibabaCloud ESA", URL: "https://www.alibabacloud.com/en/product/esa",
+		Keys: []Key{
+			{Name: "ALIESA_ACCESS_KEY", Required: true, Secret: true, Doc: "AccessKey ID of a RAM user allowed to edit the site's records"},
+			{Name: "ALIESA_SECRET_KEY", Required: true, Secret: true, Doc: "its AccessKey secret"},
+			{Name: "ALIESA_SECURITY_TOKEN", Secret: true, Doc: "STS security token of temporary credentials"},
+			{Name: "ALIESA_REGION_ID", Default: "cn-hangzhou", Doc: "region of the API"},
+			{Name: "ALIESA_TTL", Default: "120", Doc: "TTL of the TXT record, in seconds"},
+		},
+		New: func(c *Credentials, e Env) (challenge.Provider, error) {
+			// lego's Config has no HTTPClient: the Alibaba Cloud SDK
+			// (darabonba/tea) makes its own client, which does not use
+			// Detour's transport and reads HTTP_PROXY, HTTPS_PROXY,
+			// NO_PROXY and ALIBABA_CLOUD_USER_AGENT from the environment
+			// itself (the credentials are all given, so its ALIBABA_CLOUD_*
+			// credential fallbacks are not). lego's other login,
+			// ALIESA_RAM_ROLE, asks the ECS instance's metadata service;
+			// Detour takes the keys from the file only.
+			return aliesa.NewDNSProviderConfig(&aliesa.Config{APIKey: c.Need("ALIESA_ACCESS_KEY"), SecretKey: c.Need("ALIESA_SECRET_KEY"),
+				SecurityToken: c.Get("ALIESA_SECURITY_TOKEN"), RegionID: c.GetOr("ALIESA_REGION_ID", "cn-hangzhou"),
+				TTL: c.Int("ALIESA_TTL", 120), PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPTimeout: httpTimeout})
+		},
+	},
+	"edgeone": {
+		Title: "Tencent EdgeOne", URL: "https://edgeone.ai",
+		Timeout: 20 * time.Minute, // lego's default
+		Keys: []Key{
+			{Name: "EDGEONE_SECRET_ID", Required: true, Doc: "Access key ID"},
+			{Name: "EDGEONE_SECRET_KEY", Required: true, Secret: true, Doc: "Access Key secret"},
+			{Name: "EDGEONE_SESSION_TOKEN", Secret: true, Doc: "Access Key token"},
+			{Name: "EDGEONE_REGION", Doc: "Region"},
+			{Name: "EDGEONE_ZONES_MAPPING", Doc: "mapping between DNS zones and site IDs (ex: example.org:id1,example.com:id2); a zone not mapped is looked up"},
+			{Name: "EDGEONE_TTL", Default: "60", Doc: "TTL of the TXT record, in seconds"},
+		},
+		New: func(c *Credentials, e Env) (challenge.Provider, error) {
+			// lego's Config has no HTTPClient: the Tencent Cloud SDK makes
+			// its own client, which does not use Detour's transport (its
+			// proxy comes from the environment, as http.DefaultTransport's
+			// does). With the keys given, the SDK reads no credentials
+			// from the environment.
+			return edgeone.NewDNSProviderConfig(&edgeone.Config{SecretID: c.Need("EDGEONE_SECRET_ID"), SecretKey: c.Need("EDGEONE_SECRET_KEY"),
+				SessionToken: c.Get("EDGEONE_SESSION_TOKEN"), Region: c.Get("EDGEONE_REGION"), ZonesMapping: c.Pairs("EDGEONE_ZONES_MAPPING"),
+				TTL: c.Int("EDGEONE_TTL", 60), PropagationTimeout: e.Timeout, PollingInterval: e.Interval, HTTPTimeout: httpTimeout})
+		},
+	},
+}
+
+// artfilesRedirect is lego's artfiles CheckRedirect: at most five
+// redirects, and one to another ArtFiles server (a host with three labels
+// in common, *.c.artfiles.de) keeps the Authorization header, which Go
+// drops on a redirect to another host.
+func artfilesRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) == 0 {
+		return nil
+	}
+	if len(via) >= 5 {
+		return errors.New("stopped after 5 redirects")
+	}
+	prev := via[len(via)-1]
+	if commonLabels(req.URL.Host, prev.URL.Host) == 3 {
+		if auth := prev.Header.Get("Authorization"); auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+	}
+	return nil
+}
+
+// commonLabels counts the labels a and b have in common from the right,
+// ignoring case (miekg/dns's CompareDomainName).
+func commonLabels(a, b string) int {
+	la := strings.Split(strings.ToLower(strings.TrimSuffix(a, ".")), ".")
+	lb := strings.Split(strings.ToLower(strings.TrimSuffix(b, ".")), ".")
+	n := 0
+	for n < len(la) && n < len(lb) && la[len(la)-1-n] == lb[len(lb)-1-n] {
+		n++
+	}
+	return n
+}
+
+// selfhostdeMapping reads key as lego's SELFHOSTDE_RECORDS_MAPPING:
+// domain:id[:id] separated by commas (spaces ignored), one or two record
+// IDs by domain. A malformed value is reported through c.
+func selfhostdeMapping(c *Credentials, key string) map[string]*selfhostde.Seq {
+	v := c.Get(key)
+	m := map[string]*selfhostde.Seq{}
+	for item := range strings.SplitSeq(strings.ReplaceAll(v, " ", ""), ",") {
+		parts := strings.Split(item, ":")
+		if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
+			c.bad(key, v, "a list of domain:recordID or domain:recordID:recordID separated by commas, such as \"example.com:123:456,example.org:789\"")
+			return nil
+		}
+		m[parts[0]] = selfhostde.NewSeq(parts[1:]...)
+	}
+	return m
 }
 
 // insecureTransport is rt (http.DefaultTransport when nil) without TLS

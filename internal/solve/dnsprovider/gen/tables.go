@@ -16,6 +16,7 @@ var excluded = map[string]string{
 	// They read the environment below lego's constructors.
 	"lightsail": "lego builds its AWS client with the SDK's default chain (AWS_* variables, ~/.aws), which Detour must not read",
 	"ibmcloud":  "its SDK's session falls back to SL_*/SOFTLAYER_* variables and ~/.softlayer, which Detour must not read",
+	"designate": "OpenStack's client (gophercloud utils) reads clouds.yaml and OS_* variables itself, which Detour must not read",
 	"plesk":     "lego's Config keeps the server URL in an unexported field, which only its environment-reading constructor sets",
 	"stackpath": "StackPath has shut its DNS down (lego's provider only says so)",
 	// Detour's gandi is lego's gandiv5 (LiveDNS).
