@@ -9,7 +9,6 @@ import (
 
 	"github.com/detour-acme/detour/internal/plan"
 	"github.com/detour-acme/detour/internal/solve"
-	"github.com/detour-acme/detour/internal/solve/dnsprovider"
 )
 
 // `detour paths dns-provider [PROVIDER]`: the dns-provider kind has a
@@ -43,10 +42,10 @@ type keyDoc struct {
 // reports false for the others, which the generic code prints.
 func (a *app) pathsProvider(args []string, asJSON bool) (bool, error) {
 	switch {
-	case len(args) == 2 && args[0] != dnsprovider.Kind:
-		return true, usagef("only %s takes a second argument (a provider); %s has none", dnsprovider.Kind, args[0])
+	case len(args) == 2 && args[0] != plan.DNSProviderKind:
+		return true, usagef("only %s takes a second argument (a provider); %s has none", plan.DNSProviderKind, args[0])
 	case len(args) == 2:
-		p, err := dnsprovider.Describe(args[1])
+		p, err := plan.DescribeDNSProvider(args[1])
 		if err != nil {
 			return true, usagef("%v", err)
 		}
@@ -56,13 +55,13 @@ func (a *app) pathsProvider(args []string, asJSON bool) (bool, error) {
 			return true, enc.Encode(docOfProvider(p))
 		}
 		return true, a.printProvider(p)
-	case len(args) == 1 && args[0] == dnsprovider.Kind && !asJSON:
-		sp, _ := plan.Kind(dnsprovider.Kind)
+	case len(args) == 1 && args[0] == plan.DNSProviderKind && !asJSON:
+		sp, _ := plan.Kind(plan.DNSProviderKind)
 		// The provider setting's values are the table below, not a line.
 		sp.Settings = append([]solve.Setting(nil), sp.Settings...)
 		for i, s := range sp.Settings {
 			if len(s.Values) > 12 {
-				s.Doc += fmt.Sprintf(" (one of the %d providers below)", len(dnsprovider.Providers()))
+				s.Doc += fmt.Sprintf(" (one of the %d providers below)", len(plan.DNSProviders()))
 				s.Values = nil
 				sp.Settings[i] = s
 			}
@@ -75,7 +74,7 @@ func (a *app) pathsProvider(args []string, asJSON bool) (bool, error) {
 	return false, nil
 }
 
-func docOfProvider(p dnsprovider.Provider) providerDoc {
+func docOfProvider(p plan.DNSProvider) providerDoc {
 	d := providerDoc{Name: p.Name, Aliases: p.Aliases, Title: p.Title, URL: p.URL, Lego: p.Lego, Generated: p.Generated,
 		Timeout: shortDur(p.Timeout), Keys: []keyDoc{}}
 	for _, k := range p.Keys {
@@ -86,7 +85,7 @@ func docOfProvider(p dnsprovider.Provider) providerDoc {
 
 // printProviders lists every provider with its keys, required ones first.
 func (a *app) printProviders() error {
-	provs := dnsprovider.Providers()
+	provs := plan.DNSProviders()
 	fmt.Fprintf(a.stdout, "\nProviders (%d), with the keys of their credentials file (* required; either case):\n", len(provs))
 	tw := tabwriter.NewWriter(a.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PROVIDER\tNAME\tKEYS")
@@ -111,12 +110,12 @@ func (a *app) printProviders() error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(a.stdout, "\n'detour paths %s PROVIDER' shows a provider's keys with their docs and defaults.\n", dnsprovider.Kind)
+	fmt.Fprintf(a.stdout, "\n'detour paths %s PROVIDER' shows a provider's keys with their docs and defaults.\n", plan.DNSProviderKind)
 	return nil
 }
 
 // printProvider shows one provider: its keys and an example file.
-func (a *app) printProvider(p dnsprovider.Provider) error {
+func (a *app) printProvider(p plan.DNSProvider) error {
 	out := a.stdout
 	fmt.Fprintf(out, "%s: %s", p.Name, p.Title)
 	if p.URL != "" {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/detour-acme/detour/internal/solve/dnsprovider"
+	"github.com/detour-acme/detour/internal/plan"
 )
 
 // TestPathsDNSProvider: `detour paths dns-provider` lists the providers
@@ -18,7 +18,7 @@ func TestPathsDNSProvider(t *testing.T) {
 		t.Errorf("the provider setting's doc lists every provider name inline:\n%s", r.stdout)
 	}
 	// The slim build (-tags detour_slim) has Detour's own 6 providers.
-	if slim := len(dnsprovider.Providers()) <= 6; !slim {
+	if slim := len(plan.DNSProviders()) <= 6; !slim {
 		wantIn(t, "detour paths dns-provider", r.stdout, "linode (linodev4)", "LINODE_TOKEN*", "porkbun", "PORKBUN_SECRET_API_KEY*")
 		var n int
 		for _, line := range strings.Split(r.stdout[strings.Index(r.stdout, "PROVIDER "):], "\n")[1:] {
