@@ -22,7 +22,7 @@ type providerDoc struct {
 	Aliases   []string `json:"aliases,omitempty"`
 	Title     string   `json:"title"`
 	URL       string   `json:"url,omitempty"`
-	Lego      string   `json:"lego"`
+	Lego      string   `json:"lego,omitempty"`
 	Generated bool     `json:"generated"`
 	Timeout   string   `json:"propagation_timeout"`
 	Keys      []keyDoc `json:"keys"`
@@ -129,7 +129,11 @@ func (a *app) printProvider(p plan.DNSProvider) error {
 	if p.Generated {
 		how = "generated from lego's source"
 	}
-	fmt.Fprintf(out, "Client: lego's %s provider (%s). Default propagation_timeout: %s.\n", p.Lego, how, shortDur(p.Timeout))
+	client := fmt.Sprintf("lego's %s provider (%s)", p.Lego, how)
+	if p.Lego == "" {
+		client = "Detour's own client of the provider's API"
+	}
+	fmt.Fprintf(out, "Client: %s. Default propagation_timeout: %s.\n", client, shortDur(p.Timeout))
 	fmt.Fprintf(out, "Needs: %s.\n\n", p.Help)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KEY\tDEFAULT\tDOC")

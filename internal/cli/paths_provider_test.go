@@ -27,8 +27,8 @@ func TestPathsDNSProvider(t *testing.T) {
 			}
 			n++
 		}
-		if n < 180 {
-			t.Errorf("detour paths dns-provider lists %d providers, want at least 180", n)
+		if n < 200 {
+			t.Errorf("detour paths dns-provider lists %d providers, want at least 200", n)
 		}
 
 		r = mustRun(t, "paths", "dns-provider", "linode")

@@ -38,7 +38,7 @@ var catalog, catalogAliases = func() (map[string]Factory, map[string]string) {
 	for name, f := range all {
 		// A hand-written factory is also known by lego's code.
 		for _, a := range append(slices.Clone(f.Aliases), f.Lego) {
-			if _, ok := all[a]; !ok && a != "" && a != name {
+			if _, ok := all[a]; !ok && a != "" && a != NoLego && a != name {
 				aliases[a] = name
 			}
 		}
@@ -94,7 +94,8 @@ type Provider struct {
 	Aliases []string
 	// Title and URL name the provider for people.
 	Title, URL string
-	// Lego is the code of the lego provider package it drives.
+	// Lego is the code of the lego provider package it drives; empty for
+	// a provider Detour talks to with its own client.
 	Lego string
 	// Generated reports a factory generated from lego's source, rather
 	// than one written for Detour.
@@ -130,6 +131,9 @@ func describe(name string) Provider {
 	f := catalog[name]
 	p := Provider{Name: name, Title: f.Title, URL: f.URL, Lego: cmp.Or(f.Lego, name), Timeout: effectiveTimeout(f),
 		Keys: slices.Clone(f.Keys), Help: f.help()}
+	if f.Lego == NoLego {
+		p.Lego = ""
+	}
 	_, p.Generated = generated[name]
 	if _, ok := providers[name]; ok {
 		p.Generated = false

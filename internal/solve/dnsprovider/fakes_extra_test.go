@@ -7,10 +7,8 @@ package dnsprovider
 // issuance test that runs every provider fake but Cloudflare's (which has
 // its own, e2e_test.go) through in-process Pebble.
 //
-// Linode is not here: lego's linode provider builds its own *http.Client
-// (an oauth2.Transport over http.DefaultTransport; its Config has no
-// HTTPClient), so Options.Transport never reaches it and no fake can be
-// put in front of it without changing lego. Vultr stands in for it.
+// Linode's fake is in fakes_linode_test.go (Detour drives the Linode API
+// itself, see linode.go).
 //
 // Namecheap and Google need two hosts each (the IP lookup and the XML
 // API; the OAuth token endpoint and the DNS API), so these fakes are
@@ -740,6 +738,25 @@ var issuanceCases = []issuanceCase{
 		// CleanUp deletes every TXT record at the name, so the second
 		// CleanUp finds none.
 		wantLines(t, "delete", f.shape.matching("DELETE /v2/domains/detour.test/records/"), 2)
+	}},
+	{provider: "linode", setup: func(t *testing.T) (string, fakeAPI, []string) {
+		f := newFakeLinode(sandbox.Zone, "linode-token")
+		f.pageSize = 1 // clean-up must follow the pages to find the record
+		return "LINODE_TOKEN = linode-token\n", f, nil
+	}, check: func(t *testing.T, fake fakeAPI, values []string) {
+		f := fake.(*fakeLinode)
+		wantLines(t, "domain lookups", f.shape.matching(`GET /v4/domains filter={"domain":"detour.test"}`), 4)
+		for _, v := range values {
+			wantLines(t, "create "+v, f.shape.matching("POST /v4/domains/1234/records type=TXT name=_acme-challenge.dp target="+v+" ttl_sec=300"), 1)
+		}
+		// Each clean-up deletes only the record with its value, found on
+		// one of the pages; the user's own TXT at the name stays.
+		wantLines(t, "delete", f.shape.matching("DELETE /v4/domains/1234/records/"), 2)
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if len(f.recs) != 1 || f.recs[0].Target != "the user's own" {
+			t.Errorf("records left at Linode: %+v, want only the user's own", f.recs)
+		}
 	}},
 	{provider: "porkbun", setup: func(t *testing.T) (string, fakeAPI, []string) {
 		return "PORKBUN_API_KEY = pk1_fake\nPORKBUN_SECRET_API_KEY = sk1_fake\n", newFakePorkbun(sandbox.Zone, "pk1_fake", "sk1_fake"), nil

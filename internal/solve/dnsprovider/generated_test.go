@@ -229,21 +229,19 @@ func TestGeneratedIgnoresEnvironment(t *testing.T) {
 			}
 		}
 	}
-	t.Setenv("LINODE_TOKEN", "from-env")
-	t.Setenv("LINODE_TTL", "9999")
 	checkGenerated(t, func(t *testing.T, name string, p any, vals map[string]string) {
 		if path, ok := findString(reflect.ValueOf(p), "config", 0, "from-env"); ok {
 			t.Errorf("%s holds a value from the environment", path)
 		}
 	})
-	// Linode, field by field: the file's token, lego's default TTL.
-	p, err := build("linode", generated["linode"], NewCredentials("creds", map[string]string{"linode_token": "file-token"}), 0, &noNetwork{})
+	// Vultr, field by field: the file's key, lego's default TTL.
+	p, err := build("vultr", generated["vultr"], NewCredentials("creds", map[string]string{"vultr_api_key": "file-key"}), 0, &noNetwork{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cfg := reflect.ValueOf(p).Elem().FieldByName("config").Elem()
-	if tok, ttl := cfg.FieldByName("Token").String(), cfg.FieldByName("TTL").Int(); tok != "file-token" || ttl != 300 {
-		t.Errorf("linode Config has Token %q, TTL %d; want the file's file-token and the default 300", tok, ttl)
+	if key, ttl := cfg.FieldByName("APIKey").String(), cfg.FieldByName("TTL").Int(); key != "file-key" || ttl != 120 {
+		t.Errorf("vultr Config has APIKey %q, TTL %d; want the file's file-key and the default 120", key, ttl)
 	}
 }
 
@@ -370,6 +368,7 @@ var handWrittenValues = map[string]map[string]string{
 	"selfhostde":   {"SELFHOSTDE_USERNAME": "u", "SELFHOSTDE_PASSWORD": "p", "SELFHOSTDE_RECORDS_MAPPING": "example.test:123:456,example.org:789"},
 	"aliesa":       {"ALIESA_ACCESS_KEY": "a", "ALIESA_SECRET_KEY": "s"},
 	"edgeone":      {"EDGEONE_SECRET_ID": "id", "EDGEONE_SECRET_KEY": "k"},
+	"linode":       {"LINODE_TOKEN": "t"},
 }
 
 // handWrittenDials are hand-written providers whose lego client calls the

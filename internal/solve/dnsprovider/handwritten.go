@@ -44,6 +44,7 @@ import (
 // only the explicit credentials are supported: Detour reads nothing but
 // the credentials file.
 var handWritten = map[string]Factory{
+	"linode": linodeFactory,
 	"namecheap": {
 		Title: "Namecheap", URL: "https://www.namecheap.com",
 		Timeout: time.Hour, // lego's default: Namecheap is slow to publish

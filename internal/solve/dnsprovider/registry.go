@@ -25,7 +25,8 @@ type Factory struct {
 	// Aliases are other names provider = "..." accepts for it.
 	Aliases []string
 	// Lego is the code of lego's provider package the factory drives,
-	// when it is not the factory's name (Detour's gandi is lego's gandiv5).
+	// when it is not the factory's name (Detour's gandi is lego's gandiv5);
+	// NoLego when the factory is Detour's own client of the provider's API.
 	Lego string
 	// Keys lists every credential key the provider reads, for messages,
 	// `detour paths dns-provider NAME`, and to reject unknown (misspelt)
@@ -44,6 +45,10 @@ type Factory struct {
 	// (lego's NewDefaultConfig does, so factories fill Config themselves).
 	New func(c *Credentials, e Env) (challenge.Provider, error)
 }
+
+// NoLego in Factory.Lego marks a provider Detour talks to with its own
+// client, not through a lego package.
+const NoLego = "-"
 
 // Key is one key of a provider's credentials file.
 type Key struct {

@@ -104,7 +104,6 @@ import (
 	"github.com/go-acme/lego/v5/providers/dns/leaseweb"
 	"github.com/go-acme/lego/v5/providers/dns/liara"
 	"github.com/go-acme/lego/v5/providers/dns/limacity"
-	"github.com/go-acme/lego/v5/providers/dns/linode"
 	"github.com/go-acme/lego/v5/providers/dns/liquidweb"
 	"github.com/go-acme/lego/v5/providers/dns/loopia"
 	"github.com/go-acme/lego/v5/providers/dns/luadns"
@@ -199,7 +198,7 @@ const slimBuild = false
 // legoVersion is the lego release the factories were generated from.
 const legoVersion = "v5.4.1"
 
-// generated holds a factory for each of the 183 DNS providers of lego v5.4.1 whose
+// generated holds a factory for each of the 182 DNS providers of lego v5.4.1 whose
 // constructor follows lego's usual pattern, by lego's code. The factories
 // fill Config themselves, with lego's defaults; none reads the environment.
 var generated = map[string]Factory{
@@ -2529,28 +2528,6 @@ var generated = map[string]Factory{
 			return limacity.NewDNSProviderConfig(cfg)
 		},
 	},
-	"linode": {
-		Title:   "Linode (v4)",
-		URL:     "https://www.linode.com/",
-		Timeout: 2 * time.Minute,
-		Keys: []Key{
-			{Name: "LINODE_TOKEN", Required: true, Secret: true, Doc: "API token"},
-			{Name: "LINODE_TTL", Default: "300", Doc: "The TTL of the TXT record used for the DNS challenge in seconds (Default: 300)"},
-		},
-		New: func(c *Credentials, e Env) (challenge.Provider, error) {
-			cfg := &linode.Config{
-				TTL:                c.Int("LINODE_TTL", 300),
-				PropagationTimeout: e.Timeout,
-				PollingInterval:    e.Interval,
-				HTTPTimeout:        max(httpTimeout, 30*time.Second),
-			}
-			cfg.Token = c.Need("LINODE_TOKEN")
-			if c.failed() {
-				return nil, nil // build reports the keys
-			}
-			return linode.NewDNSProviderConfig(cfg)
-		},
-	},
 	"liquidweb": {
 		Title:   "Liquid Web",
 		URL:     "https://liquidweb.com",
@@ -4622,7 +4599,6 @@ var generatedAliases = map[string]string{
 	"go-daddy":           "godaddy",
 	"he":                 "hurricane",
 	"hurricane-electric": "hurricane",
-	"linodev4":           "linode",
 	"name.com":           "namedotcom",
 	"nsone":              "ns1",
 	"powerdns":           "pdns",
@@ -4631,7 +4607,7 @@ var generatedAliases = map[string]string{
 	"webnames":           "webnamesru",
 }
 
-// notGenerated lists lego's 36 other providers, with the reason the generator
+// notGenerated lists lego's 37 other providers, with the reason the generator
 // left each out: a hand-written factory may serve it (registry.go), else
 // Detour does not offer it.
 var notGenerated = map[string]string{
@@ -4656,6 +4632,7 @@ var notGenerated = map[string]string{
 	"ibmcloud":     "its SDK's session falls back to SL_*/SOFTLAYER_* variables and ~/.softlayer, which Detour must not read",
 	"joker":        "served by Detour's hand-written factory of that name",
 	"lightsail":    "lego builds its AWS client with the SDK's default chain (AWS_* variables, ~/.aws), which Detour must not read",
+	"linode":       "served by Detour's hand-written factory of that name",
 	"manual":       "waits for a human on standard input; a daemon cannot",
 	"mythicbeasts": "served by Detour's hand-written factory of that name",
 	"namecheap":    "served by Detour's hand-written factory of that name",
