@@ -49,7 +49,7 @@ func TestIssueDNSAccount01(t *testing.T) {
 		if r.code != 1 {
 			t.Fatalf("config check: want exit 1: %v", r)
 		}
-		wantIn(t, "config check", r.stderr, `"dns-account-01" is not available for kind "dns-provider"`, `"dns-01"`)
+		wantIn(t, "config check", r.stderr, "detour.toml:3: path.p.challenge", "DNS provider cloudflare cannot answer dns-account-01", `set challenge = "dns-01"`)
 		r = run(t, "--config", emptyConfig(t), "--state-dir", t.TempDir(), "issue", "-d", "x.acct.test",
 			"--path", "standalone-http", "--challenge", "dns-account-01", "--ca", "https://127.0.0.1:1/dir")
 		if r.code != 2 {

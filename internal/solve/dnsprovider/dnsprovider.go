@@ -17,8 +17,10 @@
 //
 // A lego provider computes the record's name itself
 // (_acme-challenge.<domain>, lego's dns01.GetChallengeInfo) and cannot
-// write another, so this kind answers dns-01 only; the backend refuses
-// records of any other challenge type.
+// write another, so a provider driven through lego answers dns-01 only. A
+// provider Detour talks to with its own client (Linode) implements
+// nameWriter and writes the TXT record at the name the solver gives, so it
+// answers dns-account-01 too (Factory.AnyName).
 //
 // Credentials come only from the file a path names in credentials_file
 // (see readCredentials for the format), never from the process environment:
@@ -131,6 +133,23 @@ type Options struct {
 	// Transport carries the provider's API requests; nil means
 	// http.DefaultTransport. Tests point it at fakes of the APIs.
 	Transport http.RoundTripper
+	// Challenge is the type answered: dns-01 (the default), or
+	// dns-account-01 for a provider whose client writes any name
+	// (Factory.AnyName).
+	Challenge string
+	// AccountURL returns the ACME account URL, for dns-account-01.
+	AccountURL func(ctx context.Context) (string, error)
+}
+
+// nameWriter is implemented by a provider client that writes a TXT record
+// at any name it is given (Detour's own clients), rather than computing
+// _acme-challenge.<domain> itself as lego's do.
+type nameWriter interface {
+	// SetTXTAt adds value to the TXT records at fqdn.
+	SetTXTAt(ctx context.Context, fqdn, value string) error
+	// DeleteTXTAt removes value from the TXT records at fqdn; the name's
+	// other values stay.
+	DeleteTXTAt(ctx context.Context, fqdn, value string) error
 }
 
 // Solver is a solve.Solver and solve.Waiter for dns-01 over a lego DNS
@@ -177,6 +196,9 @@ func New(opts Options) (*Solver, error) {
 	if !ok {
 		return nil, unknownProvider(opts.Provider)
 	}
+	if err := checkChallenge(opts.Provider, f, opts.Challenge); err != nil {
+		return nil, err
+	}
 	if opts.CredentialsFile == "" {
 		return nil, fmt.Errorf("DNS provider %s needs credentials: set credentials_file to a file (mode 0600) with %s", opts.Provider, f.help())
 	}
@@ -210,11 +232,40 @@ func New(opts Options) (*Solver, error) {
 			r.timeout = t
 		}
 	}
-	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: solve.DNS01, Records: r})
+	txt, err := solve.NewTXT(solve.TXTOptions{Challenge: cmp.Or(opts.Challenge, solve.DNS01), Records: r, AccountURL: opts.AccountURL})
 	if err != nil {
-		return nil, fmt.Errorf("creating the dns-01 solver of DNS provider %s: %w", opts.Provider, err)
+		return nil, fmt.Errorf("creating the %s solver of DNS provider %s: %w", cmp.Or(opts.Challenge, solve.DNS01), opts.Provider, err)
 	}
 	return &Solver{TXT: txt}, nil
+}
+
+// checkChallenge refuses a challenge type the provider cannot answer.
+func checkChallenge(name string, f Factory, typ string) error {
+	switch {
+	case typ == "" || typ == solve.DNS01:
+		return nil
+	case typ == solve.DNSAccount01 && f.AnyName:
+		return nil
+	case typ == solve.DNSAccount01:
+		return fmt.Errorf("DNS provider %s cannot answer %s: lego's DNS providers can only write _acme-challenge.<name>, not the account's _<label>._acme-challenge.<name>; "+
+			"set challenge = \"dns-01\", or use a provider whose client Detour writes itself (%s) or an rfc2136, acme-dns or dns-embedded path", name, typ, strings.Join(anyNameProviders(), ", "))
+	}
+	return fmt.Errorf("a %s path cannot answer %s; use dns-01", Kind, typ)
+}
+
+// anyNameProviders are the providers that answer dns-account-01.
+func anyNameProviders() []string {
+	var out []string
+	for n, f := range catalog {
+		if f.AnyName {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return []string{"none in this build"}
+	}
+	return out
 }
 
 // build checks the credential keys and runs the provider's factory.
@@ -288,18 +339,22 @@ func checkKeys(name string, f Factory, c *Credentials) error {
 
 // writable reports whether the provider can write r: lego's providers
 // write _acme-challenge.<name> and nothing else, so r must be a dns-01
-// record at that name.
+// record at that name; a nameWriter also writes dns-account-01 records.
 func (s *records) writable(r solve.TXTRecord) error {
 	typ := r.Challenge.Type
 	if typ == "" {
 		typ = "a challenge without a type"
 	}
-	if typ != solve.DNS01 {
+	_, anyName := s.provider.(nameWriter)
+	if typ != solve.DNS01 && !(anyName && typ == solve.DNSAccount01) {
 		return fmt.Errorf("DNS provider %s cannot answer %s (record %s): lego's DNS providers can only write _acme-challenge.<name>; "+
 			"use an rfc2136, acme-dns or dns-embedded path for %s", s.name, typ, r.Name, typ)
 	}
 	if id := r.Challenge.Identifier; id.Type != ident.TypeDNS {
-		return fmt.Errorf("%w: dns-01 cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, id)
+		return fmt.Errorf("%w: %s cannot validate the IP address %s (RFC 8738); use http-01 or tls-alpn-01", solve.ErrNotApplicable, typ, id)
+	}
+	if typ != solve.DNS01 {
+		return nil
 	}
 	if want := r.Challenge.DNS01Name(); r.Name != want {
 		return fmt.Errorf("DNS provider %s cannot write the TXT record %s: lego's DNS providers can only write _acme-challenge.<name> (here %s)", s.name, r.Name, want)
@@ -328,14 +383,19 @@ func (s *records) SetTXT(ctx context.Context, r solve.TXTRecord) error {
 	domain := ch.Identifier.Base()
 	unlock := s.lock(domain)
 	defer unlock()
-	err := s.provider.Present(ctx, domain, ch.Token, ch.KeyAuthorization)
+	var err error
+	if w, ok := s.provider.(nameWriter); ok && ch.Type != solve.DNS01 {
+		err = w.SetTXTAt(ctx, r.Name, r.Value)
+	} else {
+		err = s.provider.Present(ctx, domain, ch.Token, ch.KeyAuthorization)
+	}
 	s.mu.Lock()
 	s.presented[ch.Token] = err == nil
 	s.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("creating the TXT record %s through %s: %w", r.Name, s.name, err)
 	}
-	s.log.InfoContext(ctx, "dns-01 TXT record created", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
+	s.log.InfoContext(ctx, ch.Type+" TXT record created", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
 	return nil
 }
 
@@ -354,14 +414,19 @@ func (s *records) DeleteTXT(ctx context.Context, r solve.TXTRecord) error {
 	domain := ch.Identifier.Base()
 	unlock := s.lock(domain)
 	defer unlock()
-	err := s.provider.CleanUp(ctx, domain, ch.Token, ch.KeyAuthorization)
+	var err error
+	if w, ok := s.provider.(nameWriter); ok && ch.Type != solve.DNS01 {
+		err = w.DeleteTXTAt(ctx, r.Name, r.Value)
+	} else {
+		err = s.provider.CleanUp(ctx, domain, ch.Token, ch.KeyAuthorization)
+	}
 	switch {
 	case err != nil && ok:
 		return fmt.Errorf("removing the TXT record %s through %s: %w", r.Name, s.name, err)
 	case err != nil:
 		s.log.DebugContext(ctx, "no TXT record to remove after a failed Present", "identifier", ch.Identifier.Value, "provider", s.name, "error", err)
 	default:
-		s.log.InfoContext(ctx, "dns-01 TXT record removed", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
+		s.log.InfoContext(ctx, ch.Type+" TXT record removed", "identifier", ch.Identifier.Value, "name", r.Name, "provider", s.name)
 	}
 	return nil
 }
@@ -375,7 +440,7 @@ func (s *records) WaitTXT(ctx context.Context, r solve.TXTRecord) error {
 	if err != nil {
 		return fmt.Errorf("waiting for the TXT record set through %s: %w", s.name, err)
 	}
-	s.log.InfoContext(ctx, "dns-01 TXT record visible on every authoritative server", "identifier", r.Challenge.Identifier.Value,
+	s.log.InfoContext(ctx, "TXT record visible on every authoritative server", "identifier", r.Challenge.Identifier.Value,
 		"name", r.Name, "elapsed", time.Since(start).Round(time.Millisecond))
 	return nil
 }

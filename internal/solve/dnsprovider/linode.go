@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-acme/lego/v5/challenge"
 	"github.com/go-acme/lego/v5/challenge/dns01"
+	"github.com/miekg/dns"
 )
 
 // Linode's provider is Detour's own client of the Linode API v4 (domains
@@ -35,7 +36,7 @@ const linodeAPI = "https://api.linode.com/v4"
 const linodeMinTTL = 300
 
 var linodeFactory = Factory{
-	Title: "Linode (v4)", URL: "https://www.linode.com/", Aliases: []string{"linodev4"}, Lego: NoLego,
+	Title: "Linode (v4)", URL: "https://www.linode.com/", Aliases: []string{"linodev4"}, Lego: NoLego, AnyName: true,
 	Timeout: 2 * time.Minute,
 	Keys: []Key{
 		{Name: "LINODE_TOKEN", Required: true, Secret: true, Doc: "personal access token with the Domains Read/Write scope"},
@@ -82,32 +83,44 @@ type linodePage[T any] struct {
 	Pages int `json:"pages"`
 }
 
-// Present adds the challenge's TXT record to the Linode domain holding it.
+// Present adds the challenge's TXT record to the Linode domain holding it
+// (at the name lego computes: _acme-challenge.<domain>, or the target of
+// its CNAME).
 func (p *linodeProvider) Present(ctx context.Context, domain, token, keyAuth string) error {
 	info := dns01.GetChallengeInfo(ctx, domain, keyAuth)
-	id, sub, err := p.zone(ctx, info.EffectiveFQDN)
-	if err != nil {
-		return err
-	}
-	rec := linodeRecord{Type: "TXT", Name: sub, Target: info.Value, TTLSec: p.ttl}
-	return p.do(ctx, http.MethodPost, fmt.Sprintf("/domains/%d/records", id), nil, rec, nil)
+	return p.SetTXTAt(ctx, info.EffectiveFQDN, info.Value)
 }
 
 // CleanUp deletes the TXT records at the challenge's name that hold its
 // value; the name's other records stay.
 func (p *linodeProvider) CleanUp(ctx context.Context, domain, token, keyAuth string) error {
 	info := dns01.GetChallengeInfo(ctx, domain, keyAuth)
-	id, sub, err := p.zone(ctx, info.EffectiveFQDN)
+	return p.DeleteTXTAt(ctx, info.EffectiveFQDN, info.Value)
+}
+
+// SetTXTAt implements nameWriter.
+func (p *linodeProvider) SetTXTAt(ctx context.Context, fqdn, value string) error {
+	id, sub, err := p.zone(ctx, dns.Fqdn(fqdn))
 	if err != nil {
 		return err
 	}
-	full := dns01.UnFqdn(info.EffectiveFQDN)
+	rec := linodeRecord{Type: "TXT", Name: sub, Target: value, TTLSec: p.ttl}
+	return p.do(ctx, http.MethodPost, fmt.Sprintf("/domains/%d/records", id), nil, rec, nil)
+}
+
+// DeleteTXTAt implements nameWriter.
+func (p *linodeProvider) DeleteTXTAt(ctx context.Context, fqdn, value string) error {
+	id, sub, err := p.zone(ctx, dns.Fqdn(fqdn))
+	if err != nil {
+		return err
+	}
+	full := dns01.UnFqdn(fqdn)
 	recs, err := linodeList[linodeRecord](ctx, p, fmt.Sprintf("/domains/%d/records", id), `{"type":"TXT"}`)
 	if err != nil {
 		return err
 	}
 	for _, r := range recs {
-		if r.Type == "TXT" && (r.Name == sub || r.Name == full) && r.Target == info.Value {
+		if r.Type == "TXT" && (r.Name == sub || r.Name == full) && r.Target == value {
 			if err := p.do(ctx, http.MethodDelete, fmt.Sprintf("/domains/%d/records/%d", id, r.ID), nil, nil, nil); err != nil {
 				return err
 			}

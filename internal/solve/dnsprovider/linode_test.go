@@ -7,6 +7,13 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/renew"
+	"github.com/detour-acme/detour/internal/sandbox"
+	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
 // TestLinodeFactory: the token and TTL come from the file only, a TTL
@@ -53,5 +60,52 @@ func TestLinodeErrors(t *testing.T) {
 	ds, err := linodeList[domain](context.Background(), nf, "/domains", `{"domain":"nowhere.test"}`)
 	if err != nil || len(ds) != 0 {
 		t.Errorf("filtered list = %v, %v; want none", ds, err)
+	}
+}
+
+// TestIssueDNSAccount01ThroughLinodeFake obtains a name and its wildcard
+// from in-process Pebble through dns-account-01 over the Linode fake: the
+// records go to the account's _<label>._acme-challenge name (which only a
+// provider whose client Detour writes can do), and are gone afterwards.
+func TestIssueDNSAccount01ThroughLinodeFake(t *testing.T) {
+	env := testenv.New(t, testenv.Options{})
+	zdns := useDNS(t, env.DNS, env.DNSAddr, sandbox.Zone)
+	fake := newFakeLinode(sandbox.Zone, "linode-token")
+	fake.z.sink = zdns
+	m := env.Manager(t)
+	ca := env.RenewCA(t)
+	acct, err := m.Account(t.Context(), ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Logger: env.Log, Provider: "linode", CredentialsFile: writeCreds(t, "LINODE_TOKEN = linode-token\n", 0o600),
+		Transport: startFake(t, fake), DNS: zdns.client, PropagationTimeout: 10 * time.Second,
+		Challenge: solve.DNSAccount01, AccountURL: func(context.Context) (string, error) { return acct.Location, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Type() != solve.DNSAccount01 {
+		t.Fatalf("Type() = %s", s.Type())
+	}
+	names := []string{"acct.detour.test", "*.acct.detour.test"}
+	ids, err := ident.ParseAll(names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Obtain(testCtx(t), renew.Request{Name: "acct", Identifiers: ids, CA: ca, Profile: env.CA.DefaultProfile(),
+		Paths: []solve.Path{{Name: "linode", Solver: s}}}); err != nil {
+		t.Fatalf("Obtain: %v (API calls %q)", err, fake.z.calls)
+	}
+	owner := "_" + solve.AccountLabel(acct.Location) + "._acme-challenge.acct"
+	if got := fake.shape.matching("POST /v4/domains/1234/records type=TXT name=" + owner + " "); len(got) != 2 {
+		t.Errorf("records created at %s: %q, want 2 (the name and its wildcard); all calls %q", owner, got, fake.shape.all())
+	}
+	if got := fake.z.TXT(owner + ".detour.test."); len(got) != 0 {
+		t.Errorf("Linode still holds %q at %s", got, owner)
+	}
+	// Through lego's clients the same path is refused, naming the fix.
+	_, err = New(Options{Provider: "vultr", CredentialsFile: writeCreds(t, "VULTR_API_KEY = k\n", 0o600), Challenge: solve.DNSAccount01})
+	if err == nil || !strings.Contains(err.Error(), "can only write _acme-challenge.<name>") || !strings.Contains(err.Error(), "(linode)") {
+		t.Errorf("vultr with dns-account-01: %v", err)
 	}
 }

@@ -35,6 +35,9 @@ type Factory struct {
 	// Help says which keys are needed, shown when one is missing. Empty
 	// means the required keys, with their docs.
 	Help string
+	// AnyName marks a client that writes a TXT record at any name (it
+	// implements nameWriter), so the provider answers dns-account-01 too.
+	AnyName bool
 	// Timeout is the default propagation timeout: how long records of this
 	// provider usually take to reach every authoritative server. Less than
 	// DefaultPropagationTimeout means DefaultPropagationTimeout.

@@ -25,13 +25,14 @@ const (
 	keyCredentials = "credentials_file"
 )
 
-// Spec declares the dns-provider path kind. Only dns-01: lego's providers
-// write _acme-challenge.<name> and no other record.
+// Spec declares the dns-provider path kind. dns-01, and dns-account-01 for
+// the providers whose client Detour writes itself (lego's providers write
+// _acme-challenge.<name> and no other record).
 var Spec = solve.Spec{
 	Kind:       Kind,
 	Summary:    "sets dns-01 TXT records through a DNS provider's API (lego's provider clients)",
 	For:        "the DNS provider has an API: a credentials file",
-	Challenges: []string{solve.DNS01},
+	Challenges: []string{solve.DNS01, solve.DNSAccount01},
 	Settings: []solve.Setting{
 		{Key: keyProvider, Type: solve.TypeEnum, Required: true, Values: Names(), Example: "cloudflare",
 			Doc: "the DNS provider whose API sets the records", Check: checkProvider},
@@ -44,6 +45,11 @@ var Spec = solve.Spec{
 		propagationTimeout(),
 	},
 	Check: func(s solve.Settings) []solve.Problem {
+		if f, name, ok := lookup(s.Get(keyProvider)); ok {
+			if err := checkChallenge(name, f, s.Challenge()); err != nil {
+				return []solve.Problem{{Key: solve.KeyChallenge, Msg: err.Error()}}
+			}
+		}
 		switch f := s.Get(keyCredentials); {
 		case f != "" && !filepath.IsAbs(f):
 			return []solve.Problem{{Key: keyCredentials,
@@ -124,15 +130,13 @@ func checkTimeout(v string) error {
 // client from its credentials_file, and Detour's own propagation check on
 // env.Resolver. Settings that Validate refuses fail here too.
 func buildPath(s solve.Settings, env solve.Env) (*Solver, error) {
-	if c := s.Challenge(); c != "" && c != solve.DNS01 {
-		return nil, fmt.Errorf("a %s path cannot answer %s: lego's DNS providers can only write _acme-challenge.<name>; "+
-			"use an rfc2136, acme-dns or dns-embedded path for %s", Kind, c, c)
-	}
 	opts := Options{
 		Logger:          env.Logger,
 		Provider:        s.Get(keyProvider),
 		CredentialsFile: s.Get(keyCredentials),
 		Resolver:        env.Resolver,
+		Challenge:       s.Challenge(),
+		AccountURL:      env.AccountURL(Kind),
 	}
 	if v := s.Get(solve.PropagationTimeout.Key); v != "" {
 		if err := checkTimeout(v); err != nil {

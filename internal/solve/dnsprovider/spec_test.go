@@ -48,7 +48,9 @@ func TestSpecValidate(t *testing.T) {
 		{"zero timeout", map[string]string{"provider": "route53", "credentials_file": creds, "propagation_timeout": "0s"},
 			[]solve.Problem{{Key: "propagation_timeout", Msg: `"0s" is not a positive duration; write e.g. "5m" or "90s"`}}},
 		{"other challenge", map[string]string{"challenge": "http-01", "provider": "hetzner", "credentials_file": creds},
-			[]solve.Problem{{Key: "challenge", Msg: `"http-01" is not available for kind "dns-provider"; use "dns-01"`}}},
+			[]solve.Problem{{Key: "challenge", Msg: `"http-01" is not available for kind "dns-provider"; use "dns-01" or "dns-account-01"`}}},
+		{"dns-account-01 through lego", map[string]string{"challenge": "dns-account-01", "provider": "hetzner", "credentials_file": creds},
+			[]solve.Problem{{Key: "challenge", Msg: `DNS provider hetzner cannot answer dns-account-01: lego's DNS providers can only write _acme-challenge.<name>, not the account's _<label>._acme-challenge.<name>; set challenge = "dns-01", or use a provider whose client Detour writes itself (` + strings.Join(anyNameProviders(), ", ") + `) or an rfc2136, acme-dns or dns-embedded path`}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,7 +63,7 @@ func TestSpecValidate(t *testing.T) {
 }
 
 func TestSpecDeclaration(t *testing.T) {
-	if Spec.Kind != Kind || Kind != "dns-provider" || !slices.Equal(Spec.Challenges, []string{solve.DNS01}) {
+	if Spec.Kind != Kind || Kind != "dns-provider" || !slices.Equal(Spec.Challenges, []string{solve.DNS01, solve.DNSAccount01}) {
 		t.Errorf("Spec declares kind %q for %q", Spec.Kind, Spec.Challenges)
 	}
 	var keys []string
