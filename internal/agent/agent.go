@@ -84,6 +84,9 @@ type Options struct {
 	Concurrency int
 	// Metrics, when set, receives the agent's figures.
 	Metrics *Metrics
+	// History, when set, keeps every renewal attempt with its steps and
+	// their durations (the status page lists them).
+	History History
 	// Rand draws the jitter fractions in [0,1); default math/rand/v2.
 	Rand func() float64
 	// NotifyEvery limits notifications to one per certificate per period.

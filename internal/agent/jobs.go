@@ -30,6 +30,7 @@ type job struct {
 // taken first (see bindSet), then a slot of the concurrency bound.
 func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	log := l.a.log.With("certificate", j.cert.Name)
+	clk := clock{begin: time.Now(), obtain: &timedObtainer{Obtainer: l.a.opts.Obtainer}}
 	unbind, err := l.a.binds.acquire(ctx, j.cert.Binds)
 	if err != nil {
 		return func(*certState) {}
@@ -46,12 +47,14 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 
 	log.InfoContext(ctx, "renewing", "reason", j.reason)
 	start := time.Now()
-	step := renew.Step{Obtainer: l.a.opts.Obtainer, Records: l.a.opts.Store, Policy: l.a.policy, Logger: l.a.log}
+	clk.ready = start
+	step := renew.Step{Obtainer: clk.obtain, Records: l.a.opts.Store, Policy: l.a.policy, Logger: l.a.log}
 	// The decision was made on j.rec: when the record says otherwise
 	// now (cron, or another node of a fleet, renewed it), nothing is
 	// ordered.
 	expect := renew.ExpectedOf(j.rec)
 	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last, Expect: &expect})
+	clk.done = time.Now()
 	switch {
 	case out.Superseded:
 		log.InfoContext(ctx, "renewed meanwhile by another process; rescheduling from its record")
@@ -76,10 +79,12 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 		return func(s *certState) { s.notBefore = time.Now().Add(time.Minute) }
 	default:
 		m.attempt(out.CA, out.Paths, out.Err)
+		l.record(ctx, j.cert.Name, clk.attempt(out))
 		return l.failed(ctx, j, out)
 	}
 	res := out.Result
 	m.attempt(out.CA, out.Paths, nil)
+	l.record(ctx, j.cert.Name, clk.attempt(out))
 	log.InfoContext(ctx, "renewed", "version", res.Version, "not_after", res.NotAfter, "serial", res.Serial,
 		"path", joinUsed(res.PathUsed), "ca", out.CA, "elapsed", time.Since(start).Round(time.Millisecond))
 	if res.DeployErr != nil {

@@ -1,7 +1,12 @@
 package agent
 
 import (
+	"context"
 	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -16,6 +21,7 @@ type Metrics struct {
 	reg *prometheus.Registry
 
 	notAfter    *prometheus.GaugeVec
+	notBefore   *prometheus.GaugeVec
 	lastSuccess *prometheus.GaugeVec
 	nextRenewal *prometheus.GaugeVec
 	failing     *prometheus.GaugeVec
@@ -26,6 +32,17 @@ type Metrics struct {
 	notices     *prometheus.CounterVec
 	deployFails prometheus.Counter
 	running     prometheus.Gauge
+
+	windowsMu sync.Mutex
+	windows   func(context.Context) ([]Window, error)
+}
+
+// Window is a firewall window recorded as open, for the metrics.
+type Window struct {
+	Backend string
+	Port    int
+	Family  string
+	Until   time.Time
 }
 
 // NewMetrics returns metrics on a registry of their own, with the Go and
@@ -37,6 +54,8 @@ func NewMetrics() *Metrics {
 		reg: reg,
 		notAfter: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_expiry_timestamp_seconds",
 			Help: "NotAfter of the live certificate, as a Unix time."}, cert),
+		notBefore: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_not_before_timestamp_seconds",
+			Help: "NotBefore of the live certificate, as a Unix time: with the expiry, its lifetime."}, cert),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_last_success_timestamp_seconds",
 			Help: "When the live certificate was obtained, as a Unix time."}, cert),
 		nextRenewal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "detour_certificate_next_renewal_timestamp_seconds",
@@ -58,10 +77,89 @@ func NewMetrics() *Metrics {
 		running: prometheus.NewGauge(prometheus.GaugeOpts{Name: "detour_renewals_in_flight",
 			Help: "Renewals running now."}),
 	}
-	reg.MustRegister(m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.broken, m.attempts, m.failures, m.ariPolls,
+	reg.MustRegister(m.notAfter, m.notBefore, m.lastSuccess, m.nextRenewal, m.failing, m.broken, m.attempts, m.failures, m.ariPolls,
 		m.notices, m.deployFails, m.running,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildInfo(), windowCollector{m})
 	return m
+}
+
+// buildInfo is detour_build_info: 1, labelled with the version, so that
+// a dashboard shows what runs and an alert sees an agent that is gone.
+func buildInfo() prometheus.Collector {
+	version, revision := "devel", "unknown"
+	if info, ok := debug.ReadBuildInfo(); ok {
+		if v := info.Main.Version; v != "" && v != "(devel)" {
+			version = v
+		}
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "detour_build_info",
+		Help:        "Always 1: the version of the detour agent running, as labels.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision}})
+	g.Set(1)
+	return g
+}
+
+// ObserveWindows makes every scrape ask windows for the firewall windows
+// recorded as open (a local read), for detour_firewall_windows_open and
+// detour_firewall_window_expiry_timestamp_seconds.
+func (m *Metrics) ObserveWindows(windows func(context.Context) ([]Window, error)) {
+	if m == nil {
+		return
+	}
+	m.windowsMu.Lock()
+	m.windows = windows
+	m.windowsMu.Unlock()
+}
+
+var (
+	windowsOpenDesc = prometheus.NewDesc("detour_firewall_windows_open",
+		"Firewall windows recorded as open now (a window past its deadline on a firewall that does not close it by itself counts until Detour removes it).", nil, nil)
+	windowExpiryDesc = prometheus.NewDesc("detour_firewall_window_expiry_timestamp_seconds",
+		"When the firewall window on a port is due to close, as a Unix time; a time in the past means it was not closed.", []string{"backend", "port", "family"}, nil)
+)
+
+// windowCollector reads the windows at scrape time.
+type windowCollector struct{ m *Metrics }
+
+func (c windowCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- windowsOpenDesc
+	ch <- windowExpiryDesc
+}
+
+func (c windowCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.windowsMu.Lock()
+	read := c.m.windows
+	c.m.windowsMu.Unlock()
+	var ws []Window
+	if read != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var err error
+		if ws, err = read(ctx); err != nil {
+			ch <- prometheus.NewInvalidMetric(windowsOpenDesc, err)
+			return
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(windowsOpenDesc, prometheus.GaugeValue, float64(len(ws)))
+	type key struct {
+		backend, port, family string
+	}
+	latest := map[key]time.Time{}
+	for _, w := range ws {
+		k := key{w.Backend, strconv.Itoa(w.Port), w.Family}
+		if w.Until.After(latest[k]) {
+			latest[k] = w.Until
+		}
+	}
+	for k, until := range latest {
+		ch <- prometheus.MustNewConstMetric(windowExpiryDesc, prometheus.GaugeValue, float64(until.Unix()), k.backend, k.port, k.family)
+	}
 }
 
 // Handler serves the metrics in the Prometheus exposition format.
@@ -78,6 +176,7 @@ func (m *Metrics) record(r store.Record) {
 	}
 	m.broken.DeleteLabelValues(r.Name)
 	m.notAfter.WithLabelValues(r.Name).Set(float64(r.NotAfter.Unix()))
+	m.notBefore.WithLabelValues(r.Name).Set(float64(r.NotBefore.Unix()))
 	if !r.Issued.IsZero() {
 		m.lastSuccess.WithLabelValues(r.Name).Set(float64(r.Issued.Unix()))
 	}
@@ -104,7 +203,7 @@ func (m *Metrics) forget(name string) {
 	if m == nil {
 		return
 	}
-	for _, v := range []*prometheus.GaugeVec{m.notAfter, m.lastSuccess, m.nextRenewal, m.failing, m.broken} {
+	for _, v := range []*prometheus.GaugeVec{m.notAfter, m.notBefore, m.lastSuccess, m.nextRenewal, m.failing, m.broken} {
 		v.DeleteLabelValues(name)
 	}
 }

@@ -24,6 +24,8 @@ type Agent struct {
 	NotifyWebhook string
 	// NotifyDays is the threshold in days (notify_days, default 7).
 	NotifyDays int
+	// Status is the status page (status_listen and its access keys).
+	Status StatusPage
 }
 
 // DefaultNotifyDays is notify_days when the file does not set it.
@@ -39,16 +41,17 @@ const (
 
 // agentFields returns the decoders of the agent's top-level keys.
 func agentFields(a *Agent) []field {
-	return []field{
+	return append([]field{
 		str(keyMetricsListen, &a.MetricsListen),
 		str(keyNotifyCommand, &a.NotifyCommand),
 		str(keyNotifyWebhook, &a.NotifyWebhook),
 		integer(keyNotifyDays, &a.NotifyDays),
-	}
+	}, statusFields(&a.Status)...)
 }
 
 // validateAgent checks the agent's settings and applies their defaults.
 func validateAgent(l *errList, a *Agent, hasDays bool) {
+	validateStatus(l, a.Status)
 	if a.MetricsListen != "" {
 		if host, port, err := net.SplitHostPort(a.MetricsListen); err != nil {
 			l.add(keyMetricsListen, "%q is not host:port; write e.g. metrics_listen = \"127.0.0.1:9464\"", a.MetricsListen)

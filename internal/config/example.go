@@ -36,6 +36,16 @@ agree_tos = true
 
 # The agent (detour run): Prometheus metrics, off unless set.
 # metrics_listen = "127.0.0.1:9402"
+# The status page (read-only HTML, and /status.json), off unless set. It may
+# share metrics_listen's address. Beyond loopback it needs credentials:
+# status_user with the bcrypt hash of its password (detour config
+# hash-password prints one), or a client certificate over TLS.
+# status_listen = "127.0.0.1:9403"
+# status_user = "ops"
+# status_password_bcrypt = "$2a$12$..."
+# status_tls_cert = "/var/lib/detour/live/example/fullchain.pem"
+# status_tls_key = "/var/lib/detour/live/example/privkey.pem"
+# status_client_ca = "/etc/detour/status-clients-ca.pem"
 # Tell someone when a certificate is within notify_days of expiry and its
 # last renewal failed (a command, a webhook, or both). The command runs under
 # /bin/sh with DETOUR_NAME, DETOUR_DOMAINS, DETOUR_NOT_AFTER, DETOUR_ERROR and
