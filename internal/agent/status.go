@@ -31,6 +31,8 @@ type Status struct {
 	LastTime    time.Time `json:"last_time,omitzero"`
 	LastOK      *bool     `json:"last_ok,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
+	LastPath    string    `json:"last_path,omitempty"` // the path used, or the paths tried
+	LastCA      string    `json:"last_ca,omitempty"`
 	Failures    int       `json:"failures"`
 }
 
@@ -48,7 +50,7 @@ func (l *loop) snapshot() []Status {
 		}
 		if a := s.lastAttempt(); a != nil {
 			ok := a.OK
-			st.LastTime, st.LastOK, st.LastError = a.Time, &ok, a.Error
+			st.LastTime, st.LastOK, st.LastError, st.LastPath, st.LastCA = a.Time, &ok, a.Error, a.Path, a.CA
 		}
 		out = append(out, st)
 	}

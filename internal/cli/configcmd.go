@@ -48,6 +48,6 @@ other users can read) are printed too; they do not make the check fail.`,
 			fmt.Fprintf(a.stdout, "%s: ok (%d certificates, %d paths, %d CAs%s)\n", cfg.File, len(cfg.Certificates), len(cfg.Paths), len(cfg.CAs), warnings)
 			return nil
 		},
-	})
+	}, a.hashPasswordCommand())
 	return cmd
 }

@@ -50,7 +50,9 @@ The agent sleeps on one timer between events. SIGHUP re-reads the config file
 SIGINT stop it after renewals in flight have cleaned up. After a crash, the next
 start finishes what was interrupted. 'detour status' asks the running agent
 (socket agent.sock in the state directory); metrics_listen (or
---metrics-listen) serves Prometheus metrics at /metrics.`,
+--metrics-listen) serves Prometheus metrics at /metrics; status_listen serves
+the status page (HTML, and /status.json), on the same listener when both name
+one address.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.runAgent(cmd, concurrency, metricsListen)
@@ -116,8 +118,10 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 		return err
 	}
 	metrics := agent.NewMetrics()
+	metrics.ObserveWindows(p.MetricsWindows)
+	history := p.History()
 	ag, err := agent.New(agent.Options{Obtainer: p.Manager, Store: p.SharedStore(), Logger: a.log, Metrics: metrics, Concurrency: concurrency,
-		LockedRetry: p.LockedRetry()})
+		LockedRetry: p.LockedRetry(), History: history})
 	if err != nil {
 		return err
 	}
@@ -139,7 +143,11 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 	if metricsListen == "" {
 		metricsListen = p.Config().Agent.MetricsListen
 	}
-	if metricsListen != "" {
+	status, err := a.serveStatusPage(srvCtx, &servers, p, ag, history, metrics, fa, metricsListen)
+	if err != nil {
+		return err
+	}
+	if metricsListen != "" && !status.servesMetrics {
 		mln, err := net.Listen("tcp", metricsListen)
 		if err != nil {
 			return fmt.Errorf("binding %s for metrics: %w; choose another metrics_listen address", metricsListen, err)
@@ -161,7 +169,7 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 			case <-ctx.Done():
 				return
 			case <-hup:
-				a.reloadAgent(ctx, p, ag)
+				a.reloadAgent(ctx, p, ag, status.page)
 			}
 		}
 	}()
@@ -173,16 +181,18 @@ func (a *app) runAgent(cmd *cobra.Command, concurrency int, metricsListen string
 // reloadAgent re-reads the config file and swaps the agent's plan; a
 // config with errors keeps the old plan. The state directory stays the one
 // opened at start.
-func (a *app) reloadAgent(ctx context.Context, p *plan.Planner, ag *agent.Agent) {
+func (a *app) reloadAgent(ctx context.Context, p *plan.Planner, ag *agent.Agent, page *plan.StatusPage) {
 	a.cfg, a.cfgErr = nil, nil
 	cfg, err := a.config(false)
 	var ap agent.Plan
+	var np *plan.Planner
 	if err == nil {
 		if a.stateDir == "" && cfg.StateDir != p.Config().StateDir {
 			a.log.Warn("state_dir changed in the config; the agent keeps the one it started with until it is restarted",
 				"state_dir", p.Store.Dir(), "config_state_dir", cfg.StateDir)
 		}
-		ap, err = p.WithConfig(cfg).Agent(ctx)
+		np = p.WithConfig(cfg)
+		ap, err = np.Agent(ctx)
 	}
 	if err != nil {
 		a.log.Error("reloading the config failed; the agent keeps running with the previous one", "config", a.configFile, "error", err)
@@ -191,6 +201,9 @@ func (a *app) reloadAgent(ctx context.Context, p *plan.Planner, ag *agent.Agent)
 	if err := ag.Reload(ctx, ap); err != nil {
 		a.log.Error("reloading the agent's plan", "error", err)
 		return
+	}
+	if page != nil {
+		page.SetPlanner(np) // status_* themselves take effect at the next start
 	}
 	a.log.Info("config reloaded", "certificates", len(ap.Certs))
 }

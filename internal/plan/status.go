@@ -211,6 +211,12 @@ func (p *Planner) mergeAgentStatus(ctx context.Context, rows []CertStatus, want 
 		}
 		return rows
 	}
+	return mergeLive(rows, live, want)
+}
+
+// mergeLive overlays live, the agent's view, on rows (see
+// mergeAgentStatus).
+func mergeLive(rows []CertStatus, live []agent.Status, want map[string]bool) []CertStatus {
 	byName := make(map[string]int, len(rows))
 	for i, r := range rows {
 		byName[r.Name] = i

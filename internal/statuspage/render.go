@@ -22,6 +22,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"join": strings.Join,
 	"path": url.PathEscape,
 	"sub":  func(a, b float64) float64 { return a - b },
+	"add":  func(a, b float64) float64 { return a + b },
 	"head": func(title, root string) headView { return headView{Title: title, Root: root} },
 }).ParseFS(assets, "assets/*.html"))
 
@@ -57,13 +58,16 @@ type count struct {
 type rowView struct {
 	Certificate
 	StateText string
-	Left      string // "34.5 of 90 days left · expires 2026-08-17"
-	// LeftDays, LifeDays and ThirdDays place the days left on the bar.
-	LeftDays, LifeDays, ThirdDays string
-	TL                            timeline
-	LastText                      string
-	ErrHead                       string
-	ErrRest                       string
+	Left      string // "34.5 of 90 days left"
+	Expires   string // "expires 2026-08-17"
+	// Bar is the share of the lifetime left, in percent; Low is set in
+	// the last third of the life.
+	Bar      float64
+	Low      bool
+	TL       timeline
+	LastText string
+	ErrHead  string
+	ErrRest  string
 }
 
 // timeline places the certificate's life on 0..100: where now is, the
@@ -91,16 +95,21 @@ func newRow(c Certificate, now time.Time) rowView {
 	}
 	if life := c.Lifetime(); life > 0 {
 		left := c.NotAfter.Sub(now)
-		r.LeftDays, r.LifeDays, r.ThirdDays = days(max(left, 0)), days(life), days(life/3)
-		r.Left = fmt.Sprintf("%s of %s days left · expires %s", days(left), days(life), day(c.NotAfter))
+		r.Bar, r.Low = clamp(100*float64(left)/float64(life)), left < life/3
+		r.Left, r.Expires = fmt.Sprintf("%s of %s days left", days(left), days(life)), "expires "+day(c.NotAfter)
 		if left < 0 {
-			r.Left = fmt.Sprintf("expired %s ago, %s", ago(-left), day(c.NotAfter))
+			r.Left, r.Expires = "expired "+ago(-left)+" ago", day(c.NotAfter)
 		}
 	}
 	if a := c.Last; a != nil {
 		r.LastText = lastText(*a, now)
 		r.ErrHead, r.ErrRest = splitError(a.Error)
-		if r.ErrHead != "" && strings.Contains(c.Problem, r.ErrHead) {
+		switch {
+		case c.State == StateBroken && c.Problem != "":
+			// What is broken says more than the attempt that tripped on
+			// it (the certificate's page lists the attempt).
+			r.ErrHead, r.ErrRest = "", ""
+		case r.ErrHead != "" && strings.Contains(c.Problem, r.ErrHead):
 			r.Problem = "" // the error below says it in full
 		}
 	}
@@ -110,7 +119,13 @@ func newRow(c Certificate, now time.Time) rowView {
 func newTimeline(c Certificate, now time.Time) timeline {
 	life := c.Lifetime()
 	if life <= 0 {
-		return timeline{Caption: "no certificate dates: " + orDash(c.Problem)}
+		switch {
+		case c.State == StateBroken:
+			return timeline{Caption: "no dates: the record cannot be read"}
+		case c.Version == 0:
+			return timeline{Caption: "not issued yet"}
+		}
+		return timeline{Caption: "no dates"}
 	}
 	at := func(t time.Time) float64 { return clamp(100 * float64(t.Sub(c.NotBefore)) / float64(life)) }
 	tl := timeline{Known: true, Now: at(now), Third: at(c.NotAfter.Add(-life / 3)),
@@ -210,13 +225,6 @@ func span(from, to time.Time) string {
 }
 
 func day(t time.Time) string { return t.UTC().Format("2006-01-02") }
-
-func orDash(s string) string {
-	if s == "" {
-		return "—"
-	}
-	return s
-}
 
 // RenderOverview writes the overview of p as an HTML document.
 func RenderOverview(w io.Writer, p Page) error {

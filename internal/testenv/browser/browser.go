@@ -8,8 +8,10 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
 	"github.com/detour-acme/detour/internal/testenv"
@@ -22,6 +24,9 @@ var shared struct {
 	started bool
 }
 
+// tabTimeout bounds everything a test does in one tab.
+const tabTimeout = 2 * time.Minute
+
 // TabOptions configure a tab.
 type TabOptions struct {
 	// NoJavaScript disables scripts in the tab: what the page shows
@@ -29,6 +34,9 @@ type TabOptions struct {
 	NoJavaScript bool
 	// Width and Height are the viewport in CSS pixels; default 1280x800.
 	Width, Height int64
+	// Headers are sent with every request of the tab (an Authorization
+	// header, say).
+	Headers map[string]string
 }
 
 // Tab opens a tab in the test binary's Chromium, starting it on first
@@ -37,13 +45,29 @@ type TabOptions struct {
 func Tab(tb testing.TB, o TabOptions) context.Context {
 	tb.Helper()
 	bctx := start(tb)
-	ctx, cancel := chromedp.NewContext(bctx)
+	tab, closeTab := chromedp.NewContext(bctx)
+	tb.Cleanup(closeTab)
+	// Whatever a test waits for in the tab, it fails after this rather
+	// than hang (a derived context leaves the tab open).
+	ctx, cancel := context.WithTimeout(tab, tabTimeout)
 	tb.Cleanup(cancel)
 	if o.Width == 0 {
 		o.Width, o.Height = 1280, 800
 	}
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(o.Width, o.Height)); err != nil {
 		tb.Fatalf("opening a Chromium tab: %v", err)
+	}
+	if len(o.Headers) > 0 {
+		h := network.Headers{}
+		for k, v := range o.Headers {
+			h[k] = v
+		}
+		if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+			tb.Fatalf("enabling the network domain: %v", err)
+		}
+		if _, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: h}); err != nil {
+			tb.Fatalf("setting the tab's headers: %v", err)
+		}
 	}
 	if o.NoJavaScript {
 		if _, err := chromedp.Call(ctx, emulation.SetScriptExecutionDisabled, emulation.SetScriptExecutionDisabledParams{Value: true}); err != nil {
