@@ -449,3 +449,41 @@ func TestStatusPageConfigCheck(t *testing.T) {
 	cfg = writeFile(t, "detour.toml", "status_listen = \"127.0.0.1:9403\"\n")
 	mustRun(t, "--config", cfg, "config", "check")
 }
+
+// TestHashPassword: `detour config hash-password` prints a bcrypt hash of
+// the password on standard input, which status_password_bcrypt takes. Not
+// parallel: it replaces os.Stdin.
+func TestHashPassword(t *testing.T) {
+	withStdin := func(input string) result {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_, _ = io.WriteString(w, input)
+			w.Close()
+		}()
+		old := os.Stdin
+		os.Stdin = r
+		defer func() { os.Stdin = old; r.Close() }()
+		return run(t, "config", "hash-password", "--cost", "4")
+	}
+	res := withStdin("a long passphrase\n")
+	if res.code != 0 {
+		t.Fatalf("hash-password: %v", res)
+	}
+	hash := strings.TrimSpace(res.stdout)
+	if err := bcrypt.CompareHashAndPassword([]byte(hash), []byte("a long passphrase")); err != nil {
+		t.Errorf("printed %q, which is no hash of the password: %v", hash, err)
+	}
+	cfg := writeFile(t, "detour.toml", fmt.Sprintf("status_listen = \"0.0.0.0:9403\"\nstatus_user = \"ops\"\nstatus_password_bcrypt = %q\n", hash))
+	if r := run(t, "--config", cfg, "config", "check"); r.code != 0 || !strings.Contains(r.stdout, "warning:") {
+		t.Errorf("config check with the printed hash (over plain HTTP beyond loopback: a warning): %v", r)
+	}
+	if r := withStdin("short\n"); r.code == 0 || !strings.Contains(r.stderr, "shorter than 8") {
+		t.Errorf("a short password: %v", r)
+	}
+	if r := withStdin(""); r.code == 0 || !strings.Contains(r.stderr, "no password on standard input") {
+		t.Errorf("no password: %v", r)
+	}
+}
