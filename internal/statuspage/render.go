@@ -68,6 +68,8 @@ type rowView struct {
 	LastText string
 	ErrHead  string
 	ErrRest  string
+	// Why is set when the row is followed by its problem, error and fix.
+	Why bool
 }
 
 // timeline places the certificate's life on 0..100: where now is, the
@@ -113,6 +115,7 @@ func newRow(c Certificate, now time.Time) rowView {
 			r.Problem = "" // the error below says it in full
 		}
 	}
+	r.Why = c.State != StateOK && (r.Problem != "" || r.ErrHead != "")
 	return r
 }
 
