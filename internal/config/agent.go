@@ -51,7 +51,7 @@ func agentFields(a *Agent) []field {
 
 // validateAgent checks the agent's settings and applies their defaults.
 func validateAgent(l *errList, a *Agent, hasDays bool) {
-	validateStatus(l, a.Status)
+	validateStatus(l, &a.Status)
 	if a.MetricsListen != "" {
 		if host, port, err := net.SplitHostPort(a.MetricsListen); err != nil {
 			l.add(keyMetricsListen, "%q is not host:port; write e.g. metrics_listen = \"127.0.0.1:9464\"", a.MetricsListen)

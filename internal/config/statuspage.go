@@ -11,8 +11,9 @@ import (
 // StatusPage holds the settings of the status page `detour run` serves:
 // where it listens, and who may read it when that is beyond this host.
 type StatusPage struct {
-	// Listen is host:port (status_listen); empty: no page. It may be
-	// metrics_listen's address: one listener then serves both.
+	// Listen is host:port (status_listen); empty: no page. A port alone
+	// means loopback (127.0.0.1:PORT). It may be metrics_listen's
+	// address: one listener then serves both.
 	Listen string
 	// User and PasswordBcrypt are the HTTP basic auth user and the bcrypt
 	// hash of the password (status_user, status_password_bcrypt).
@@ -55,7 +56,11 @@ func statusFields(s *StatusPage) []field {
 // validateStatus checks the status page's settings. A page reachable
 // beyond this host without credentials is an error: it shows every
 // certificate's names, state and errors.
-func validateStatus(l *errList, s StatusPage) {
+func validateStatus(l *errList, sp *StatusPage) {
+	if _, err := strconv.Atoi(sp.Listen); err == nil {
+		sp.Listen = net.JoinHostPort("127.0.0.1", sp.Listen) // a port alone: loopback
+	}
+	s := *sp
 	if s.Listen == "" {
 		for _, k := range []struct{ key, v string }{{keyStatusUser, s.User}, {keyStatusPassword, s.PasswordBcrypt},
 			{keyStatusTLSCert, s.TLSCert}, {keyStatusTLSKey, s.TLSKey}, {keyStatusClientCA, s.ClientCA}} {
@@ -67,7 +72,7 @@ func validateStatus(l *errList, s StatusPage) {
 	}
 	host, port, err := net.SplitHostPort(s.Listen)
 	if err != nil {
-		l.add(keyStatusListen, "%q is not host:port; write e.g. status_listen = \"127.0.0.1:9403\"", s.Listen)
+		l.add(keyStatusListen, "%q is not host:port; write e.g. status_listen = \"127.0.0.1:9403\" (or the port alone for loopback)", s.Listen)
 		return
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {

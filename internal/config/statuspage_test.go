@@ -48,7 +48,8 @@ func TestStatusPage(t *testing.T) {
 			[]problem{{2, "status_tls_cert", "relative path"}}, ""},
 		{"credentials without a listener", "status_user = \"ops\"\n",
 			[]problem{{1, "status_user", "no effect without status_listen"}}, ""},
-		{"not host:port", "status_listen = \"9403\"\n", []problem{{1, "status_listen", "not host:port"}}, ""},
+		{"not host:port", "status_listen = \"localhost\"\n", []problem{{1, "status_listen", "not host:port"}}, ""},
+		{"a port alone", "status_listen = \"9403\"\n", nil, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -87,6 +88,17 @@ func TestStatusPage(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStatusListenPort: a port alone is that port on loopback.
+func TestStatusListenPort(t *testing.T) {
+	cfg, err := Parse("detour.toml", []byte("status_listen = \"9403\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Agent.Status.Listen != "127.0.0.1:9403" {
+		t.Errorf("status_listen = %q, want 127.0.0.1:9403", cfg.Agent.Status.Listen)
 	}
 }
 
