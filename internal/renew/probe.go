@@ -42,6 +42,9 @@ func (m *Manager) probe(ctx context.Context, req Request, acct acme.Account, can
 				break
 			}
 			err := m.probeOne(ctx, req, p, id, tp, acct.Location, j)
+			if ctx.Err() == nil {
+				req.progress.emit(Event{Kind: EventProbe, Identifier: id.Value, Path: p.Name, Challenge: typ, Err: err})
+			}
 			if err == nil {
 				out[id] = append(out[id], paths[i:]...)
 				break
@@ -50,6 +53,7 @@ func (m *Manager) probe(ctx context.Context, req Request, acct acme.Account, can
 				return cands, ctx.Err()
 			}
 			reasons = append(reasons, fmt.Sprintf("%s (%s): %v", p.Name, typ, err))
+			req.progress.skip(id.Value, p.Name, "a probe of Detour's own failed: "+err.Error())
 			m.log.WarnContext(ctx, "path passed over: a probe of Detour's own failed its self-check", "identifier", id.Value, "path", p.Name, "error", err)
 		}
 		if len(out[id]) == 0 {
