@@ -86,16 +86,17 @@ Wildcards (*.example.com) need a DNS path; IP addresses need http-01 or tls-alpn
   detour issue -d 192.0.2.10 --path standalone-tls-alpn --profile shortlived
   detour issue www            # the [[certificate]] named www in the config`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			live := a.liveProgress(cmd)
 			if len(f.domains) > 0 {
 				if len(args) > 0 {
 					return usagef("give either -d/--domain (a one-off certificate) or certificate names from the config, not both")
 				}
-				return a.issueOneOff(cmd, f)
+				return a.issueOneOff(cmd, f, live)
 			}
 			if err := oneOffOnly(cmd); err != nil {
 				return err
 			}
-			return a.issueConfigured(cmd, args, f.dryRun, f.agreeTOS)
+			return a.issueConfigured(cmd, args, f.dryRun, f.agreeTOS, live)
 		},
 	}
 	fl := cmd.Flags()
@@ -132,7 +133,7 @@ func oneOffOnly(cmd *cobra.Command) error {
 	return nil
 }
 
-func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
+func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags, live bool) error {
 	p, err := a.planner(false)
 	if err != nil {
 		return err
@@ -147,10 +148,10 @@ func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
 	if err != nil {
 		return usage(err)
 	}
-	return a.obtain(cmd, p, []renew.Target{t}, f.dryRun)
+	return a.obtain(cmd, p, []renew.Target{t}, f.dryRun, live)
 }
 
-func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeTOS bool) error {
+func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeTOS, live bool) error {
 	p, err := a.planner(true)
 	if err != nil {
 		return err
@@ -159,15 +160,22 @@ func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeT
 	if err != nil {
 		return err
 	}
-	return a.obtain(cmd, p, targets, dryRun)
+	return a.obtain(cmd, p, targets, dryRun, live)
 }
 
 // obtain issues each certificate in turn, due or not, and prints one line
-// per result.
-func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun bool) error {
+// per result; with live, each step as it ends (see liveProgress).
+func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun, live bool) error {
 	var failed []string
 	for _, t := range targets {
-		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1})
+		opt := renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1}
+		if live {
+			if len(targets) > 1 {
+				fmt.Fprintf(a.stderr, "%s\n", t.Name)
+			}
+			opt.Progress = (&progressLines{w: a.stderr, start: time.Now()}).event
+		}
+		out := p.Manager.Renew(cmd.Context(), t, opt)
 		err := out.Err
 		if err == nil && !dryRun {
 			err = deployHere(cmd.Context(), p, out.Result)

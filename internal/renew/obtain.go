@@ -38,12 +38,12 @@ func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error
 			if !solve.Applicable(typ, id) {
 				why := solve.NotApplicableReason(typ, id, nil)
 				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, why))
-				req.progress.skip(id.Value, p.Name, why)
+				req.progress.skip(id.Value, p.Name, "", why)
 				continue
 			}
 			if err := p.Solver.Check(ctx, id); err != nil {
 				reasons = append(reasons, fmt.Sprintf("%s (%s): %v", p.Name, typ, err))
-				req.progress.skip(id.Value, p.Name, "its check failed: "+err.Error())
+				req.progress.skip(id.Value, p.Name, "", "its check failed: "+err.Error())
 				m.log.InfoContext(ctx, "path passed over", "identifier", id.Value, "path", p.Name, "reason", err)
 				continue
 			}
@@ -427,7 +427,7 @@ func (m *Manager) present(ctx context.Context, req Request, acctURL, url string,
 		if !ok {
 			why := fmt.Sprintf("the CA does not offer %s for %s (it offers %s)", typ, id.Value, strings.Join(types, ", "))
 			reasons = append(reasons, fmt.Sprintf("%s: %s", p.Name, why))
-			req.progress.skip(id.Value, p.Name, why)
+			req.progress.skip(id.Value, p.Name, "", why)
 			continue
 		}
 		ch := solve.Challenge{Type: typ, Identifier: id, Token: wc.Token, KeyAuthorization: wc.KeyAuthorization,
@@ -447,7 +447,6 @@ func (m *Manager) present(ctx context.Context, req Request, acctURL, url string,
 		req.progress.emit(req.progress.chosen(id.Value, p.Name, typ))
 		if err := m.presentChecked(ctx, req, p, ch); err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", p.Name, err))
-			req.progress.skip(id.Value, p.Name, err.Error())
 			m.log.WarnContext(ctx, "path passed over; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
 			if err := p.Solver.CleanUp(cctx, ch); err == nil && !req.DryRun {
@@ -475,6 +474,7 @@ func (e *presentError) Unwrap() error { return e.err }
 func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path, ch solve.Challenge) error {
 	if err := p.Solver.Present(ctx, ch); err != nil {
 		req.progress.emit(Event{Kind: EventAuthz, Identifier: ch.Identifier.Value, Path: p.Name, Challenge: ch.Type, Err: err})
+		req.progress.skip(ch.Identifier.Value, p.Name, EventAuthz, "putting the answer in place failed: "+err.Error())
 		return err
 	}
 	if req.SelfCheck == nil {
@@ -487,6 +487,7 @@ func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path,
 	if err := req.SelfCheck(ctx, p, ch); err != nil {
 		ev.Err = err
 		req.progress.emit(ev)
+		req.progress.skip(ch.Identifier.Value, p.Name, EventSelfCheck, "its self-check failed: "+err.Error())
 		return fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
 	}
 	m.log.InfoContext(ctx, "self-check passed", "identifier", ch.Identifier.Value, "path", p.Name, "challenge", ch.Type)

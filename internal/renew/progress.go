@@ -96,6 +96,11 @@ type Event struct {
 type Skipped struct {
 	Path   string
 	Reason string
+	// Kind is the step whose failed event reported it already
+	// (EventProbe, EventSelfCheck, EventAuthz); empty when no event did
+	// (its check failed, it does not apply, the CA does not offer its
+	// challenge).
+	Kind EventKind
 }
 
 // Reasons an authorization's path was chosen (Event.Reason).
@@ -143,14 +148,15 @@ func (p *progress) emit(e Event) {
 	p.f(e)
 }
 
-// skip notes that path was passed over for identifier id, and why.
-func (p *progress) skip(id, path, reason string) {
+// skip notes that path was passed over for identifier id, and why; kind
+// is the failed step's event, if one was emitted.
+func (p *progress) skip(id, path string, kind EventKind, reason string) {
 	if p == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.skipped[id] = append(p.skipped[id], Skipped{Path: path, Reason: reason})
+	p.skipped[id] = append(p.skipped[id], Skipped{Path: path, Reason: reason, Kind: kind})
 }
 
 // chosen returns the event of path answering identifier id: the reason it

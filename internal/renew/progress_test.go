@@ -129,8 +129,8 @@ func TestProgressEvents(t *testing.T) {
 	if az.Reason != renew.ReasonFirstCheck || az.Challenge != solve.TLSALPN01 {
 		t.Errorf("authz reason %q, challenge %q; want %q, %s", az.Reason, az.Challenge, renew.ReasonFirstCheck, solve.TLSALPN01)
 	}
-	if len(az.Skipped) != 2 || az.Skipped[0].Path != "side" || !strings.Contains(az.Skipped[0].Reason, "its check failed: :80 is held by nginx") ||
-		az.Skipped[1].Path != http || !strings.Contains(az.Skipped[1].Reason, "probe") || !strings.Contains(az.Skipped[1].Reason, "nginx answered 404") {
+	if len(az.Skipped) != 2 || az.Skipped[0] != (renew.Skipped{Path: "side", Reason: "its check failed: :80 is held by nginx"}) ||
+		az.Skipped[1] != (renew.Skipped{Path: http, Reason: "its probe failed: nginx answered 404", Kind: renew.EventProbe}) {
 		t.Errorf("authz passed over %+v; want side's check failure, then %s's probe failure", az.Skipped, http)
 	}
 	if v := got.of(renew.EventValidation)[0]; v.Polls < 1 || v.Err != nil {
@@ -159,6 +159,39 @@ func TestProgressEvents(t *testing.T) {
 	}
 	if az := got.of(renew.EventAuthz); len(az) != 1 || az[0].Reason != renew.ReasonPreferred && az[0].Reason != renew.ReasonReused || len(az[0].Skipped) != 0 {
 		t.Errorf("authz events %+v: want the preferred path, nothing passed over", az)
+	}
+
+	// The probe passes on http-01 but the real answer's self-check does
+	// not: the next path is tried, and said why.
+	env.AddName("real." + name)
+	got = events{}
+	req.Name, req.Identifiers, req.Paths = "progress-real", ids(t, "real."+name), []solve.Path{env.HTTPPath, env.TLSPath}
+	calls := 0
+	req.SelfCheck = func(_ context.Context, _ solve.Path, ch solve.Challenge) error {
+		if calls++; calls == 2 {
+			return errors.New("a stale answer")
+		}
+		return nil
+	}
+	if _, err := m.Obtain(ctx(t), req); err != nil {
+		t.Fatal(err)
+	}
+	real := "real." + name
+	want = []string{
+		"account", "probe:" + real + ":" + http, "order",
+		"authz:" + real + ":" + http, "self-check:" + real + ":" + http,
+		"authz:" + real + ":" + tls, "self-check:" + real + ":" + tls,
+		"validation:" + real + ":" + tls, "finalize", "stored", "deployed",
+	}
+	if k := got.kinds(); !slices.Equal(k, want) {
+		t.Fatalf("events:\n  %s\nwant:\n  %s", strings.Join(k, "\n  "), strings.Join(want, "\n  "))
+	}
+	if az := got.of(renew.EventAuthz); az[0].Reason != renew.ReasonPreferred || az[1].Reason != renew.ReasonFirstCheck ||
+		!slices.Equal(az[1].Skipped, []renew.Skipped{{Path: http, Reason: "its self-check failed: a stale answer", Kind: renew.EventSelfCheck}}) {
+		t.Errorf("authz events %+v", az)
+	}
+	if sc := got.of(renew.EventSelfCheck); sc[0].Err == nil || sc[1].Err != nil {
+		t.Errorf("self-check events %+v: want http-01's failure, then tls-alpn-01 passing", sc)
 	}
 
 	// DNS: no probe, no self-check; the record is waited for, and the two
