@@ -78,6 +78,11 @@ Validation paths (--path, in order of preference): a built-in path below,
 Before asking the CA, Detour fetches each answer the way the CA will and stops
 if it is wrong (--no-self-check to skip, e.g. behind NAT without hairpin).
 
+On a terminal, each step is shown as it ends, with its time: account, order,
+each name's path (and why that one), self-check, validation, finalize, stored,
+deployed. With --log-format json, or when stderr is not a terminal, the logs
+are written instead.
+
 Wildcards (*.example.com) need a DNS path; IP addresses need http-01 or tls-alpn-01.`,
 		Example: `  detour issue -d example.com -d www.example.com --email ops@example.com --agree-tos
   detour issue -d '*.example.com' --path dns-embedded --ca letsencrypt-staging
@@ -170,10 +175,7 @@ func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target
 	for _, t := range targets {
 		opt := renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1}
 		if live {
-			if len(targets) > 1 {
-				fmt.Fprintf(a.stderr, "%s\n", t.Name)
-			}
-			opt.Progress = (&progressLines{w: a.stderr, start: time.Now()}).event
+			opt.Progress = showProgress(a.stderr, t.Name, len(targets) > 1, time.Now())
 		}
 		out := p.Manager.Renew(cmd.Context(), t, opt)
 		err := out.Err

@@ -50,6 +50,16 @@ type progressLines struct {
 	start time.Time
 }
 
+// showProgress returns the progress display of certificate name's
+// issuance, begun at start; with header (several certificates in one run)
+// a line naming it comes first.
+func showProgress(w io.Writer, name string, header bool, start time.Time) func(renew.Event) {
+	if header {
+		fmt.Fprintln(w, name)
+	}
+	return (&progressLines{w: w, start: start}).event
+}
+
 // event writes e's line. renew delivers events one at a time.
 func (p *progressLines) event(e renew.Event) {
 	fmt.Fprintf(p.w, "%7.2fs  %-10s  %s\n", e.At.Sub(p.start).Seconds(), e.Kind, oneLine(describe(e)))

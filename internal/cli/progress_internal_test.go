@@ -68,9 +68,9 @@ func TestProgressLines(t *testing.T) {
   12.35s  deployed    1 output written ok
 `
 	var buf bytes.Buffer
-	p := &progressLines{w: &buf, start: start}
+	show := showProgress(&buf, "example.com", false, start)
 	for _, e := range events {
-		p.event(e)
+		show(e)
 	}
 	if got := buf.String(); got != want {
 		gl, wl := strings.Split(got, "\n"), strings.Split(want, "\n")
@@ -86,6 +86,20 @@ func TestProgressLines(t *testing.T) {
 				t.Errorf("line %d:\n got %q\nwant %q", i+1, g, w)
 			}
 		}
+	}
+}
+
+// TestProgressHeader: several certificates in one run, each under its
+// name.
+func TestProgressHeader(t *testing.T) {
+	start := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	var buf bytes.Buffer
+	for i, name := range []string{"www", "mail"} {
+		showProgress(&buf, name, true, start)(renew.Event{Kind: renew.EventStored, At: start.Add(time.Duration(i+1) * time.Second), Version: i + 1, LiveDir: "/l/" + name})
+	}
+	want := "www\n   1.00s  stored      version 1 (/l/www)\nmail\n   2.00s  stored      version 2 (/l/mail)\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
 
