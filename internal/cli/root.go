@@ -130,6 +130,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 	_ = pf.MarkHidden(flagCheckTLSPort)
 	root.AddCommand(
 		a.issueCommand(),
+		a.doctorCommand(),
 		a.renewCommand(),
 		a.runCommand(),
 		a.listCommand(),
