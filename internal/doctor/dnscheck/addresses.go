@@ -177,17 +177,21 @@ func (r *run) checkAddresses(ctx context.Context, f Facts) (addrFacts, check.Res
 		zone = apex
 		_, servers, _ = r.zoneServers(ctx, apex)
 	}
+	var answers []serverAddrs
 	if len(servers) == 0 {
-		res.Status = check.Skipped
-		res.Summary = "no authoritative server of zone " + zone + " to ask"
-		return out, res
+		// No authoritative server has an address this host can find (a
+		// name server without glue, an internal view): the resolver's
+		// answer is the best there is, and the evidence says so.
+		res.Add("no authoritative server of zone %s has an address this host can find; asked the resolver instead", zone)
+		answers = []serverAddrs{r.askAddrsWith(ctx, nameserver{Name: "resolver", Addr: r.q.resolver}, target, askOpts{rd: true})}
+	} else {
+		answers = make([]serverAddrs, len(servers))
+		var wg sync.WaitGroup
+		for i, s := range servers {
+			wg.Go(func() { answers[i] = r.askAddrs(ctx, s, target) })
+		}
+		wg.Wait()
 	}
-	answers := make([]serverAddrs, len(servers))
-	var wg sync.WaitGroup
-	for i, s := range servers {
-		wg.Go(func() { answers[i] = r.askAddrs(ctx, s, target) })
-	}
-	wg.Wait()
 
 	var sets []string
 	reached, usable := 0, 0
@@ -301,10 +305,16 @@ func addrVerdict(res *check.Result, name string, a addrFacts, local bool) {
 
 // askAddrs asks one authoritative server for A and AAAA of name.
 func (r *run) askAddrs(ctx context.Context, s nameserver, name string) serverAddrs {
+	return r.askAddrsWith(ctx, s, name, askOpts{})
+}
+
+// askAddrsWith is askAddrs with the query's options: o.rd asks a resolver
+// (whose answers carry no AA bit).
+func (r *run) askAddrsWith(ctx context.Context, s nameserver, name string, o askOpts) serverAddrs {
 	out := serverAddrs{server: s}
 	for _, qt := range []uint16{mdns.TypeA, mdns.TypeAAAA} {
 		t := mdns.TypeToString[qt]
-		m, err := r.q.ask(ctx, s.Addr, name, qt, askOpts{})
+		m, err := r.q.ask(ctx, s.Addr, name, qt, o)
 		switch {
 		case err != nil:
 			out.problems = append(out.problems, t+": "+strings.TrimPrefix(err.Error(), fmt.Sprintf("asking %s for %s %s: ", s.Addr, t, name)))
@@ -313,7 +323,7 @@ func (r *run) askAddrs(ctx context.Context, s nameserver, name string) serverAdd
 			out.reached = true
 			out.problems = append(out.problems, t+": "+rcodeName(m.Rcode))
 			continue
-		case !m.Authoritative:
+		case !m.Authoritative && !o.rd:
 			out.reached = true
 			out.problems = append(out.problems, t+": answer without the AA bit (not authoritative: lame delegation)")
 			continue
