@@ -217,6 +217,10 @@ func probeOf(res httpprobe.Result, r check.Result) Probe {
 	p := Probe{Ran: true, OK: res.OK}
 	if !res.OK {
 		p.Why, p.Fix = r.Summary, r.Fix
+		// httpprobe warns (rather than fails) when the address it could
+		// not reach is on no local interface: the CA's view cannot be
+		// proven from here.
+		p.Unproven = r.Status == check.Warning
 	}
 	return p
 }

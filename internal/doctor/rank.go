@@ -31,6 +31,10 @@ type Probe struct {
 	Why string `json:"why,omitempty"`
 	// Fix is the check's fix.
 	Fix string `json:"fix,omitempty"`
+	// Unproven: the probe could not reach the name's address from this
+	// host, which is not on any local interface (NAT without hairpin):
+	// the CA, fetching from outside, may well get through.
+	Unproven bool `json:"unproven,omitempty"`
 }
 
 // Situation is what ranking needs to know about one name, distilled from
@@ -144,6 +148,10 @@ type Ranked struct {
 	Snippet string `json:"snippet,omitempty"`
 	// Settings are the [path.NAME] table's settings, for the configuration.
 	Settings map[string]string `json:"settings,omitempty"`
+	// NoSelfCheck: the path works for the CA but Detour's self-check,
+	// fetching from this host, cannot reach the name's public address
+	// (NAT without hairpin): the certificate needs self_check = false.
+	NoSelfCheck bool `json:"self_check_off,omitempty"`
 
 	// tier orders the kinds within a verdict: lower first.
 	tier int
@@ -221,7 +229,23 @@ func applyGlobal(s Situation, r *Ranked) {
 		r.Why = s.AddressProblem
 		r.Change, r.Snippet = s.AddressFix, ""
 		r.tier += 10
+	case web && s.NAT && r.Verdict == Works && !r.NoSelfCheck:
+		// Nothing here proves the CA gets through the NAT; nothing
+		// proves it does not either. Detour's own self-check cannot
+		// tell from inside, so it is turned off, and the why says what
+		// the router must do.
+		r.NoSelfCheck = true
+		r.Why += fmt.Sprintf("; %s's address is on no interface of this host (NAT or a balancer): the router must forward port %d to this host, and the self-check, which cannot reach the public address from inside, is turned off for this certificate",
+			s.Name, portOf(s, r.Challenge))
 	}
+}
+
+// portOf is the port the CA connects to for typ.
+func portOf(s Situation, typ string) int {
+	if typ == "tls-alpn-01" {
+		return cmp.Or(s.TLSPort, 443)
+	}
+	return cmp.Or(s.HTTPPort, 80)
 }
 
 func rankWebroot(s Situation) Ranked {
@@ -233,6 +257,9 @@ func rankWebroot(s Situation) Ranked {
 		r.Verdict, r.Why = Impossible, fmt.Sprintf("%s's block for %s proxies every request; no document root serves files (side-port forwards the challenge path instead)", s.Server80, s.Name)
 	case s.Webroot == "":
 		r.Verdict, r.Why = Impossible, fmt.Sprintf("no document root of %s for %s was found", s.Server80, s.Name)
+	case s.WebrootProbe.Unproven:
+		r.Verdict, r.Why, r.NoSelfCheck = Works, fmt.Sprintf("the probe file written under %s could not be fetched from this host: %s; the CA fetches from outside", s.Webroot, s.WebrootProbe.Why), true
+		r.Settings = map[string]string{"root": s.Webroot}
 	case s.WebrootProbe.OK:
 		r.Verdict, r.Why = Works, fmt.Sprintf("a probe file written under %s was served on port 80 for %s over every address family the CA uses", s.Webroot, s.Name)
 		r.Settings = map[string]string{"root": s.Webroot}
@@ -256,6 +283,8 @@ func rankSidePort(s Situation) Ranked {
 	switch {
 	case s.Server80 == "":
 		r.Verdict, r.Why, r.Settings = Impossible, "nothing holds port 80 to forward the challenge path (standalone binds it instead)", nil
+	case s.ACMEForward != "" && s.SidePortProbe.Unproven:
+		r.Verdict, r.Why, r.NoSelfCheck = Works, fmt.Sprintf("%s already forwards /.well-known/acme-challenge/ to %s; the probe could not be fetched from this host (%s); the CA fetches from outside", s.Server80, s.ACMEForward, s.SidePortProbe.Why), true
 	case s.ACMEForward != "" && s.SidePortProbe.OK:
 		r.Verdict, r.Why = Works, fmt.Sprintf("%s already forwards /.well-known/acme-challenge/ to %s, and a probe answered there was served on port 80", s.Server80, s.ACMEForward)
 	case s.ACMEForward != "" && !s.SidePortProbe.Ran:

@@ -145,3 +145,30 @@ func TestRecommendUniqueNames(t *testing.T) {
 		t.Errorf("recommendation = %+v\n%s", rec.Paths, rec.TOML)
 	}
 }
+
+// TestRankNAT: behind NAT, a path that works is recommended with the
+// self-check off (it cannot reach the public address from inside), and
+// the configuration says why; a webroot probe that could not reach the
+// public address is unproven, not failed.
+func TestRankNAT(t *testing.T) {
+	s := Situation{Name: "nat.example", NAT: true, Firewall80: "accept", Firewall443: "accept", HTTPPort: 80}
+	rs := Rank(s)
+	if rs[0].Kind != "standalone" || rs[0].Verdict != Works || !rs[0].NoSelfCheck || !strings.Contains(rs[0].Why, "forward port 80") {
+		t.Fatalf("best = %+v", rs[0])
+	}
+	rec := Recommend("", map[string][]Ranked{"nat.example": rs}, []string{"nat.example"})
+	if !strings.Contains(rec.TOML, "\nself_check = false\n") {
+		t.Errorf("TOML lacks self_check = false:\n%s", rec.TOML)
+	}
+	s = Situation{Name: "nat.example", NAT: true, Server80: "nginx", Server443: "nginx", Webroot: "/srv/www", Firewall80: "accept", Firewall443: "accept",
+		WebrootProbe: Probe{Ran: true, Unproven: true, Why: "connection to 203.0.113.9:80 refused"}}
+	rs = Rank(s)
+	if rs[0].Kind != "webroot" || rs[0].Verdict != Works || !rs[0].NoSelfCheck {
+		t.Errorf("best = %+v\n%s", rs[0], dump(rs))
+	}
+	// Without NAT, no self_check line.
+	rec = Recommend("", map[string][]Ranked{"a": Rank(Situation{Name: "a", Firewall80: "accept"})}, []string{"a"})
+	if strings.Contains(rec.TOML, "self_check") {
+		t.Errorf("self_check without NAT:\n%s", rec.TOML)
+	}
+}

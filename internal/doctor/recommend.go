@@ -146,6 +146,10 @@ func Recommend(cert string, ranked map[string][]Ranked, names []string, taken ..
 	}
 	fmt.Fprintf(&b, "\n[[certificate]]\nname = %s\ndomains = [%s]\npaths = [%s]\n", strconv.Quote(cmp.Or(cert, names[0])),
 		strings.Join(qnames, ", "), strings.Join(paths, ", "))
+	if slices.ContainsFunc(rec.Paths, func(c ChosenPath) bool { return c.NoSelfCheck }) {
+		b.WriteString("# The name's address is on no interface of this host (NAT): Detour's self-check\n" +
+			"# cannot reach it from inside, so it is off; the CA connects from outside.\nself_check = false\n")
+	}
 	rec.TOML = b.String()
 	return rec
 }

@@ -72,8 +72,8 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 		case opts.TLSPort:
 			s.Firewall443 = v
 		}
-		if fp.Backend != "" {
-			s.FirewallBackend = fp.Backend
+		if fp.Window != "" {
+			s.FirewallBackend = fp.Window
 		}
 	}
 	s.Cloud, s.CloudBackend = host.Cloud, cloudBackends[host.Cloud]

@@ -22,7 +22,7 @@ func TestSituation(t *testing.T) {
 			443: {{Port: 443, PID: 10, Server: "nginx"}}},
 		Sites:   []hostcheck.Site{{Server: "nginx", Name: "other.example.com", Port: 80, DocRoot: "/srv/other"}, {Server: "nginx", Name: "www.example.com", Port: 80, DocRoot: "/srv/www"}},
 		Streams: []hostcheck.Stream{{Server: "nginx", Port: 443, Kind: "nginx-stream", ALPNRoute: "127.0.0.1:9443"}},
-		Firewall: []hostcheck.FirewallPort{{Port: 80, V4: "accept", V6: "drop", Backend: "nftables"},
+		Firewall: []hostcheck.FirewallPort{{Port: 80, V4: "accept", V6: "drop", Backend: "nftables", Window: "nftables"},
 			{Port: 443, V4: "accept", V6: "accept", Backend: "nftables"}},
 	}
 	t.Run("web server", func(t *testing.T) {

@@ -54,11 +54,13 @@ func (p *Planner) Doctor(ctx context.Context, in DoctorInput) (doctor.Report, er
 		opts.NSPort, _ = strconv.Atoi(port)
 	}
 	for _, f := range in.TSIGKeyFiles {
-		keys, err := doctor.ReadKeyFile(f)
+		keys, err := rfc2136.ReadKeyFile(f)
 		if err != nil {
 			return doctor.Report{}, inputErr(FieldTSIGKeyFile, err)
 		}
-		opts.Keys = append(opts.Keys, keys...)
+		for _, k := range keys {
+			opts.Keys = append(opts.Keys, dnscheck.TSIGKey{Name: k.Name, Algorithm: k.Algorithm, Secret: k.Secret, Source: f})
+		}
 	}
 	for _, n := range slices.Sorted(maps.Keys(p.cfg.Paths)) {
 		if p.cfg.Paths[n].Kind == "" {
@@ -132,7 +134,7 @@ func configKey(cp config.Path) (dnscheck.TSIGKey, bool) {
 	if f := s["tsig_secret_file"]; f != "" {
 		k.Source = f
 		if raw, err := os.ReadFile(f); err == nil {
-			k.Secret = strings.TrimSpace(string(raw))
+			k.Secret, _ = rfc2136.SecretFromFile(f, string(raw), k.Name)
 		}
 	}
 	return k, k.Secret != ""

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/detour-acme/detour/internal/doctor/check"
 	"github.com/detour-acme/detour/internal/firewall"
@@ -17,6 +18,7 @@ func checkFirewall(ctx context.Context, opts Options) ([]FirewallPort, check.Res
 	var out []FirewallPort
 	var dropped, unknown []string
 	var setting string
+	var cannot []string
 	for _, port := range opts.Ports {
 		v, err := firewall.Inbound(ctx, port, opts.Firewall)
 		if err != nil {
@@ -50,14 +52,23 @@ func checkFirewall(ctx context.Context, opts Options) ([]FirewallPort, check.Res
 		switch {
 		case fp.V4 == FirewallDrop || fp.V6 == FirewallDrop:
 			dropped = append(dropped, fmt.Sprintf("%d (%s)", port, families(fp, FirewallDrop)))
-			if setting == "" {
-				setting = windowSetting(fp.Backend)
+			out[len(out)-1].Window, out[len(out)-1].NoWindow = windowCheck(ctx, opts, windowSetting(fp.Backend), port, fp)
+			if w := out[len(out)-1]; w.Window == "" {
+				r.Add("port %d: Detour cannot open a window in %s here: %s", port, windowSetting(fp.Backend), w.NoWindow)
+				cannot = append(cannot, fmt.Sprintf("port %d: %s", port, w.NoWindow))
+			} else if setting == "" {
+				setting = w.Window
 			}
 		case fp.V4 == FirewallUnknown || fp.V6 == FirewallUnknown:
 			unknown = append(unknown, fmt.Sprintf("%d (%s)", port, families(fp, FirewallUnknown)))
 		}
 	}
 	switch {
+	case len(dropped) > 0 && setting == "":
+		r.Status = check.Problem
+		r.Summary = "the local firewall drops inbound TCP " + strings.Join(dropped, ", ") + ", and Detour cannot open a window there"
+		r.Fix = "accept the port yourself in the chain named above (or make it an input chain Detour can add to), or use a DNS path: " +
+			strings.Join(cannot, "; ")
 	case len(dropped) > 0:
 		r.Status = check.Problem
 		r.Summary = "the local firewall drops inbound TCP " + strings.Join(dropped, ", ") + ": a firewall window is needed"
@@ -112,4 +123,26 @@ func windowSetting(backend string) string {
 		return firewall.NameIptables
 	}
 	return firewall.NameNftables
+}
+
+// windowCheck asks the backend named setting whether it could open a
+// window on port now (its Check changes nothing): a prerouting chain that
+// drops by policy, a table a daemon owns or missing permissions make it
+// refuse, and then no window path can work whatever the verdict says.
+func windowCheck(ctx context.Context, opts Options, setting string, port int, fp FirewallPort) (window, why string) {
+	fam := firewall.Inet
+	switch {
+	case fp.V4 == FirewallDrop && fp.V6 != FirewallDrop:
+		fam = firewall.IPv4
+	case fp.V6 == FirewallDrop && fp.V4 != FirewallDrop:
+		fam = firewall.IPv6
+	}
+	b, err := firewall.New(setting, firewall.Options{Runner: opts.Firewall.Runner, NetNS: opts.Firewall.NetNS, Zone: opts.Firewall.Zone})
+	if err != nil {
+		return "", err.Error()
+	}
+	if err := b.Check(ctx, firewall.Window{Port: port, Family: fam, Timeout: 10 * time.Minute, Identifier: "detour doctor"}); err != nil {
+		return "", strings.Join(strings.Fields(err.Error()), " ")
+	}
+	return setting, ""
 }

@@ -203,6 +203,13 @@ type FirewallPort struct {
 	Backend string
 	// Rule is the deciding rule, as text.
 	Rule string
+	// Window is the firewall setting that opens a window on a port the
+	// firewall drops ("nftables", "iptables", "ufw", "firewalld"), when
+	// that backend's own check (which changes nothing) says it could; ""
+	// when nothing drops the port, or when it could not, and NoWindow then
+	// says why (a prerouting or ingress chain dropping by policy, a table
+	// a firewall daemon owns, not root).
+	Window, NoWindow string
 	// Verdict is firewall.Inbound's whole answer.
 	Verdict firewall.Verdict
 }
