@@ -221,7 +221,7 @@ func readHolders(root string, ports []int) (map[int][]Holder, int, error) {
 	var socks []listenSocket
 	var errs []error
 	for _, name := range []string{"tcp", "tcp6"} {
-		b, err := os.ReadFile(filepath.Join(root, "net", name))
+		b, err := os.ReadFile(filepath.Join(NetDir(root), name))
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) || name == "tcp" {
 				errs = append(errs, fmt.Errorf("reading listening sockets: %w", err))
@@ -230,7 +230,7 @@ func readHolders(root string, ports []int) (map[int][]Holder, int, error) {
 		}
 		ss, err := parseProcNetTCP(b)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("reading %s: %w", filepath.Join(root, "net", name), err))
+			errs = append(errs, fmt.Errorf("reading %s: %w", filepath.Join(NetDir(root), name), err))
 			continue
 		}
 		for _, s := range ss {
@@ -383,4 +383,17 @@ func joinInts(ns []int) string {
 		s[i] = strconv.Itoa(n)
 	}
 	return strings.Join(s, ", ")
+}
+
+// NetDir is the directory of root's network tables. For the real /proc it
+// is /proc/thread-self/net, the tables of the reading thread's network
+// namespace: /proc/net follows the process's main thread, which a
+// goroutine locked to it may have moved into another namespace.
+func NetDir(root string) string {
+	if root == "/proc" {
+		if _, err := os.Stat("/proc/thread-self/net"); err == nil {
+			return "/proc/thread-self/net"
+		}
+	}
+	return filepath.Join(root, "net")
 }

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/detour-acme/detour/internal/doctor/hostcheck"
 )
 
 // Holder is a process holding a listening socket.
@@ -61,8 +63,8 @@ func tcpListeners(address string) (map[string]bool, error) {
 	}
 	out := map[string]bool{}
 	var errs []error
-	for _, f := range []string{"net/tcp", "net/tcp6"} {
-		err := scanLines(filepath.Join(procRoot, f), func(fields []string) {
+	for _, f := range []string{"tcp", "tcp6"} {
+		err := scanLines(filepath.Join(hostcheck.NetDir(procRoot), f), func(fields []string) {
 			// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
 			if len(fields) < 10 || fields[3] != "0A" { // TCP_LISTEN
 				return
@@ -86,7 +88,7 @@ func tcpListeners(address string) (map[string]bool, error) {
 // unixListeners returns the inodes of the Unix sockets listening at path.
 func unixListeners(path string) (map[string]bool, error) {
 	out := map[string]bool{}
-	err := scanLines(filepath.Join(procRoot, "net/unix"), func(fields []string) {
+	err := scanLines(filepath.Join(hostcheck.NetDir(procRoot), "unix"), func(fields []string) {
 		// Num RefCount Protocol Flags Type St Inode Path
 		if len(fields) < 8 || fields[3] != "00010000" { // __SO_ACCEPTCON: listening
 			return
