@@ -71,16 +71,20 @@ can work.`,
 }
 
 func (a *app) doctor(cmd *cobra.Command, names []string, f doctorFlags) error {
-	p, err := a.planner(false)
+	// Doctor changes nothing: not even a state directory is created.
+	p, err := a.planner(false, func(o *plan.Options) { o.ReadOnly = true })
 	if err != nil {
 		return err
 	}
+	defer p.Close()
 	rep, err := p.Doctor(cmd.Context(), plan.DoctorInput{Names: names, CA: f.ca, TSIGKeyFiles: f.keyFiles, NoProbe: f.noProbe})
 	var ie *plan.InputError
-	if errors.As(err, &ie) {
-		return usagef("%v", ie.Err)
-	}
-	if err != nil {
+	switch {
+	case errors.As(err, &ie) && ie.Field == plan.FieldDomains:
+		return usagef("%v", ie.Err) // the names are arguments, not a flag
+	case errors.As(err, &ie):
+		return usage(err)
+	case err != nil:
 		return err
 	}
 	if f.json {
@@ -95,7 +99,7 @@ func (a *app) doctor(cmd *cobra.Command, names []string, f doctorFlags) error {
 	if f.staging && rep.Recommendation.Ready {
 		q, targets, err := p.DoctorStaging(rep, f.ca, f.agreeTOS)
 		if errors.As(err, &ie) {
-			return usagef("--staging: %v", ie.Err)
+			return usage(fmt.Errorf("--staging: %w", err))
 		}
 		if err != nil {
 			return fmt.Errorf("--staging: %w", err)
@@ -105,6 +109,9 @@ func (a *app) doctor(cmd *cobra.Command, names []string, f doctorFlags) error {
 			return fmt.Errorf("the staging order through the recommended path failed: %w", err)
 		}
 		return nil
+	}
+	if f.staging {
+		fmt.Fprintln(a.stderr, "\n--staging: no order placed: the recommendation does not work yet (see above)")
 	}
 	switch rec := rep.Recommendation; {
 	case rec.Blocked != "":

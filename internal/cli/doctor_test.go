@@ -85,10 +85,22 @@ func TestDoctor(t *testing.T) {
 	wantIn(t, "issue", r.stdout, name+": version 1")
 	checkCovers(t, checkLive(t, state, name), name)
 
-	// Without names, the configuration's certificates are diagnosed.
+	// Doctor creates nothing, not even a state directory.
+	none := filepath.Join(t.TempDir(), "none")
+	mustRun(t, append(args, "--state-dir", none, "doctor", "--no-probe", name)...)
+	if _, err := os.Stat(none); err == nil {
+		t.Errorf("doctor created the state directory %s", none)
+	}
+
+	// Without names, the configuration's certificates are diagnosed, and
+	// the recommendation lists paths for the certificate it has rather
+	// than adding a second one.
 	r = mustRun(t, append(args, "doctor", "--json", "--no-probe")...)
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil || len(rep.Names) != 1 || rep.Names[0].Name != name {
 		t.Errorf("doctor without names diagnosed %+v (%v)", rep.Names, err)
+	}
+	if toml := rep.Recommendation.TOML; strings.Contains(toml, "[[certificate]]\nname") || !strings.Contains(toml, "# In your [[certificate]] named \""+name+"\", set:") {
+		t.Errorf("recommendation for a configured certificate:\n%s", toml)
 	}
 
 	// Both ports held by a process that is no web server: nothing works

@@ -39,6 +39,12 @@ type Options struct {
 	// Certificate names the [[certificate]] of the recommendation
 	// (default: the first name).
 	Certificate string
+	// CertificateExists: the configuration has that [[certificate]]
+	// already; the recommendation then says which paths to list in it.
+	CertificateExists bool
+	// ProviderPaths maps a dns-provider name to the configuration's path
+	// of that provider (its credentials are there).
+	ProviderPaths map[string]string
 	// TakenPaths are the [path.NAME] names the configuration has already;
 	// the recommendation's tables are named otherwise.
 	TakenPaths []string
@@ -57,9 +63,6 @@ type Options struct {
 	// AcmeDNSServer returns the acme-dns server of a registration Detour
 	// holds for name ("" none); nil = none held.
 	AcmeDNSServer func(name string) string
-	// Providers are the dns-provider names the configuration already has
-	// paths (and credentials) for.
-	Providers []string
 	// SidePortListen is the side-port address to probe (default
 	// 127.0.0.1:8402); ALPNListen the alpn-forward one (127.0.0.1:8403).
 	SidePortListen, ALPNListen string
@@ -153,7 +156,7 @@ func Run(ctx context.Context, opts Options) Report {
 		ranked[name] = nr.Paths
 		rep.Names = append(rep.Names, nr)
 	}
-	rep.Recommendation = Recommend(opts.Certificate, ranked, opts.Names, opts.TakenPaths...)
+	rep.Recommendation = Recommend(CertTarget{Name: opts.Certificate, Exists: opts.CertificateExists}, ranked, opts.Names, opts.TakenPaths...)
 	return rep
 }
 
@@ -186,11 +189,14 @@ func diagnose(ctx context.Context, opts Options, name string, ca CAFacts, host h
 		var webroot, side check.Result
 		var webrootRes, sideRes httpprobe.Result
 		ranWebroot, ranSide := false, false
-		if s.Webroot != "" && s.Firewall80 != "drop" {
+		// The probes run even when the local firewall drops the port: the
+		// host's own requests do not cross its inbound filter, and a
+		// window opens the port for the CA.
+		if s.Webroot != "" {
 			ranWebroot = true
 			wg.Go(func() { webrootRes, webroot = httpprobe.ProbeWebroot(ctx, base, s.Webroot, popts) })
 		}
-		if s.Server80 != "" && s.ACMEForward != "" && s.Firewall80 != "drop" {
+		if s.Server80 != "" && s.ACMEForward != "" {
 			ranSide = true
 			wg.Go(func() { sideRes, side = httpprobe.ProbeSidePort(ctx, base, s.SidePortListen, popts) })
 		}

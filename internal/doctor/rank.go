@@ -101,6 +101,11 @@ type Situation struct {
 	// ProviderConfigured: the configuration has a dns-provider path for
 	// Provider (its credentials exist).
 	ProviderConfigured string
+	// ProviderPath is the configuration's path for it.
+	ProviderPath string
+	// CAAChange is a change CAA needs before any path works (an accounturi
+	// naming an account, and this host has none yet).
+	CAAChange string
 	// RFC2136Key is the TSIG key the primary accepted ("" none);
 	// RFC2136Algorithm, RFC2136SecretFile/Secret where it came from;
 	// RFC2136Server the primary.
@@ -148,6 +153,13 @@ type Ranked struct {
 	Snippet string `json:"snippet,omitempty"`
 	// Settings are the [path.NAME] table's settings, for the configuration.
 	Settings map[string]string `json:"settings,omitempty"`
+	// Existing names the configuration's own [path.NAME] of this kind the
+	// verdict is about (its credentials are there): the recommendation
+	// lists it rather than writing a new table.
+	Existing string `json:"existing,omitempty"`
+	// Placeholders are settings the user must fill in (after the change
+	// Change names): key -> {example value, what to put there}.
+	Placeholders map[string][2]string `json:"placeholders,omitempty"`
 	// NoSelfCheck: the path works for the CA but Detour's self-check,
 	// fetching from this host, cannot reach the name's public address
 	// (NAT without hairpin): the certificate needs self_check = false.
@@ -224,12 +236,17 @@ func applyGlobal(s Situation, r *Ranked) {
 	case s.IP && !web:
 		impossible("an IP address can only be validated over http-01 or tls-alpn-01 (RFC 8738)")
 		return
+	case s.CAAChange != "":
+		r.Verdict, r.Why, r.Change, r.Snippet = AfterChange, s.CAAChange, s.CAAChange, ""
+		r.tier += 20
 	case web && s.AddressProblem != "" && r.Verdict != Impossible:
+		// Fixing the record is one change and cheap: these stay ahead of
+		// setting up a DNS path from nothing.
 		r.Verdict = AfterChange
 		r.Why = s.AddressProblem
 		r.Change, r.Snippet = s.AddressFix, ""
-		r.tier += 10
-	case web && s.NAT && r.Verdict == Works && !r.NoSelfCheck:
+		r.tier += 2
+	case web && s.NAT && r.Verdict == Works && !r.NoSelfCheck && !probedOK(s, r):
 		// Nothing here proves the CA gets through the NAT; nothing
 		// proves it does not either. Detour's own self-check cannot
 		// tell from inside, so it is turned off, and the why says what
@@ -238,6 +255,18 @@ func applyGlobal(s Situation, r *Ranked) {
 		r.Why += fmt.Sprintf("; %s's address is on no interface of this host (NAT or a balancer): the router must forward port %d to this host, and the self-check, which cannot reach the public address from inside, is turned off for this certificate",
 			s.Name, portOf(s, r.Challenge))
 	}
+}
+
+// probedOK reports whether a probe fetched through the name's public
+// address proved r (hairpin NAT works): the self-check can stay on.
+func probedOK(s Situation, r *Ranked) bool {
+	switch r.Kind {
+	case "webroot":
+		return s.WebrootProbe.OK
+	case "side-port":
+		return s.SidePortProbe.OK
+	}
+	return false
 }
 
 // portOf is the port the CA connects to for typ.
@@ -292,6 +321,11 @@ func rankSidePort(s Situation) Ranked {
 	case s.ACMEForward != "" && s.SidePortProbe.Ran:
 		r.Verdict, r.Why, r.Change = AfterChange, fmt.Sprintf("%s forwards /.well-known/acme-challenge/ to %s, but the probe was not served: %s", s.Server80, s.ACMEForward, s.SidePortProbe.Why), s.SidePortProbe.Fix
 		r.tier = 3
+	case s.Server80 == "unknown":
+		r.Verdict = AfterChange
+		r.Why = fmt.Sprintf("%s holds port 80; it is not a web server Detour knows, so whether it can forward a path is unknown", cmp.Or(s.Holder80, "a program"))
+		r.Change = fmt.Sprintf("if it can, make it forward /.well-known/acme-challenge/ to %s (e.g. put nginx or HAProxy in front of it)", listen)
+		r.tier = 9
 	default:
 		r.Verdict = AfterChange
 		r.Why = fmt.Sprintf("%s holds port 80 and does not forward /.well-known/acme-challenge/ yet", s.Server80)
@@ -391,17 +425,18 @@ func withWindow(s Situation, r Ranked, fw string) Ranked {
 		r.Change, r.Snippet = "", ""
 		return r
 	}
-	fws := backend
-	if s.CloudBackend != "" {
-		fws = s.CloudBackend + ", " + backend
-	}
-	r.Window = fws
+	r.Window = backend
 	if r.Settings == nil {
 		r.Settings = map[string]string{}
 	}
-	r.Settings["firewall"] = fws
-	r.Why += "; the host firewall drops the port, so Detour opens it in " + fws + " only while the CA validates"
-	r.tier += 4
+	r.Settings["firewall"] = backend
+	r.Why += "; the host firewall drops the port, so Detour opens it in " + backend + " only while the CA validates"
+	if s.CloudBackend != "" {
+		r.Why += fmt.Sprintf(" (on %s the cloud firewall may drop it too, which this host cannot see: then list it first, firewall = [%q, %q], with its firewall_id)", s.Cloud, s.CloudBackend, backend)
+	}
+	// A temporary hole ranks after the paths that need none, and after a
+	// proven DNS update.
+	r.tier += 5
 	return r
 }
 
@@ -412,10 +447,12 @@ func rankRFC2136(s Situation) Ranked {
 		r.Verdict = Works
 		r.Why = fmt.Sprintf("the zone's primary %s accepted an update signed with the TSIG key %s (%s) that changed nothing", s.RFC2136Server, s.RFC2136Key, s.RFC2136Source)
 		r.Settings = map[string]string{"tsig_key": s.RFC2136Key, "tsig_algorithm": s.RFC2136Algorithm}
-		if strings.HasPrefix(s.RFC2136Source, "/") {
+		if path, ok := strings.CutPrefix(s.RFC2136Source, "config path."); ok {
+			r.Existing, r.Settings = path, nil
+		} else if strings.HasPrefix(s.RFC2136Source, "/") {
 			r.Settings["tsig_secret_file"] = s.RFC2136Source
 		}
-		if s.RFC2136Server != "" {
+		if s.RFC2136Server != "" && r.Existing == "" {
 			r.Settings["server"] = s.RFC2136Server
 		}
 	case s.RFC2136Refused != "":
@@ -439,14 +476,17 @@ func rankAcmeDNS(s Situation) Ranked {
 	case s.AcmeDNSCNAME != "" && s.AcmeDNSLive:
 		r.Verdict, r.Why = AfterChange, fmt.Sprintf("_acme-challenge.%s is a CNAME to %s, whose zone answers, but Detour holds no acme-dns registration for %s", s.Name, s.AcmeDNSCNAME, s.Name)
 		r.Change = "import the registration (credentials_file = the acme-dns JSON of certbot or lego), or register anew with `detour acme-dns register " + s.Name + " --server URL` and update the CNAME to the target it prints"
+		r.Placeholders = map[string][2]string{"server": {"https://acme-dns.example.com", "the acme-dns server's API URL"}}
 		r.tier = 7
 	case s.AcmeDNSCNAME != "":
 		r.Verdict, r.Why = AfterChange, fmt.Sprintf("_acme-challenge.%s is a CNAME to %s, but that zone does not answer", s.Name, s.AcmeDNSCNAME)
 		r.Change = "start the acme-dns server the CNAME points to (or `detour dns-server`), or point the CNAME at a live one"
+		r.Placeholders = map[string][2]string{"server": {"https://acme-dns.example.com", "the acme-dns server's API URL"}}
 		r.tier = 8
 	default:
 		r.Verdict, r.Why = AfterChange, "no _acme-challenge CNAME exists; acme-dns needs one CNAME once, then no DNS change per renewal"
 		r.Change = "run `detour acme-dns register " + s.Name + " --server URL` and create the CNAME it prints"
+		r.Placeholders = map[string][2]string{"server": {"https://acme-dns.example.com", "the acme-dns server's API URL"}}
 		r.tier = 10
 	}
 	return r
@@ -457,7 +497,7 @@ func rankProvider(s Situation) Ranked {
 	switch {
 	case s.ProviderConfigured != "":
 		r.Verdict, r.Why = Works, "the configuration has a dns-provider path for "+s.ProviderConfigured
-		r.Settings = map[string]string{"provider": s.ProviderConfigured}
+		r.Existing = s.ProviderPath
 	case s.Provider != "":
 		r.Verdict, r.Why = AfterChange, fmt.Sprintf("the zone %s is served by %s's name servers", s.Zone, s.Provider)
 		r.Change = fmt.Sprintf("create an API credentials file for %s (mode 0600; `detour paths dns-provider %s` lists its keys)", s.Provider, s.Provider)
@@ -466,6 +506,8 @@ func rankProvider(s Situation) Ranked {
 	default:
 		r.Verdict, r.Why = AfterChange, "the zone's name servers belong to no provider Detour recognises"
 		r.Change = "if the DNS provider has an API, pick it from `detour paths dns-provider` and create its credentials file"
+		r.Placeholders = map[string][2]string{"provider": {"cloudflare", "your DNS provider, as `detour paths dns-provider` names it"},
+			"credentials_file": {"/etc/detour/dns.credentials", "its credentials file (mode 0600)"}}
 		r.tier = 12
 	}
 	return r

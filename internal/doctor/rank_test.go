@@ -37,8 +37,8 @@ func TestRank(t *testing.T) {
 			s.Firewall80, s.Firewall443 = "drop", "drop"
 		}), "standalone/http-01+nftables", Works, "opens it in nftables", nil},
 		{"drop on a cloud", base(func(s *Situation) {
-			s.Firewall80, s.Firewall443, s.CloudBackend = "drop", "drop", "aws-sg"
-		}), "standalone/http-01+aws-sg, nftables", Works, "aws-sg, nftables", nil},
+			s.Firewall80, s.Firewall443, s.Cloud, s.CloudBackend = "drop", "drop", "aws", "aws-sg"
+		}), "standalone/http-01+nftables", Works, `on aws the cloud firewall may drop it too, which this host cannot see: then list it first, firewall = ["aws-sg", "nftables"]`, nil},
 		{"drop with no backend", base(func(s *Situation) {
 			s.Firewall80, s.Firewall443, s.FirewallBackend, s.Provider = "drop", "drop", "", "cloudflare"
 		}), "dns-provider/dns-01", AfterChange, "cloudflare", []string{"standalone/http-01"}},
@@ -117,7 +117,7 @@ func dump(rs []Ranked) string {
 func TestRecommend(t *testing.T) {
 	web := Rank(Situation{Name: "a.example", Server80: "nginx", Webroot: "/srv/a", WebrootProbe: Probe{Ran: true, OK: true}, Firewall80: "accept"})
 	drop := Rank(Situation{Name: "b.example", Firewall80: "drop", Firewall443: "drop", FirewallBackend: "nftables"})
-	rec := Recommend("site", map[string][]Ranked{"a.example": web, "b.example": drop, "c.example": web}, []string{"a.example", "b.example", "c.example"})
+	rec := Recommend(CertTarget{Name: "site"}, map[string][]Ranked{"a.example": web, "b.example": drop, "c.example": web}, []string{"a.example", "b.example", "c.example"})
 	if !rec.Ready || rec.Blocked != "" || len(rec.Paths) != 2 {
 		t.Fatalf("recommendation = %+v", rec)
 	}
@@ -130,7 +130,7 @@ func TestRecommend(t *testing.T) {
 	if got := rec.Paths[0].For; len(got) != 2 {
 		t.Errorf("webroot chosen for %v, want a.example and c.example", got)
 	}
-	blocked := Recommend("", map[string][]Ranked{"x": Rank(Situation{Name: "x", CAAForbids: "CAA at x allows only other.example"})}, []string{"x"})
+	blocked := Recommend(CertTarget{}, map[string][]Ranked{"x": Rank(Situation{Name: "x", CAAForbids: "CAA at x allows only other.example"})}, []string{"x"})
 	if blocked.Ready || blocked.TOML != "" || !strings.Contains(blocked.Blocked, "other.example") {
 		t.Errorf("blocked recommendation = %+v", blocked)
 	}
@@ -140,7 +140,7 @@ func TestRecommend(t *testing.T) {
 // reused.
 func TestRecommendUniqueNames(t *testing.T) {
 	web := Rank(Situation{Name: "a.example", Server80: "nginx", Webroot: "/srv/a", WebrootProbe: Probe{Ran: true, OK: true}, Firewall80: "accept"})
-	rec := Recommend("", map[string][]Ranked{"a.example": web}, []string{"a.example"}, "webroot", "webroot-2")
+	rec := Recommend(CertTarget{}, map[string][]Ranked{"a.example": web}, []string{"a.example"}, "webroot", "webroot-2")
 	if len(rec.Paths) != 1 || rec.Paths[0].Path != "webroot-3" || !strings.Contains(rec.TOML, "[path.webroot-3]") || !strings.Contains(rec.TOML, `paths = ["webroot-3"]`) {
 		t.Errorf("recommendation = %+v\n%s", rec.Paths, rec.TOML)
 	}
@@ -156,7 +156,7 @@ func TestRankNAT(t *testing.T) {
 	if rs[0].Kind != "standalone" || rs[0].Verdict != Works || !rs[0].NoSelfCheck || !strings.Contains(rs[0].Why, "forward port 80") {
 		t.Fatalf("best = %+v", rs[0])
 	}
-	rec := Recommend("", map[string][]Ranked{"nat.example": rs}, []string{"nat.example"})
+	rec := Recommend(CertTarget{}, map[string][]Ranked{"nat.example": rs}, []string{"nat.example"})
 	if !strings.Contains(rec.TOML, "\nself_check = false\n") {
 		t.Errorf("TOML lacks self_check = false:\n%s", rec.TOML)
 	}
@@ -167,7 +167,7 @@ func TestRankNAT(t *testing.T) {
 		t.Errorf("best = %+v\n%s", rs[0], dump(rs))
 	}
 	// Without NAT, no self_check line.
-	rec = Recommend("", map[string][]Ranked{"a": Rank(Situation{Name: "a", Firewall80: "accept"})}, []string{"a"})
+	rec = Recommend(CertTarget{}, map[string][]Ranked{"a": Rank(Situation{Name: "a", Firewall80: "accept"})}, []string{"a"})
 	if strings.Contains(rec.TOML, "self_check") {
 		t.Errorf("self_check without NAT:\n%s", rec.TOML)
 	}

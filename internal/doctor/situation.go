@@ -31,6 +31,9 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 	case len(d.Private) > 0 && !ca.Local:
 		s.AddressProblem = fmt.Sprintf("%s resolves to %s, a private or reserved address the CA cannot reach", name, joinAddrs(d.Private))
 		s.AddressFix = "publish the public address in the A/AAAA records, or use a DNS path"
+	case len(d.AAAA) > 0 && !d.HostIPv6 && len(d.A) == 0:
+		s.AddressProblem = fmt.Sprintf("%s has only the AAAA record %s and this host has no global IPv6 address", name, joinAddrs(d.AAAA))
+		s.AddressFix = "publish the host's IPv4 address as an A record, or configure that IPv6 address on this host"
 	case len(d.AAAA) > 0 && !d.HostIPv6:
 		s.AddressProblem = fmt.Sprintf("%s has the AAAA record %s but this host has no global IPv6 address: the CA tries IPv6 first and fails", name, joinAddrs(d.AAAA))
 		s.AddressFix = "remove the AAAA record, or configure that IPv6 address on this host (or on the balancer in front of it)"
@@ -76,15 +79,14 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 			s.FirewallBackend = fp.Window
 		}
 	}
+	// A cloud firewall is not seen from the host: it is named in the
+	// reasons (its backend needs the firewall's ID), never used in place
+	// of a local drop only the local firewall can open.
 	s.Cloud, s.CloudBackend = host.Cloud, cloudBackends[host.Cloud]
-	if s.CloudBackend != "" && (s.Firewall80 == "drop" || s.Firewall443 == "drop") && s.FirewallBackend == "" {
-		s.FirewallBackend = s.CloudBackend
-		s.CloudBackend = ""
-	}
 
 	// DNS paths.
-	if slices.Contains(opts.Providers, d.Provider) && d.Provider != "" {
-		s.ProviderConfigured = d.Provider
+	if pth := opts.ProviderPaths[d.Provider]; pth != "" && d.Provider != "" {
+		s.ProviderConfigured, s.ProviderPath = d.Provider, pth
 	}
 	if d.RFC2136.Accepted {
 		k := d.RFC2136.Key
@@ -113,6 +115,8 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 		s.CAAForbids = fmt.Sprintf("CAA at %s does not allow %s: %s", d.CAA.At, ca.issuer(), strings.Join(d.CAA.Records, "; "))
 	case d.CAA.AccountURI != "" && acct != "" && d.CAA.AccountURI != acct:
 		s.CAAForbids = fmt.Sprintf("CAA at %s allows only the account %s, not this host's %s", d.CAA.At, d.CAA.AccountURI, acct)
+	case d.CAA.AccountURI != "" && acct == "":
+		s.CAAChange = fmt.Sprintf("CAA at %s allows only the account %s, and this host has no account at the CA yet: create it (detour account register), then add its URL as another CAA issue property with accounturi=..., or copy that account here", d.CAA.At, d.CAA.AccountURI)
 	case d.CAA.Methods != nil:
 		s.CAAMethods = d.CAA.Methods
 	}
@@ -148,19 +152,35 @@ func siteFor(sites []hostcheck.Site, name string, port int) (hostcheck.Site, boo
 			return s, true
 		}
 	}
+	// No block names it: the port's default block answers it.
 	for _, s := range sites {
-		if (s.Port == port || s.Port == 0) && !s.TLS {
+		if (s.Port == port || s.Port == 0) && !s.TLS && s.Match == "default" {
 			return s, true
 		}
 	}
 	return hostcheck.Site{}, false
 }
 
-// forwardListen turns a forward target URL into a listen address.
+// forwardListen turns a forward target into a side-port listen address
+// ("127.0.0.1:8402", "unix:/run/detour/http.sock"); "" when it is not one
+// (a HAProxy backend's name, a host name).
 func forwardListen(target string) string {
 	t := strings.TrimPrefix(strings.TrimPrefix(target, "http://"), "https://")
+	if rest, ok := strings.CutPrefix(t, "unix:"); ok {
+		// nginx writes http://unix:/path:/uri.
+		if i := strings.Index(rest, ":"); i > 0 {
+			rest = rest[:i]
+		}
+		if strings.HasPrefix(rest, "/") {
+			return "unix:" + rest
+		}
+		return ""
+	}
 	if i := strings.IndexByte(t, '/'); i >= 0 {
 		t = t[:i]
+	}
+	if _, err := netip.ParseAddrPort(t); err != nil {
+		return ""
 	}
 	return t
 }

@@ -77,8 +77,9 @@ func TestSituation(t *testing.T) {
 		o := opts
 		o.AcmeDNSServer = func(string) string { return "https://auth.example.org" }
 		s := situation("www.example.com", o, CAFacts{}, h, d)
-		// No host firewall backend recognised: the cloud's is used.
-		if s.Firewall80 != "drop" || s.FirewallBackend != "aws-sg" || s.RFC2136Key != "k" || s.RFC2136Server != "192.0.2.53:53" ||
+		// No host firewall backend can open the port: the cloud's does
+		// not stand in for it (the local drop would stay).
+		if s.Firewall80 != "drop" || s.FirewallBackend != "" || s.CloudBackend != "aws-sg" || s.RFC2136Key != "k" || s.RFC2136Server != "192.0.2.53:53" ||
 			s.AcmeDNSServer != "https://auth.example.org" || !s.AcmeDNSLive {
 			t.Errorf("situation = %+v", s)
 		}

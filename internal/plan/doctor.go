@@ -42,11 +42,11 @@ type DoctorInput struct {
 // Doctor diagnoses the names: which path works on this host and why. It
 // changes nothing (see package doctor).
 func (p *Planner) Doctor(ctx context.Context, in DoctorInput) (doctor.Report, error) {
-	names, cert, err := p.doctorNames(in.Names)
+	names, cert, exists, err := p.doctorNames(in.Names)
 	if err != nil {
 		return doctor.Report{}, err
 	}
-	opts := doctor.Options{Names: names, Certificate: cert, TakenPaths: slices.Collect(maps.Keys(p.cfg.Paths)), HTTPPort: p.opts.CheckHTTPPort, TLSPort: p.opts.CheckTLSPort,
+	opts := doctor.Options{Names: names, Certificate: cert, CertificateExists: exists, ProviderPaths: map[string]string{}, TakenPaths: slices.Collect(maps.Keys(p.cfg.Paths)), HTTPPort: p.opts.CheckHTTPPort, TLSPort: p.opts.CheckTLSPort,
 		Resolver: p.opts.Resolver, NoProbe: in.NoProbe, Logger: p.log, Snippet: doctorSnippet}
 	if _, port, err := net.SplitHostPort(p.opts.Resolver); err == nil && port != "53" {
 		// A rehearsal: the authoritative servers answer on the
@@ -69,11 +69,17 @@ func (p *Planner) Doctor(ctx context.Context, in DoctorInput) (doctor.Report, er
 		cp := p.cfg.Paths[n]
 		switch cp.Kind {
 		case rfc2136.Kind:
-			if k, ok := configKey(cp); ok {
+			k, err := configKey(cp)
+			if err != nil {
+				return doctor.Report{}, err
+			}
+			if k.Secret != "" {
 				opts.Keys = append(opts.Keys, k)
 			}
 		case dnsprovider.Kind:
-			opts.Providers = append(opts.Providers, cp.Settings["provider"])
+			if pr, err := dnsprovider.Describe(cp.Settings["provider"]); err == nil {
+				opts.ProviderPaths[pr.Name] = n
+			}
 		}
 	}
 	ca, err := config.ResolveCA(p.cfg, orDefault(in.CA, p.cfg.CA))
@@ -93,51 +99,65 @@ func (p *Planner) Doctor(ctx context.Context, in DoctorInput) (doctor.Report, er
 	return doctor.Run(ctx, opts), nil
 }
 
-// doctorNames returns the names to diagnose and the certificate name of
-// the recommendation.
-func (p *Planner) doctorNames(names []string) ([]string, string, error) {
+// doctorNames returns the names to diagnose and the certificate of the
+// recommendation: the configuration's certificate that has exactly these
+// names (exists), else a new one named after the first name (or, when
+// that name is taken, with "-doctor" added).
+func (p *Planner) doctorNames(names []string) ([]string, string, bool, error) {
 	if len(names) == 0 {
 		for _, c := range p.cfg.Certificates {
 			names = append(names, c.Domains...)
 		}
 		if len(names) == 0 {
-			return nil, "", inputErr(FieldDomains, fmt.Errorf("no names to diagnose: give them (detour doctor example.com www.example.com) or add [[certificate]] entries to the configuration"))
+			return nil, "", false, inputErr(FieldDomains, fmt.Errorf("no names to diagnose: give them (detour doctor example.com www.example.com) or add [[certificate]] entries to the configuration"))
 		}
 	}
 	var out []string
 	for _, n := range names {
 		id, err := ident.Parse(n)
 		if err != nil {
-			return nil, "", inputErr(FieldDomains, err)
+			return nil, "", false, inputErr(FieldDomains, err)
 		}
 		if !slices.Contains(out, id.Value) {
 			out = append(out, id.Value)
 		}
 	}
-	cert := out[0]
 	for _, c := range p.cfg.Certificates {
-		if slices.Contains(c.Domains, out[0]) {
-			cert = c.Name
+		var have []string
+		for _, id := range c.Identifiers {
+			have = append(have, id.Value)
+		}
+		if slices.Equal(slices.Sorted(slices.Values(have)), slices.Sorted(slices.Values(out))) {
+			return out, c.Name, true, nil
 		}
 	}
-	return out, cert, nil
+	cert := out[0]
+	if _, err := p.cfg.Certificate(cert); err == nil {
+		cert += "-doctor"
+	}
+	return out, cert, false, nil
 }
 
-// configKey is the TSIG key of an rfc2136 path, with its secret.
-func configKey(cp config.Path) (dnscheck.TSIGKey, bool) {
+// configKey is the TSIG key of an rfc2136 path, with its secret (none
+// when the path signs nothing). A secret file that cannot be read is an
+// error naming it: doctor would otherwise say no key is known.
+func configKey(cp config.Path) (dnscheck.TSIGKey, error) {
 	s := cp.Settings
 	if s["tsig_key"] == "" {
-		return dnscheck.TSIGKey{}, false
+		return dnscheck.TSIGKey{}, nil
 	}
 	k := dnscheck.TSIGKey{Name: s["tsig_key"], Algorithm: strings.ToLower(orDefault(s["tsig_algorithm"], "hmac-sha256")), Secret: s["tsig_secret"],
 		Source: "config path." + cp.Name}
 	if f := s["tsig_secret_file"]; f != "" {
-		k.Source = f
-		if raw, err := os.ReadFile(f); err == nil {
-			k.Secret, _ = rfc2136.SecretFromFile(f, string(raw), k.Name)
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			return k, fmt.Errorf("path %s: reading tsig_secret_file: %w; run doctor as a user who may read it (detour itself must)", cp.Name, err)
+		}
+		if k.Secret, err = rfc2136.SecretFromFile(f, string(raw), k.Name); err != nil {
+			return k, fmt.Errorf("path %s: %w", cp.Name, err)
 		}
 	}
-	return k, k.Secret != ""
+	return k, nil
 }
 
 // storedAccountURL is the URL of the account Detour holds at ca, "" when
@@ -203,7 +223,19 @@ func (p *Planner) DoctorStaging(rep doctor.Report, caRef string, agreeTOS bool) 
 		}
 	}
 	const name = "doctor-staging"
-	text := strings.Replace(rec.TOML, "\n[[certificate]]\nname = ", "\n[[certificate]]\nname = \""+name+"\"\n# was: ", 1)
+	var names, paths []string
+	noSelfCheck := false
+	for _, n := range rep.Names {
+		names = append(names, strconv.Quote(n.Name))
+	}
+	for _, c := range rec.Paths {
+		paths = append(paths, strconv.Quote(c.Path))
+		noSelfCheck = noSelfCheck || c.NoSelfCheck
+	}
+	text := rec.Tables + fmt.Sprintf("\n[[certificate]]\nname = %q\ndomains = [%s]\npaths = [%s]\n", name, strings.Join(names, ", "), strings.Join(paths, ", "))
+	if noSelfCheck {
+		text += "self_check = false\n"
+	}
 	if caRef != "" {
 		text += "ca = " + strconv.Quote(caRef) + "\n"
 	}
