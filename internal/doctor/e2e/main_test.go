@@ -16,6 +16,11 @@ import (
 	"github.com/detour-acme/detour/internal/firewall/nstest"
 	"github.com/detour-acme/detour/internal/sandbox"
 	"github.com/detour-acme/detour/internal/testenv"
+
+	// The tests run the detour binary TestMain builds; importing the
+	// command's package makes `go test`'s cache notice a change to any
+	// code the binary is built from.
+	_ "github.com/detour-acme/detour/internal/cli"
 )
 
 // Environment of the CA helper process.
