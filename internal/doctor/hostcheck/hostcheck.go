@@ -102,10 +102,12 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Holder is a process listening on a checked port.
+// Holder is a process listening on a checked port (or on the address
+// HoldersOf was asked about).
 type Holder struct {
-	Port int
-	// Addr is the listening address: "0.0.0.0:80", "[::]:80".
+	Port int // 0 for a Unix socket
+	// Addr is the listening address: "0.0.0.0:80", "[::]:80"; a Unix
+	// socket's path.
 	Addr string
 	// PID is the server's master process: of the processes holding the
 	// socket, the one whose parent does not hold it, and above it any

@@ -22,10 +22,10 @@ import (
 // tcpListen is the kernel's TCP_LISTEN state as /proc/net/tcp prints it.
 const tcpListen = "0A"
 
-// listenSocket is one listening socket of /proc/net/tcp or tcp6.
+// listenSocket is one listening socket of /proc/net/tcp, tcp6 or unix.
 type listenSocket struct {
-	Addr  string // "0.0.0.0:80", "[::]:80"
-	Port  int
+	Addr  string // "0.0.0.0:80", "[::]:80"; a Unix socket's path
+	Port  int    // 0 for a Unix socket
 	Inode uint64
 }
 
@@ -92,6 +92,30 @@ func parseProcAddr(s string) (netip.Addr, error) {
 	return a, nil
 }
 
+// unixListening is the flags column of /proc/net/unix for a listening
+// socket (__SO_ACCEPTCON).
+const unixListening = "00010000"
+
+// parseProcNetUnix returns the listening sockets of /proc/net/unix that
+// have a path ("@..." for an abstract one), Addr being the path. A line
+// is "Num RefCount Protocol Flags Type St Inode Path".
+func parseProcNetUnix(data []byte) ([]listenSocket, error) {
+	var out []listenSocket
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 8 || f[3] != unixListening {
+			continue // the header, an unnamed socket, or not listening
+		}
+		inode, err := strconv.ParseUint(f[6], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("reading inode %q: %w", f[6], err)
+		}
+		out = append(out, listenSocket{Addr: strings.Join(f[7:], " "), Inode: inode})
+	}
+	return out, sc.Err()
+}
+
 // procInfo is what /proc says about one process.
 type procInfo struct {
 	PID     int
@@ -100,12 +124,18 @@ type procInfo struct {
 	Exe     string
 }
 
-// readProc reads a process's command line, executable and parent.
+// readProc reads a process's command line ("[name]" when it has none),
+// executable and parent.
 func readProc(root string, pid int) procInfo {
 	dir := filepath.Join(root, strconv.Itoa(pid))
 	p := procInfo{PID: pid}
 	if b, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
 		p.Command = strings.TrimSpace(strings.ReplaceAll(string(bytes.TrimRight(b, "\x00")), "\x00", " "))
+	}
+	if p.Command == "" {
+		if b, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+			p.Command = "[" + strings.TrimSpace(string(b)) + "]"
+		}
 	}
 	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
 		p.Exe = strings.TrimSuffix(exe, " (deleted)")
@@ -218,6 +248,74 @@ func readHolders(root string, ports []int) (map[int][]Holder, int, error) {
 		holders[p] = []Holder{}
 		want[p] = true
 	}
+	socks, err := readTCPSockets(root)
+	if err != nil {
+		return holders, 0, err
+	}
+	socks = slices.DeleteFunc(socks, func(s listenSocket) bool { return !want[s.Port] })
+	hs, hidden, err := socketsHolders(root, socks)
+	if err != nil {
+		return holders, hidden, err
+	}
+	for _, h := range hs {
+		holders[h.Port] = append(holders[h.Port], h)
+	}
+	return holders, hidden, nil
+}
+
+// HoldersOf returns who listens on address, from the procfs at root
+// ("/proc"), in the reading thread's network namespace (NetDir). For
+// network "unix" address is a socket path; for any other ("tcp", "tcp4",
+// "tcp6") it is host:port, and a socket on the port's unspecified address
+// (0.0.0.0 or ::) counts too: it holds every address. The holders are
+// those Check reports for a port: for each socket the server's master
+// process (the workers that also hold it are in PIDs), or one Holder with
+// PID 0 when no process holding it can be seen (reading another user's
+// descriptors takes root). Nothing listening there: none, and no error.
+func HoldersOf(root, network, address string) ([]Holder, error) {
+	var socks []listenSocket
+	switch network {
+	case "unix":
+		file := filepath.Join(NetDir(root), "unix")
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading listening sockets: %w", err)
+		}
+		ss, err := parseProcNetUnix(b)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", file, err)
+		}
+		for _, s := range ss {
+			if filepath.Clean(s.Addr) == filepath.Clean(address) {
+				socks = append(socks, s)
+			}
+		}
+	default:
+		want, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return nil, fmt.Errorf("finding who holds %s: %w", address, err)
+		}
+		ss, err := readTCPSockets(root)
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range ss {
+			got, err := netip.ParseAddrPort(s.Addr)
+			if err != nil || got.Port() != want.Port() {
+				continue
+			}
+			if a := got.Addr().Unmap(); a == want.Addr().Unmap() || a.IsUnspecified() {
+				socks = append(socks, s)
+			}
+		}
+	}
+	hs, _, err := socketsHolders(root, socks)
+	return hs, err
+}
+
+// readTCPSockets returns root's listening TCP sockets, IPv4 and IPv6 (a
+// kernel without IPv6 has no tcp6 table).
+func readTCPSockets(root string) ([]listenSocket, error) {
 	var socks []listenSocket
 	var errs []error
 	for _, name := range []string{"tcp", "tcp6"} {
@@ -233,17 +331,18 @@ func readHolders(root string, ports []int) (map[int][]Holder, int, error) {
 			errs = append(errs, fmt.Errorf("reading %s: %w", filepath.Join(NetDir(root), name), err))
 			continue
 		}
-		for _, s := range ss {
-			if want[s.Port] {
-				socks = append(socks, s)
-			}
-		}
+		socks = append(socks, ss...)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return holders, 0, err
-	}
+	return socks, errors.Join(errs...)
+}
+
+// socketsHolders returns who holds each of socks, in their order: a
+// Holder for each master process (see masters), or one with PID 0 when no
+// process holding the socket can be seen; and how many processes'
+// descriptors could not be read.
+func socketsHolders(root string, socks []listenSocket) ([]Holder, int, error) {
 	if len(socks) == 0 {
-		return holders, 0, nil
+		return nil, 0, nil
 	}
 	inodes := map[uint64]bool{}
 	for _, s := range socks {
@@ -251,22 +350,23 @@ func readHolders(root string, ports []int) (map[int][]Holder, int, error) {
 	}
 	byInode, hidden, err := socketHolders(root, inodes)
 	if err != nil {
-		return holders, hidden, err
+		return nil, hidden, err
 	}
+	var out []Holder
 	for _, s := range socks {
 		pids := byInode[s.Inode]
 		if len(pids) == 0 {
-			holders[s.Port] = append(holders[s.Port], Holder{Port: s.Port, Addr: s.Addr, Server: ServerUnknown})
+			out = append(out, Holder{Port: s.Port, Addr: s.Addr, Server: ServerUnknown})
 			continue
 		}
 		for _, m := range masters(root, pids) {
-			holders[s.Port] = append(holders[s.Port], Holder{
+			out = append(out, Holder{
 				Port: s.Port, Addr: s.Addr, PID: m.PID, Command: m.Command, Exe: m.Exe,
 				Server: serverKind(m.Exe, m.Command), PIDs: slices.Sorted(slices.Values(pids)),
 			})
 		}
 	}
-	return holders, hidden, nil
+	return out, hidden, nil
 }
 
 // serverKind names the server a process runs, from its executable, else

@@ -28,6 +28,14 @@ const (
    0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2001 1 00000000cd28e047 100 0 0 10 0
    1: 00000000000000000000000001000000:01BB 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2002 1 00000000cd28e047 100 0 0 10 0
 `
+	// Lines of /proc/net/unix: /run/detour/http.sock listening and
+	// connected, an abstract socket listening, an unnamed one.
+	procNetUnix = `Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01  3001 /run/detour/http.sock
+0000000000000000: 00000003 00000000 00000000 0001 03  3002 /run/detour/http.sock
+0000000000000000: 00000002 00000000 00010000 0001 01  3003 @/tmp/.X11-unix/X0
+0000000000000000: 00000003 00000000 00000000 0001 03  3004
+`
 )
 
 func TestParseProcNetTCP(t *testing.T) {
@@ -82,6 +90,7 @@ func fakeProc(t *testing.T, procs []fakeProcess) string {
 	must(os.MkdirAll(filepath.Join(root, "net"), 0o755))
 	must(os.WriteFile(filepath.Join(root, "net", "tcp"), []byte(procNetTCP), 0o644))
 	must(os.WriteFile(filepath.Join(root, "net", "tcp6"), []byte(procNetTCP6), 0o644))
+	must(os.WriteFile(filepath.Join(root, "net", "unix"), []byte(procNetUnix), 0o644))
 	must(os.MkdirAll(filepath.Join(root, "self"), 0o755)) // not a PID: skipped
 	for _, p := range procs {
 		dir := filepath.Join(root, strconv.Itoa(p.pid))
@@ -169,6 +178,95 @@ func TestHolders(t *testing.T) {
 	_, rs = checkPorts(Options{ProcRoot: filepath.Join(root, "missing"), Ports: []int{80}})
 	if rs[0].Status != check.Skipped {
 		t.Errorf("no /proc: %s", rs[0])
+	}
+}
+
+func TestParseProcAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:2092":                         "127.0.0.1:8338",
+		"00000000:0050":                         "0.0.0.0:80",
+		"00000000000000000000000001000000:1F90": "[::1]:8080",
+		"B80D0120000000000000000001000000:01BB": "[2001:db8::1]:443",
+	} {
+		line := "0: " + in + " 00000000:0000 0A 00000000:00000000 00:00000000 00000000 0 0 7"
+		got, err := parseProcNetTCP([]byte(line))
+		if err != nil || len(got) != 1 || got[0].Addr != want {
+			t.Errorf("local address %s = %+v, %v; want %s", in, got, err, want)
+		}
+	}
+}
+
+func TestParseProcNetUnix(t *testing.T) {
+	got, err := parseProcNetUnix([]byte(procNetUnix))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []listenSocket{{Addr: "/run/detour/http.sock", Inode: 3001}, {Addr: "@/tmp/.X11-unix/X0", Inode: 3003}}
+	if !slices.Equal(got, want) {
+		t.Errorf("unix: %+v\nwant %+v", got, want)
+	}
+	if _, err := parseProcNetUnix([]byte("0000000000000000: 00000002 00000000 00010000 0001 01 x /a.sock")); err == nil {
+		t.Error("a bad inode parsed")
+	}
+}
+
+// TestHoldersOfFake asks who holds an address: the address itself or the
+// port's unspecified one, the master for its workers, PID 0 for a socket
+// nobody visible holds, a Unix socket's path.
+func TestHoldersOfFake(t *testing.T) {
+	root := fakeProc(t, []fakeProcess{
+		{pid: 100, ppid: 1, exe: "/usr/sbin/nginx", cmd: "nginx: master process /usr/sbin/nginx", sockets: []int{1001, 2001}},
+		{pid: 101, ppid: 100, exe: "/usr/sbin/nginx", cmd: "nginx: worker process", sockets: []int{1001, 2001}},
+		{pid: 200, ppid: 1, exe: "/usr/sbin/haproxy", cmd: "/usr/sbin/haproxy\x00-Ws"},
+		{pid: 201, ppid: 200, exe: "/usr/sbin/haproxy", cmd: "/usr/sbin/haproxy\x00-Ws", sockets: []int{1004}},
+		{pid: 300, ppid: 1, exe: "/usr/bin/python3", cmd: "python3\x00-m\x00http.server", sockets: []int{1002}},
+		// A process whose command line is empty is named by its comm.
+		{pid: 600, ppid: 1, exe: "/usr/local/bin/detour", sockets: []int{3001}},
+	})
+	if err := os.WriteFile(filepath.Join(root, "600", "comm"), []byte("detour\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// An IPv6 socket on an IPv4-mapped address, [::ffff:127.0.0.1]:8082,
+	// that nobody visible holds.
+	mapped := "   2: 0000000000000000FFFF00000100007F:1F92 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2003 1 0 100 0 0 10 0\n"
+	if err := os.WriteFile(filepath.Join(root, "net", "tcp6"), []byte(procNetTCP6+mapped), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nginx := "nginx: master process /usr/sbin/nginx"
+	tests := []struct {
+		network, address string
+		want             []string // Addr pid command, one per holder
+	}{
+		{"tcp", "127.0.0.1:80", []string{"0.0.0.0:80 100 " + nginx, "[::]:80 100 " + nginx}},
+		{"tcp", "[::1]:443", []string{"0.0.0.0:443 200 /usr/sbin/haproxy -Ws", "[::1]:443 0 "}},
+		{"tcp", "127.0.0.1:18080", []string{"127.0.0.1:18080 300 python3 -m http.server"}},
+		{"tcp6", "[::ffff:127.0.0.1]:18080", []string{"127.0.0.1:18080 300 python3 -m http.server"}},
+		{"tcp", "127.0.0.1:8082", []string{"[::ffff:127.0.0.1]:8082 0 "}},
+		{"tcp", "10.0.0.1:18080", nil},
+		{"tcp", "127.0.0.1:25", nil},
+		{"unix", "/run/detour/http.sock", []string{"/run/detour/http.sock 600 [detour]"}},
+		{"unix", "/run/detour/../detour/http.sock", []string{"/run/detour/http.sock 600 [detour]"}},
+		{"unix", "/run/other.sock", nil},
+	}
+	for _, tt := range tests {
+		hs, err := HoldersOf(root, tt.network, tt.address)
+		if err != nil {
+			t.Errorf("%s %s: %v", tt.network, tt.address, err)
+			continue
+		}
+		var got []string
+		for _, h := range hs {
+			got = append(got, h.Addr+" "+strconv.Itoa(h.PID)+" "+h.Command)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("%s %s:\ngot  %q\nwant %q", tt.network, tt.address, got, tt.want)
+		}
+	}
+	if _, err := HoldersOf(root, "tcp", "localhost:80"); err == nil {
+		t.Error("a host name was taken for an address")
+	}
+	if _, err := HoldersOf(filepath.Join(root, "missing"), "unix", "/run/detour/http.sock"); err == nil {
+		t.Error("no /proc: no error")
 	}
 }
 

@@ -8,11 +8,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/detour-acme/detour/internal/doctor/check"
+	"github.com/detour-acme/detour/internal/doctor/hostcheck"
 	"github.com/detour-acme/detour/internal/solve/selfcheck"
 )
 
@@ -189,20 +191,6 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
-func TestParseProcAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:2092":                         "127.0.0.1:8338",
-		"00000000:0050":                         "0.0.0.0:80",
-		"00000000000000000000000001000000:1F90": "[::1]:8080",
-		"B80D0120000000000000000001000000:01BB": "[2001:db8::1]:443",
-	} {
-		got, ok := parseProcAddr(in)
-		if !ok || got.String() != want {
-			t.Errorf("parseProcAddr(%s) = %v, %v; want %s", in, got, ok, want)
-		}
-	}
-}
-
 // TestJudge is the final answer's rule: 200, and with a wanted body that
 // body (trailing whitespace ignored) under Boulder's 128-byte limit.
 func TestJudge(t *testing.T) {
@@ -260,6 +248,20 @@ func TestHolderIsDetour(t *testing.T) {
 		if got := tt.h.isDetour(); got != tt.want {
 			t.Errorf("%+v: isDetour = %v, want %v", tt.h, got, tt.want)
 		}
+	}
+}
+
+func TestProcesses(t *testing.T) {
+	nginx := hostcheck.Holder{Port: 80, Addr: "0.0.0.0:80", PID: 100, Command: "nginx: master process", Exe: "/usr/sbin/nginx", PIDs: []int{100, 101}}
+	nginx6 := nginx
+	nginx6.Addr = "[::]:80"
+	got := processes([]hostcheck.Holder{nginx, {Port: 80, Addr: "[::1]:80"}, nginx6})
+	want := []Holder{{PID: 100, Command: "nginx: master process", Exe: "/usr/sbin/nginx"}}
+	if !slices.Equal(got, want) {
+		t.Errorf("processes = %+v, want %+v", got, want)
+	}
+	if got := processes([]hostcheck.Holder{{Port: 80, Addr: "0.0.0.0:80"}}); len(got) != 0 {
+		t.Errorf("a socket nobody visible holds: %+v", got)
 	}
 }
 
