@@ -225,11 +225,22 @@ func testIssue(t *testing.T, env *testenv.Env) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = env.HTTPPath.Solver.CleanUp(ctx, ch) })
+		// The authorization answers "processing" for a while: the polls
+		// WaitAuthorizationPolls counts are the fetches the CA answered.
+		hold.hold(url, 30*time.Millisecond)
 		if err := c.Accept(ctx, acct, wc); err != nil {
 			t.Fatal(err)
 		}
-		if a, err := c.WaitAuthorization(ctx, acct, url); err != nil || a.Status != "valid" {
-			t.Fatalf("WaitAuthorization = %q, %v", a.Status, err)
+		a, polls, err := c.WaitAuthorizationPolls(ctx, acct, url)
+		if err != nil || a.Status != "valid" {
+			t.Fatalf("WaitAuthorizationPolls = %q, %v", a.Status, err)
+		}
+		hold.mu.Lock()
+		fetched := hold.polls
+		hold.orderURL, hold.held, hold.polls = "", 0, 0
+		hold.mu.Unlock()
+		if polls < 2 || polls != fetched {
+			t.Errorf("WaitAuthorizationPolls counted %d polls; the CA answered %d fetches of the authorization (want the same, at least 2)", polls, fetched)
 		}
 	}
 

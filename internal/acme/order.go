@@ -123,17 +123,27 @@ func (e *ValidationError) Unwrap() error {
 // Polls follow the CA's Retry-After; without one they start at PollMin and
 // double up to PollMax.
 func (c *Client) WaitAuthorization(ctx context.Context, acct Account, authzURL string) (Authorization, error) {
+	a, _, err := c.WaitAuthorizationPolls(ctx, acct, authzURL)
+	return a, err
+}
+
+// WaitAuthorizationPolls is WaitAuthorization that also returns how many
+// times the authorization was fetched (the polls that answered, the last
+// one included), for progress displays.
+func (c *Client) WaitAuthorizationPolls(ctx context.Context, acct Account, authzURL string) (Authorization, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.PollTimeout)
 	defer cancel()
 	delay := c.opts.PollMin
+	polls := 0
 	for {
 		a, err := c.wire.GetAuthorization(ctx, acct, authzURL)
 		if err != nil {
-			return a, fmt.Errorf("polling authorization: %w", err)
+			return a, polls, fmt.Errorf("polling authorization: %w", err)
 		}
+		polls++
 		switch a.Status {
 		case wire.StatusValid:
-			return a, nil
+			return a, polls, nil
 		case wire.StatusPending, wire.StatusProcessing:
 		default:
 			verr := &ValidationError{Identifier: a.IdentifierValue(), Challenge: "?"}
@@ -144,10 +154,10 @@ func (c *Client) WaitAuthorization(ctx context.Context, acct Account, authzURL s
 					break
 				}
 			}
-			return a, verr
+			return a, polls, verr
 		}
 		if err := sleep(ctx, c.nextPoll(authzURL, &delay)); err != nil {
-			return a, fmt.Errorf("waiting for the CA to validate %s: %w", a.IdentifierValue(), err)
+			return a, polls, fmt.Errorf("waiting for the CA to validate %s: %w", a.IdentifierValue(), err)
 		}
 	}
 }

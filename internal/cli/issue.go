@@ -78,6 +78,11 @@ Validation paths (--path, in order of preference): a built-in path below,
 Before asking the CA, Detour fetches each answer the way the CA will and stops
 if it is wrong (--no-self-check to skip, e.g. behind NAT without hairpin).
 
+On a terminal, each step is shown as it ends, with its time: account, order,
+each name's path (and why that one), self-check, validation, finalize, stored,
+deployed. With --log-format json, or when stderr is not a terminal, the logs
+are written instead.
+
 Wildcards (*.example.com) need a DNS path; IP addresses need http-01 or tls-alpn-01.`,
 		Example: `  detour issue -d example.com -d www.example.com --email ops@example.com --agree-tos
   detour issue -d '*.example.com' --path dns-embedded --ca letsencrypt-staging
@@ -86,16 +91,17 @@ Wildcards (*.example.com) need a DNS path; IP addresses need http-01 or tls-alpn
   detour issue -d 192.0.2.10 --path standalone-tls-alpn --profile shortlived
   detour issue www            # the [[certificate]] named www in the config`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			live := a.liveProgress(cmd)
 			if len(f.domains) > 0 {
 				if len(args) > 0 {
 					return usagef("give either -d/--domain (a one-off certificate) or certificate names from the config, not both")
 				}
-				return a.issueOneOff(cmd, f)
+				return a.issueOneOff(cmd, f, live)
 			}
 			if err := oneOffOnly(cmd); err != nil {
 				return err
 			}
-			return a.issueConfigured(cmd, args, f.dryRun, f.agreeTOS)
+			return a.issueConfigured(cmd, args, f.dryRun, f.agreeTOS, live)
 		},
 	}
 	fl := cmd.Flags()
@@ -132,7 +138,7 @@ func oneOffOnly(cmd *cobra.Command) error {
 	return nil
 }
 
-func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
+func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags, live bool) error {
 	p, err := a.planner(false)
 	if err != nil {
 		return err
@@ -147,10 +153,10 @@ func (a *app) issueOneOff(cmd *cobra.Command, f issueFlags) error {
 	if err != nil {
 		return usage(err)
 	}
-	return a.obtain(cmd, p, []renew.Target{t}, f.dryRun)
+	return a.obtain(cmd, p, []renew.Target{t}, f.dryRun, live)
 }
 
-func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeTOS bool) error {
+func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeTOS, live bool) error {
 	p, err := a.planner(true)
 	if err != nil {
 		return err
@@ -159,15 +165,19 @@ func (a *app) issueConfigured(cmd *cobra.Command, names []string, dryRun, agreeT
 	if err != nil {
 		return err
 	}
-	return a.obtain(cmd, p, targets, dryRun)
+	return a.obtain(cmd, p, targets, dryRun, live)
 }
 
 // obtain issues each certificate in turn, due or not, and prints one line
-// per result.
-func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun bool) error {
+// per result; with live, each step as it ends (see liveProgress).
+func (a *app) obtain(cmd *cobra.Command, p *plan.Planner, targets []renew.Target, dryRun, live bool) error {
 	var failed []string
 	for _, t := range targets {
-		out := p.Manager.Renew(cmd.Context(), t, renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1})
+		opt := renew.StepOptions{Force: true, Manual: true, DryRun: dryRun, Frac: rand.Float64(), RetryFrac: 1}
+		if live {
+			opt.Progress = showProgress(a.stderr, t.Name, len(targets) > 1, time.Now())
+		}
+		out := p.Manager.Renew(cmd.Context(), t, opt)
 		err := out.Err
 		if err == nil && !dryRun {
 			err = deployHere(cmd.Context(), p, out.Result)

@@ -130,6 +130,7 @@ Renew everything that is due (cron/systemd):  detour renew`,
 	_ = pf.MarkHidden(flagCheckTLSPort)
 	root.AddCommand(
 		a.issueCommand(),
+		a.doctorCommand(),
 		a.renewCommand(),
 		a.runCommand(),
 		a.listCommand(),
@@ -270,7 +271,7 @@ func (a *app) loadConfig(required bool) (*config.Config, error) {
 
 // planner loads the configuration (see config) and opens the state
 // directory chosen by flag, environment or configuration.
-func (a *app) planner(required bool) (*plan.Planner, error) {
+func (a *app) planner(required bool, mods ...func(*plan.Options)) (*plan.Planner, error) {
 	cfg, err := a.config(required)
 	if err != nil {
 		return nil, err
@@ -283,26 +284,30 @@ func (a *app) planner(required bool) (*plan.Planner, error) {
 	if os.Getenv(envHoldFirewall) == "1" {
 		opts.WindowOpened = holdFirewall
 	}
+	for _, m := range mods {
+		m(&opts)
+	}
 	return plan.Open(opts)
 }
 
 // fieldFlags names the flag behind each input field of package plan.
 var fieldFlags = map[string]string{
-	plan.FieldDomains:   flagDomain,
-	plan.FieldName:      flagName,
-	plan.FieldCA:        flagCA,
-	plan.FieldKeyType:   flagKeyType,
-	plan.FieldPaths:     flagPath,
-	plan.FieldEAB:       flagEABKID + " and --" + flagEABHMAC,
-	plan.FieldWebroot:   flagWebroot,
-	plan.FieldChallenge: flagChallenge,
-	plan.FieldServer:    flagACMEDNSServer,
-	plan.FieldFirewall:  flagFirewall,
-	plan.FieldAddr:      flagAddr,
-	plan.FieldPath:      flagPath,
-	plan.FieldResolver:  flagResolver,
-	"backend":           flagBackend,
-	"api-hostname":      flagAPIHostname,
+	plan.FieldDomains:     flagDomain,
+	plan.FieldName:        flagName,
+	plan.FieldCA:          flagCA,
+	plan.FieldKeyType:     flagKeyType,
+	plan.FieldPaths:       flagPath,
+	plan.FieldEAB:         flagEABKID + " and --" + flagEABHMAC,
+	plan.FieldWebroot:     flagWebroot,
+	plan.FieldChallenge:   flagChallenge,
+	plan.FieldServer:      flagACMEDNSServer,
+	plan.FieldFirewall:    flagFirewall,
+	plan.FieldAddr:        flagAddr,
+	plan.FieldPath:        flagPath,
+	plan.FieldResolver:    flagResolver,
+	plan.FieldTSIGKeyFile: plan.FieldTSIGKeyFile,
+	"backend":             flagBackend,
+	"api-hostname":        flagAPIHostname,
 }
 
 // usage turns a mistake in the input, as package plan reports it, into a

@@ -290,6 +290,9 @@ func (p *Planner) LockedRetry() time.Duration {
 // Close releases what the planner holds: in a fleet, its membership and
 // the etcd connection.
 func (p *Planner) Close() error {
+	if p.tempState != "" {
+		os.RemoveAll(p.tempState)
+	}
 	if p.fleet == nil {
 		return nil
 	}

@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
 
 	"github.com/detour-acme/detour/internal/acme"
 	"github.com/detour-acme/detour/internal/config"
@@ -29,6 +31,10 @@ type Options struct {
 	Config *config.Config
 	// StateDir overrides the configuration's state directory.
 	StateDir string
+	// ReadOnly is for commands that only read the state (doctor): a state
+	// directory that does not exist is not created; an empty temporary
+	// one stands in for it, removed by Close.
+	ReadOnly bool
 	// Logger receives everything Detour does; nil discards.
 	Logger *slog.Logger
 	// Resolver is the DNS server (host:port) the self-check and the DNS
@@ -65,6 +71,9 @@ type Planner struct {
 	fleet *fleetConn
 	// Manager obtains and renews certificates in the shared state.
 	Manager *renew.Manager
+	// tempState is the stand-in state directory of a ReadOnly planner,
+	// removed by Close.
+	tempState string
 }
 
 // Open opens the state directory (Options.StateDir, else the
@@ -83,11 +92,18 @@ func Open(opts Options) (*Planner, error) {
 	if dir == "" {
 		dir = config.DefaultStateDir
 	}
+	var temp string
+	if _, err := os.Stat(dir); opts.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+		if temp, err = os.MkdirTemp("", "detour-empty-state-"); err != nil {
+			return nil, err
+		}
+		dir = temp
+	}
 	st, err := store.NewFS(dir, store.FSOptions{Logger: opts.Logger})
 	if err != nil {
 		return nil, err
 	}
-	p := &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st, shared: st}
+	p := &Planner{opts: opts, cfg: opts.Config, log: opts.Logger, Store: st, shared: st, tempState: temp}
 	if s := opts.Config.Store; s.IsFleet() {
 		if p.fleet, err = openFleet(s, opts.Config.File, opts.Logger); err != nil {
 			return nil, err

@@ -70,12 +70,19 @@ func (m *Manager) Account(ctx context.Context, ca CA) (acme.Account, error) {
 // account is Account; fresh forces a lookup at the CA even when the account
 // URL is known.
 func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account, error) {
+	acct, _, err := m.accountNew(ctx, ca, fresh)
+	return acct, err
+}
+
+// accountNew is account, also reporting whether the account was
+// registered now (rather than loaded, or found again at the CA).
+func (m *Manager) accountNew(ctx context.Context, ca CA, fresh bool) (acme.Account, bool, error) {
 	prefix := AccountKeyPrefix(ca.Client.Host(), ca.Email)
 	// Renewals running at once (the agent) must not each create a key and
 	// register: the last key stored would not be the account's.
 	unlock, err := m.store.Lock(ctx, accountLockName(prefix))
 	if err != nil {
-		return acme.Account{}, fmt.Errorf("locking the account: %w", err)
+		return acme.Account{}, false, fmt.Errorf("locking the account: %w", err)
 	}
 	defer unlock()
 	keyPEM, err := m.store.Load(ctx, prefix+"/account.key")
@@ -85,29 +92,29 @@ func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account,
 		keyLost = true
 		key, gerr := acme.ECDSAP256.Generate()
 		if gerr != nil {
-			return acme.Account{}, gerr
+			return acme.Account{}, false, gerr
 		}
 		if keyPEM, err = acme.EncodeKey(key); err != nil {
-			return acme.Account{}, err
+			return acme.Account{}, false, err
 		}
 		if err := m.store.Store(ctx, prefix+"/account.key", keyPEM); err != nil {
-			return acme.Account{}, fmt.Errorf("storing account key: %w", err)
+			return acme.Account{}, false, fmt.Errorf("storing account key: %w", err)
 		}
 	case err != nil:
-		return acme.Account{}, fmt.Errorf("loading account key: %w", err)
+		return acme.Account{}, false, fmt.Errorf("loading account key: %w", err)
 	}
 	key, err := acme.DecodeKey(keyPEM)
 	if err != nil {
-		return acme.Account{}, fmt.Errorf("account key %s/account.key: %w", prefix, err)
+		return acme.Account{}, false, fmt.Errorf("account key %s/account.key: %w", prefix, err)
 	}
 	tp, err := acme.Thumbprint(acme.Account{PrivateKey: key})
 	if err != nil {
-		return acme.Account{}, err
+		return acme.Account{}, false, err
 	}
 	var meta accountMeta
 	if data, err := m.store.Load(ctx, prefix+"/account.json"); err == nil {
 		if err := json.Unmarshal(data, &meta); err != nil {
-			return acme.Account{}, fmt.Errorf("account record %s/account.json is corrupt: %w", prefix, err)
+			return acme.Account{}, false, fmt.Errorf("account record %s/account.json is corrupt: %w", prefix, err)
 		}
 	}
 	lost := ""
@@ -130,21 +137,22 @@ func (m *Manager) account(ctx context.Context, ca CA, fresh bool) (acme.Account,
 	if meta.URL != "" && meta.Directory == ca.Client.DirectoryURL() && !fresh {
 		// Known account: no request needed. If the CA has since forgotten
 		// it, Obtain calls again with fresh set.
-		return acme.Account{Location: meta.URL, PrivateKey: key, Status: "valid"}, nil
+		return acme.Account{Location: meta.URL, PrivateKey: key, Status: "valid"}, false, nil
 	}
 	acct, err := ca.Client.Register(ctx, acme.RegisterRequest{Key: key, Email: ca.Email, AgreeTOS: ca.AgreeTOS, EAB: ca.EAB})
 	if err != nil {
-		return acme.Account{}, err
+		return acme.Account{}, false, err
 	}
-	if meta.URL != acct.Location || meta.Thumbprint != tp {
+	registered := meta.URL != acct.Location
+	if registered || meta.Thumbprint != tp {
 		meta = accountMeta{URL: acct.Location, Directory: ca.Client.DirectoryURL(), Email: ca.Email, Created: m.now(), Thumbprint: tp, Replaced: meta.Replaced}
 		data, _ := json.MarshalIndent(meta, "", "  ")
 		if err := m.store.Store(ctx, prefix+"/account.json", data); err != nil {
-			return acme.Account{}, fmt.Errorf("storing account record: %w", err)
+			return acme.Account{}, false, fmt.Errorf("storing account record: %w", err)
 		}
 		m.log.InfoContext(ctx, "ACME account ready", "ca", ca.Client.DirectoryURL(), "account", acct.Location)
 	}
-	return acct, nil
+	return acct, registered, nil
 }
 
 // RolloverAccount replaces the account key of ca's account (RFC 8555 §7.3.5):

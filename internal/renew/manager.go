@@ -128,6 +128,13 @@ type Request struct {
 	// and the agent, or another node of a fleet) renewed it meanwhile:
 	// it returns a *SupersededError instead.
 	Expect *Expected
+	// Progress, when set, receives each step of Obtain as it ends (see
+	// Event), one call at a time, on Obtain's goroutines: it must return
+	// quickly. Nil reports nothing.
+	Progress func(Event)
+
+	// progress is Progress for one Obtain (set by Obtain).
+	progress *progress
 }
 
 // Expected names a version of a certificate: the record's Version and

@@ -36,11 +36,14 @@ func (m *Manager) Preflight(ctx context.Context, req Request) (candidates, error
 		for _, p := range req.Paths {
 			typ := p.Solver.Type()
 			if !solve.Applicable(typ, id) {
-				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, solve.NotApplicableReason(typ, id, nil)))
+				why := solve.NotApplicableReason(typ, id, nil)
+				reasons = append(reasons, fmt.Sprintf("%s (%s): %s", p.Name, typ, why))
+				req.progress.skip(id.Value, p.Name, "", why)
 				continue
 			}
 			if err := p.Solver.Check(ctx, id); err != nil {
 				reasons = append(reasons, fmt.Sprintf("%s (%s): %v", p.Name, typ, err))
+				req.progress.skip(id.Value, p.Name, "", "its check failed: "+err.Error())
 				m.log.InfoContext(ctx, "path passed over", "identifier", id.Value, "path", p.Name, "reason", err)
 				continue
 			}
@@ -69,6 +72,7 @@ type presented struct {
 // leaves the live certificate untouched.
 func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	start := m.now()
+	req.progress = newProgress(req, m.now)
 	res := Result{Name: req.Name, PathUsed: map[string]string{}}
 	keepMarker := false // the store is left for Sweep to finish
 	fail := func(stage string, asked bool, err error) (Result, error) {
@@ -98,6 +102,8 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 			return fail("store", false, err)
 		}
 		if installed != nil {
+			req.progress.emit(Event{Kind: EventStored, Version: installed.Version, Serial: installed.Serial, NotAfter: installed.NotAfter,
+				LiveDir: m.store.LiveDir(req.Name), Detail: "issued by an earlier run that could not store it; no new order"})
 			installed.Elapsed = m.now().Sub(start)
 			return *installed, nil
 		}
@@ -133,10 +139,11 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	if err := req.CA.Client.CheckProfile(ctx, req.Profile); err != nil {
 		return fail("order", false, err)
 	}
-	acct, err := m.Account(ctx, req.CA)
+	acct, registered, err := m.accountNew(ctx, req.CA, false)
 	if err != nil {
 		return fail("account", false, err)
 	}
+	req.progress.emit(Event{Kind: EventAccount, URL: acct.Location, Registered: registered})
 	if req.SelfCheck != nil {
 		if cands, err = m.probe(ctx, req, acct, cands); err != nil {
 			return fail("self-check", false, err)
@@ -155,7 +162,8 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	order, err := req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: replaces(acct)})
 	if err != nil && (acme.IsProblem(err, "urn:ietf:params:acme:error:accountDoesNotExist") || acme.IsProblem(err, "urn:ietf:params:acme:error:unauthorized") || keyNotAccounts(err)) {
 		m.log.WarnContext(ctx, "the CA does not know the stored account, or not with this key; registering again", "ca", req.CA.Client.DirectoryURL(), "error", err)
-		if acct, err = m.account(ctx, req.CA, true); err == nil {
+		if acct, registered, err = m.accountNew(ctx, req.CA, true); err == nil {
+			req.progress.emit(Event{Kind: EventAccount, URL: acct.Location, Registered: registered})
 			order, err = req.CA.Client.NewOrder(ctx, acct, acme.OrderRequest{Identifiers: req.Identifiers, Profile: req.Profile, Replaces: replaces(acct)})
 		}
 	}
@@ -163,6 +171,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 		return fail("order", false, err)
 	}
 	m.log.InfoContext(ctx, "order created", "certificate", req.Name, "order", order.Location, "identifiers", ident.Values(req.Identifiers))
+	req.progress.emit(Event{Kind: EventOrder, URL: order.Location, Identifiers: ident.Values(req.Identifiers), Profile: req.Profile})
 
 	if err := m.authorize(ctx, req, acct, order, cands, res.PathUsed); err != nil {
 		var pe *presentError
@@ -198,6 +207,7 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	res.NotBefore, res.NotAfter = leaf.NotBefore, leaf.NotAfter
 	res.Serial = leaf.SerialNumber.Text(16)
+	req.progress.emit(Event{Kind: EventFinalize, Serial: res.Serial, NotAfter: res.NotAfter})
 	if ri != nil {
 		res.ARI = WindowOf(*ri, m.now())
 	} else {
@@ -243,14 +253,17 @@ func (m *Manager) Obtain(ctx context.Context, req Request) (Result, error) {
 	}
 	res.Elapsed = m.now().Sub(start)
 	m.log.InfoContext(ctx, "certificate stored", "certificate", req.Name, "version", version, "not_after", leaf.NotAfter, "elapsed", res.Elapsed)
+	req.progress.emit(Event{Kind: EventStored, Version: version, Serial: res.Serial, NotAfter: res.NotAfter, LiveDir: m.store.LiveDir(req.Name)})
 	if plan := m.planOf(req); !plan.Empty() {
 		info := deploy.Info{Name: req.Name, Domains: rec.Identifiers, LiveDir: m.store.LiveDir(req.Name), Version: version, NotAfter: leaf.NotAfter}
-		if err := m.deployLive(ctx, req, info); err != nil {
+		err := m.deployLive(ctx, req, info)
+		if err != nil {
 			res.DeployErr = err
 			m.log.ErrorContext(ctx, "deploy failed; the new certificate is live", "certificate", req.Name, "error", err)
 		} else {
 			m.log.InfoContext(ctx, "deployed", "certificate", req.Name, "command", plan.Hook.Command, "outputs", len(plan.Outputs), "reloads", len(plan.Reloads))
 		}
+		req.progress.emit(Event{Kind: EventDeployed, Hook: plan.Hook.Command, Outputs: len(plan.Outputs), Reloads: len(plan.Reloads), Err: err})
 	}
 	return res, nil
 }
@@ -344,10 +357,11 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 		if err != nil {
 			return err
 		}
+		id, err := authzIdentifier(authz)
 		if authz.Status == "valid" {
+			req.progress.emit(Event{Kind: EventAuthz, Identifier: id.Value, Reason: ReasonReused})
 			continue
 		}
-		id, err := authzIdentifier(authz)
 		if err != nil {
 			return err
 		}
@@ -358,20 +372,27 @@ func (m *Manager) authorize(ctx context.Context, req Request, acct acme.Account,
 		done = append(done, p)
 		used[id.Value] = p.path.Name
 	}
-	if err := m.waitAll(ctx, done); err != nil {
+	if err := m.waitAll(ctx, req, done); err != nil {
 		return err
 	}
 	errs := make([]error, len(done))
 	var wg sync.WaitGroup
 	for i, p := range done {
 		wg.Go(func() {
+			ev := Event{Kind: EventValidation, Identifier: p.ch.Identifier.Value, Path: p.path.Name, Challenge: p.ch.Type}
 			if err := req.CA.Client.Accept(ctx, acct, p.wireCh); err != nil {
 				errs[i] = err
+				ev.Err = err
+				req.progress.emit(ev)
 				return
 			}
-			if _, err := req.CA.Client.WaitAuthorization(ctx, acct, p.authzURL); err != nil {
+			_, polls, err := req.CA.Client.WaitAuthorizationPolls(ctx, acct, p.authzURL)
+			if err != nil {
 				errs[i] = explainValidation(err, p.path)
+				ev.Err = errs[i]
 			}
+			ev.Polls = polls
+			req.progress.emit(ev)
 		})
 	}
 	wg.Wait()
@@ -404,7 +425,9 @@ func (m *Manager) present(ctx context.Context, req Request, acctURL, url string,
 		typ := p.Solver.Type()
 		wc, ok := offered[typ]
 		if !ok {
-			reasons = append(reasons, fmt.Sprintf("%s: the CA does not offer %s for %s (it offers %s)", p.Name, typ, id.Value, strings.Join(types, ", ")))
+			why := fmt.Sprintf("the CA does not offer %s for %s (it offers %s)", typ, id.Value, strings.Join(types, ", "))
+			reasons = append(reasons, fmt.Sprintf("%s: %s", p.Name, why))
+			req.progress.skip(id.Value, p.Name, "", why)
 			continue
 		}
 		ch := solve.Challenge{Type: typ, Identifier: id, Token: wc.Token, KeyAuthorization: wc.KeyAuthorization,
@@ -421,6 +444,7 @@ func (m *Manager) present(ctx context.Context, req Request, acctURL, url string,
 				return presented{}, err
 			}
 		}
+		req.progress.emit(req.progress.chosen(id.Value, p.Name, typ))
 		if err := m.presentChecked(ctx, req, p, ch); err != nil {
 			reasons = append(reasons, fmt.Sprintf("%s: %v", p.Name, err))
 			m.log.WarnContext(ctx, "path passed over; trying the next", "identifier", id.Value, "path", p.Name, "error", err)
@@ -449,6 +473,8 @@ func (e *presentError) Unwrap() error { return e.err }
 // for later, together; they are not self-checked here.
 func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path, ch solve.Challenge) error {
 	if err := p.Solver.Present(ctx, ch); err != nil {
+		req.progress.emit(Event{Kind: EventAuthz, Identifier: ch.Identifier.Value, Path: p.Name, Challenge: ch.Type, Err: err})
+		req.progress.skip(ch.Identifier.Value, p.Name, EventAuthz, "putting the answer in place failed: "+err.Error())
 		return err
 	}
 	if req.SelfCheck == nil {
@@ -457,16 +483,21 @@ func (m *Manager) presentChecked(ctx context.Context, req Request, p solve.Path,
 	if _, waits := p.Solver.(solve.Waiter); waits {
 		return nil
 	}
+	ev := Event{Kind: EventSelfCheck, Identifier: ch.Identifier.Value, Path: p.Name, Challenge: ch.Type}
 	if err := req.SelfCheck(ctx, p, ch); err != nil {
+		ev.Err = err
+		req.progress.emit(ev)
+		req.progress.skip(ch.Identifier.Value, p.Name, EventSelfCheck, "its self-check failed: "+err.Error())
 		return fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
 	}
 	m.log.InfoContext(ctx, "self-check passed", "identifier", ch.Identifier.Value, "path", p.Name, "challenge", ch.Type)
+	req.progress.emit(ev)
 	return nil
 }
 
 // waitAll waits, in parallel, for every presented challenge whose solver is a
 // solve.Waiter.
-func (m *Manager) waitAll(ctx context.Context, ps []presented) error {
+func (m *Manager) waitAll(ctx context.Context, req Request, ps []presented) error {
 	errs := make([]error, len(ps))
 	var wg sync.WaitGroup
 	for i, p := range ps {
@@ -475,9 +506,11 @@ func (m *Manager) waitAll(ctx context.Context, ps []presented) error {
 			continue
 		}
 		wg.Go(func() {
-			if err := w.Wait(ctx, p.ch); err != nil {
+			err := w.Wait(ctx, p.ch)
+			if err != nil {
 				errs[i] = fmt.Errorf("waiting for %s on path %s: %w", p.ch.Identifier.Value, p.path.Name, err)
 			}
+			req.progress.emit(Event{Kind: EventWait, Identifier: p.ch.Identifier.Value, Path: p.path.Name, Challenge: p.ch.Type, Err: err})
 		})
 	}
 	wg.Wait()

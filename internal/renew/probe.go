@@ -79,10 +79,12 @@ func (m *Manager) probeOne(ctx context.Context, req Request, p solve.Path, id id
 		}
 	}
 	err := p.Solver.Present(ctx, ch)
-	if err == nil {
-		if err = req.SelfCheck(ctx, p, ch); err != nil {
-			err = fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
-		}
+	shown := err // what the progress event says
+	if err != nil {
+		shown = fmt.Errorf("putting the probe in place: %w", err)
+	} else if err = req.SelfCheck(ctx, p, ch); err != nil {
+		shown = err
+		err = fmt.Errorf("self-check failed, so the CA was not asked: %w", err)
 	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cleanup)
 	defer cancel()
@@ -90,6 +92,12 @@ func (m *Manager) probeOne(ctx context.Context, req Request, p solve.Path, id id
 		m.log.ErrorContext(cctx, "cleaning up a probe failed", "identifier", id.Value, "path", p.Name, "error", cerr)
 	} else if !req.DryRun {
 		j.drop(cctx, entry)
+	}
+	if ctx.Err() == nil {
+		req.progress.emit(Event{Kind: EventProbe, Identifier: id.Value, Path: p.Name, Challenge: ch.Type, Err: shown})
+		if shown != nil {
+			req.progress.skip(id.Value, p.Name, EventProbe, "its probe failed: "+shown.Error())
+		}
 	}
 	return err
 }

@@ -72,6 +72,9 @@ type StepOptions struct {
 	// Superseded). An unforced step decides on the record it reads and
 	// expects that one.
 	Expect *Expected
+	// Progress, when set, becomes the request's Progress: it receives each
+	// step of the attempt as it ends (see Request.Progress).
+	Progress func(Event)
 }
 
 // Outcome is what one renewal step did.
@@ -247,6 +250,9 @@ func (m Step) Run(ctx context.Context, t Target, opt StepOptions) Outcome {
 		req.Replaces, req.ReplacesAccount = recp.ARIID, recp.Account
 	}
 	req.Expect = expect
+	if opt.Progress != nil {
+		req.Progress = opt.Progress
+	}
 	out.Result, err = m.Obtainer.Obtain(ctx, req)
 	release()
 	if err == nil {

@@ -1,7 +1,8 @@
 // Package nstest builds small networks of Linux network namespaces for
 // tests of firewall windows: namespaces the test creates and deletes,
 // joined by veth pairs whose addresses exist only inside them, with
-// helpers to run commands, listen and probe from inside a namespace.
+// helpers to run commands, listen and probe from inside a namespace, and
+// to run the test binary again there as a helper process (Helper).
 //
 // Everything here needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); tests
 // fail, never skip, without it: CI runs them as root.

@@ -10,8 +10,6 @@
 package e2e
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
 	"github.com/detour-acme/detour/internal/testenv"
@@ -21,18 +19,5 @@ import (
 var detourBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "detour-fleete2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// World-readable: a test may run the binary as nobody.
-	if detourBin, err = testenv.BuildDetour(dir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testenv.RunWithDetour(m, &detourBin)
 }

@@ -198,3 +198,31 @@ func serverKey(u *url.URL) string {
 	}
 	return strings.ToLower(strings.NewReplacer(":", "_", "[", "", "]", "").Replace(k))
 }
+
+// Registered returns the API URL of the acme-dns account Detour holds for
+// domain in st ("" when none), looking at every server's accounts.
+func Registered(ctx context.Context, st store.Storage, domain string) string {
+	keys, err := st.List(ctx, "acme-dns/client/")
+	if err != nil {
+		return ""
+	}
+	for _, k := range keys {
+		if !strings.HasSuffix(k, "/"+domain+".key") {
+			continue
+		}
+		raw, err := st.Load(ctx, k)
+		if err != nil {
+			continue
+		}
+		var a Account
+		if json.Unmarshal(raw, &a) != nil || a.complete() != nil {
+			continue
+		}
+		if a.ServerURL != "" {
+			return a.ServerURL
+		}
+		server := strings.TrimSuffix(strings.TrimPrefix(k, "acme-dns/client/"), "/"+domain+".key")
+		return "https://" + server
+	}
+	return ""
+}

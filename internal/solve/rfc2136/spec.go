@@ -38,7 +38,7 @@ var Spec = solve.Spec{
 		{Key: "tsig_secret", Type: solve.TypeString, Secret: true, Check: checkTSIGSecret,
 			Doc: "the TSIG key's secret in base64, as printed by tsig-keygen (tsig_secret_file keeps it out of the configuration)"},
 		{Key: "tsig_secret_file", Type: solve.TypePath, Check: checkSecretFile, Example: "/etc/detour/tsig.secret",
-			Doc: "file holding the TSIG key's base64 secret, read when the path is built"},
+			Doc: "file holding the TSIG key's base64 secret, or a BIND key file (tsig-keygen's output) with the key tsig_key names; read when the path is built"},
 		solve.PropagationTimeout,
 	},
 	Check:   check,
@@ -138,7 +138,9 @@ func build(_ context.Context, s solve.Settings, env solve.Env) (solve.Solver, er
 		if err != nil {
 			return nil, fmt.Errorf("reading tsig_secret_file: %w; check the path and that detour may read it", err)
 		}
-		opts.TSIGSecret = strings.TrimSpace(string(b))
+		if opts.TSIGSecret, err = SecretFromFile(f, string(b), opts.TSIGKey); err != nil {
+			return nil, err
+		}
 	}
 	sv, err := New(opts)
 	if err != nil {
