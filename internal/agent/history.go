@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,9 +39,13 @@ type Attempt struct {
 // Step is one part of an attempt.
 type Step struct {
 	// Name is "wait" (for the certificate's bind addresses and a renewal
-	// slot), "plan" (its record read and its paths built), "obtain"
-	// (preflight, order, validation, finalize, store), "deploy" (outputs,
-	// reloads, hook) or "record" (the outcome saved).
+	// slot), "plan" (its record read and its paths built), then the steps
+	// of the renewal as it reports them (renew.EventKind: "account",
+	// "probe", "order", "authz", "self-check", "dns-wait", "validation",
+	// "finalize"; "store" and "deploy" for stored and deployed), the
+	// stage a failure stopped in after the last of them, and "record"
+	// (the outcome saved). An Obtainer that reports no steps gives one
+	// "obtain" step instead (and "deploy" after a success).
 	Name string        `json:"name"`
 	Took time.Duration `json:"took"`
 }
@@ -132,39 +137,99 @@ func (o *timedObtainer) Obtain(ctx context.Context, req renew.Request) (renew.Re
 	return o.Obtainer.Obtain(ctx, req)
 }
 
-// clock holds the moments of one attempt.
+// clock holds the moments of one attempt: its own, and the end of each
+// step of Obtain the renewal reports (renew.Event).
 type clock struct {
 	begin, ready, done time.Time // job start, slot taken, step returned
 	obtain             *timedObtainer
+
+	mu     sync.Mutex
+	events []renew.Event
 }
 
-// attempt builds the history entry of the outcome out.
-func (c clock) attempt(out renew.Outcome) Attempt {
-	a := Attempt{Time: c.ready, Took: c.done.Sub(c.begin), CA: out.CA}
-	a.Steps = append(a.Steps, Step{Name: "wait", Took: c.ready.Sub(c.begin)})
+// progress receives the renewal's events (renew.StepOptions.Progress).
+func (c *clock) progress(e renew.Event) {
+	c.mu.Lock()
+	c.events = append(c.events, e)
+	c.mu.Unlock()
+}
+
+// stepNames are the names the history gives the renewal's events.
+var stepNames = map[renew.EventKind]string{renew.EventStored: "store", renew.EventDeployed: "deploy"}
+
+// obtainSteps splits Obtain into its steps: each event ends one, which
+// began where the one before ended; a kind that comes once per identifier
+// (authorization, self-check, validation) is one step with the time of
+// all. What follows the last event is the failing stage's (or, after a
+// success, nothing worth a step). Without events (an Obtainer that
+// reports none) Obtain is one step, and a success's deploy another.
+func (c *clock) obtainSteps(out renew.Outcome, stage string) []Step {
 	o := c.obtain
-	if o.start.IsZero() {
-		a.Steps = append(a.Steps, Step{Name: "plan", Took: c.done.Sub(c.ready)})
-	} else {
-		a.Steps = append(a.Steps, Step{Name: "plan", Took: o.start.Sub(c.ready)})
-		total := o.end.Sub(o.start)
+	total := o.end.Sub(o.start)
+	c.mu.Lock()
+	events := slices.Clone(c.events)
+	c.mu.Unlock()
+	if len(events) == 0 {
 		if out.Err == nil && out.Result.Elapsed > 0 && out.Result.Elapsed <= total {
 			// Result.Elapsed runs until the certificate is stored; the
 			// deploy follows inside Obtain.
-			a.Steps = append(a.Steps, Step{Name: "obtain", Took: out.Result.Elapsed}, Step{Name: "deploy", Took: total - out.Result.Elapsed})
-		} else {
-			a.Steps = append(a.Steps, Step{Name: "obtain", Took: total})
+			return []Step{{Name: "obtain", Took: out.Result.Elapsed}, {Name: "deploy", Took: total - out.Result.Elapsed}}
 		}
-		a.Steps = append(a.Steps, Step{Name: "record", Took: c.done.Sub(o.end)})
+		return []Step{{Name: "obtain", Took: total}}
 	}
+	var steps []Step
+	add := func(name string, d time.Duration) {
+		if i := slices.IndexFunc(steps, func(s Step) bool { return s.Name == name }); i >= 0 {
+			steps[i].Took += d
+			return
+		}
+		steps = append(steps, Step{Name: name, Took: d})
+	}
+	prev := o.start
+	for _, e := range events {
+		name := stepNames[e.Kind]
+		if name == "" {
+			name = string(e.Kind)
+		}
+		at := e.At
+		if at.Before(prev) {
+			at = prev
+		}
+		if at.After(o.end) {
+			at = o.end
+		}
+		add(name, at.Sub(prev))
+		prev = at
+	}
+	if rest := o.end.Sub(prev); out.Err != nil && stage != "" {
+		add(stage, rest)
+	} else if rest >= time.Millisecond {
+		add("finish", rest)
+	}
+	return steps
+}
+
+// attempt builds the history entry of the outcome out.
+func (c *clock) attempt(out renew.Outcome) Attempt {
+	a := Attempt{Time: c.ready, Took: c.done.Sub(c.begin), CA: out.CA}
 	if out.Err != nil {
 		a.Path, a.Error, a.Stage = out.Paths, out.Err.Error(), "plan"
 		var re *renew.Error
 		if errors.As(out.Err, &re) {
 			a.Stage = re.Stage
-		} else if !o.start.IsZero() {
+		} else if !c.obtain.start.IsZero() {
 			a.Stage = ""
 		}
+	}
+	a.Steps = append(a.Steps, Step{Name: "wait", Took: c.ready.Sub(c.begin)})
+	if o := c.obtain; o.start.IsZero() {
+		a.Steps = append(a.Steps, Step{Name: "plan", Took: c.done.Sub(c.ready)})
+	} else {
+		a.Steps = append(a.Steps, Step{Name: "plan", Took: o.start.Sub(c.ready)})
+		a.Steps = append(a.Steps, c.obtainSteps(out, a.Stage)...)
+		a.Steps = append(a.Steps, Step{Name: "record", Took: c.done.Sub(o.end)})
+	}
+	if out.Err != nil {
 		return a
 	}
 	res := out.Result

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/detour-acme/detour/internal/ident"
+	"github.com/detour-acme/detour/internal/renew"
 	"github.com/detour-acme/detour/internal/solve"
 	"github.com/detour-acme/detour/internal/store"
 )
@@ -67,8 +68,9 @@ func (refusing) Present(context.Context, solve.Challenge) error {
 func (refusing) CleanUp(context.Context, solve.Challenge) error { return nil }
 
 // TestAgentKeepsHistory: against Pebble, the agent keeps each attempt with
-// its steps: a renewal's wait, plan, obtain, deploy and record, and a
-// failure's stage and error.
+// its steps, as the renewal reports them (account, order, authorization,
+// validation, finalize, store) between the agent's own (wait, plan,
+// record), and a failure's stage and error.
 func TestAgentKeepsHistory(t *testing.T) {
 	t.Parallel()
 	env := newEnv(t, time.Hour, 0)
@@ -119,7 +121,7 @@ func TestAgentKeepsHistory(t *testing.T) {
 		return out
 	}
 	if !g.OK || g.Version != 1 || g.Serial == "" || g.Path != "standalone-http" || g.CA != "pebble" || g.Took <= 0 ||
-		!slices.Equal(names(g), []string{"wait", "plan", "obtain", "deploy", "record"}) {
+		!slices.Equal(names(g), []string{"wait", "plan", "account", "order", "authz", "validation", "finalize", "store", "record"}) {
 		t.Errorf("the renewal's attempt = %+v (steps %v)", g, names(g))
 	}
 	var sum time.Duration
@@ -130,8 +132,48 @@ func TestAgentKeepsHistory(t *testing.T) {
 		t.Errorf("the steps add up to %v of the attempt's %v", sum, g.Took)
 	}
 	b := hist[bad][len(hist[bad])-1]
-	if b.OK || b.Stage == "" || b.Error == "" || b.Path != "refusing" || fmt.Sprint(names(b)) != "[wait plan obtain record]" {
+	if b.OK || b.Stage != "self-check" || b.Error == "" || b.Path != "refusing" || fmt.Sprint(names(b)) != "[wait plan account order authz self-check record]" {
 		t.Errorf("the failure's attempt = %+v (steps %v)", b, names(b))
 	}
 	t.Logf("failure at %s: %s", b.Stage, b.Error)
+}
+
+// TestClockSteps: an attempt's steps from the moments the agent notes and
+// the events the renewal reports; without events, Obtain is one step (and
+// a success's deploy another).
+func TestClockSteps(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	names := func(a Attempt) string {
+		var out []string
+		for _, s := range a.Steps {
+			out = append(out, fmt.Sprintf("%s=%d", s.Name, s.Took.Milliseconds()))
+		}
+		return fmt.Sprint(out)
+	}
+	newClock := func() *clock {
+		return &clock{begin: ms(0), ready: ms(2), done: ms(100), obtain: &timedObtainer{start: ms(5), end: ms(95)}}
+	}
+	c := newClock()
+	ok := renew.Outcome{CA: "le", Result: renew.Result{Elapsed: 80 * time.Millisecond, Version: 2}}
+	if got := names(c.attempt(ok)); got != "[wait=2 plan=3 obtain=80 deploy=10 record=5]" {
+		t.Errorf("without events: %s", got)
+	}
+	c = newClock()
+	for _, e := range []renew.Event{{Kind: renew.EventAccount, At: ms(10)}, {Kind: renew.EventOrder, At: ms(15)},
+		{Kind: renew.EventAuthz, At: ms(16)}, {Kind: renew.EventAuthz, At: ms(18)}, {Kind: renew.EventValidation, At: ms(40)},
+		{Kind: renew.EventValidation, At: ms(50)}, {Kind: renew.EventFinalize, At: ms(70)}, {Kind: renew.EventStored, At: ms(80)},
+		{Kind: renew.EventDeployed, At: ms(94)}} {
+		c.progress(e)
+	}
+	if got := names(c.attempt(ok)); got != "[wait=2 plan=3 account=5 order=5 authz=3 validation=32 finalize=20 store=10 deploy=14 finish=1 record=5]" {
+		t.Errorf("with events: %s", got)
+	}
+	c = newClock()
+	c.progress(renew.Event{Kind: renew.EventAccount, At: ms(10)})
+	failed := renew.Outcome{CA: "le", Paths: "web", Err: &renew.Error{Name: "x", Stage: "order", Err: errors.New("rate limited")}}
+	a := c.attempt(failed)
+	if got := names(a); got != "[wait=2 plan=3 account=5 order=85 record=5]" || a.Stage != "order" || a.OK {
+		t.Errorf("failed at the order: %s, stage %q", got, a.Stage)
+	}
 }

@@ -30,7 +30,7 @@ type job struct {
 // taken first (see bindSet), then a slot of the concurrency bound.
 func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	log := l.a.log.With("certificate", j.cert.Name)
-	clk := clock{begin: time.Now(), obtain: &timedObtainer{Obtainer: l.a.opts.Obtainer}}
+	clk := &clock{begin: time.Now(), obtain: &timedObtainer{Obtainer: l.a.opts.Obtainer}}
 	unbind, err := l.a.binds.acquire(ctx, j.cert.Binds)
 	if err != nil {
 		return func(*certState) {}
@@ -53,7 +53,7 @@ func (l *loop) renew(ctx context.Context, j job) func(*certState) {
 	// now (cron, or another node of a fleet, renewed it), nothing is
 	// ordered.
 	expect := renew.ExpectedOf(j.rec)
-	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last, Expect: &expect})
+	out := step.Run(ctx, j.cert, renew.StepOptions{Force: true, Last: j.last, Expect: &expect, Progress: clk.progress})
 	clk.done = time.Now()
 	switch {
 	case out.Superseded:

@@ -298,7 +298,7 @@ func TestStatusPageBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := bodyText(t, ctx)
-	wantIn(t, "the failing certificate's page", text, s.names.failing, "Failing", "Attempts", "failed at validation", "wait ", "obtain ",
+	wantIn(t, "the failing certificate's page", text, s.names.failing, "Failing", "Attempts", "failed at validation", "wait ", "order ", "validation ",
 		"or use a DNS path (dns-01 needs no inbound port)", "Versions in the archive", "No version is stored.")
 	// The good certificate's page: its version, and its deploy targets.
 	if err := chromedp.Do(ctx, chromedp.Navigate(s.url+"certificate/"+s.names.ok), chromedp.WaitVisible(chromedp.CSS("table.vers"))); err != nil {

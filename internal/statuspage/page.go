@@ -127,8 +127,11 @@ type Attempt struct {
 // Step is one part of an attempt and how long it took.
 type Step struct {
 	// Name is "wait" (for the bind addresses and a renewal slot), "plan"
-	// (reading the record, building the paths), "obtain" (order,
-	// validation, finalize, store), "deploy" or "record".
+	// (reading the record, building the paths), then the renewal's own
+	// steps ("account", "probe", "order", "authz", "self-check",
+	// "dns-wait", "validation", "finalize", "store", "deploy"; "obtain"
+	// for all of them when they are not known), the stage a failure
+	// stopped in, and "record" (the outcome saved).
 	Name    string  `json:"name"`
 	Seconds float64 `json:"seconds"`
 }
