@@ -32,7 +32,8 @@ func fakeCert(t testing.TB, f *fakeCA, name string, life time.Duration, cas ...s
 // clock: every certificate is renewed on time (never after expiry, never
 // before its window), a quarter of the attempts fail and back off, a
 // certificate whose CA is down moves to its fallback CA, no more than two
-// renewals run at once, and the whole year takes well under a second.
+// renewals run at once. How long the year takes (about 0.2 s here) is
+// logged, not asserted: speed targets are benchmarks, never timed tests.
 func TestAgentYear(t *testing.T) {
 	begin := time.Now()
 	synctest.Test(t, func(t *testing.T) {
@@ -91,10 +92,6 @@ func TestAgentYear(t *testing.T) {
 		}
 		t.Logf("renewals %v; attempts %v; by CA %v", f.renewals, f.attempts, f.byCA)
 	})
-	// About 0.2 s here; the race detector makes it several times slower.
-	if el := time.Since(begin); el > 5*time.Second {
-		t.Errorf("a year took %v", el)
-	}
 	t.Logf("a year of the agent loop took %v", time.Since(begin))
 }
 
