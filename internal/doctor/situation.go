@@ -113,14 +113,54 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 		s.CAAForbids = "the CAA lookup for " + name + " fails (" + d.CAA.Failed + "): the CA refuses to issue while it cannot read CAA"
 	case !d.CAA.AllowsIssuer:
 		s.CAAForbids = fmt.Sprintf("CAA at %s does not allow %s: %s", d.CAA.At, ca.issuer(), strings.Join(d.CAA.Records, "; "))
-	case d.CAA.AccountURI != "" && acct != "" && d.CAA.AccountURI != acct:
-		s.CAAForbids = fmt.Sprintf("CAA at %s allows only the account %s, not this host's %s", d.CAA.At, d.CAA.AccountURI, acct)
-	case d.CAA.AccountURI != "" && acct == "":
-		s.CAAChange = fmt.Sprintf("CAA at %s allows only the account %s, and this host has no account at the CA yet: create it (detour account register), then add its URL as another CAA issue property with accounturi=..., or copy that account here", d.CAA.At, d.CAA.AccountURI)
-	case d.CAA.Methods != nil:
-		s.CAAMethods = d.CAA.Methods
+	default:
+		s.CAAForbids, s.CAAChange, s.CAAMethods = caaLimits(d.CAA, acct, ca)
 	}
 	return s
+}
+
+// caaMethods are the validation methods CAA's validationmethods can name
+// (RFC 8657 §4).
+var caaMethods = []string{"http-01", "dns-01", "tls-alpn-01", "dns-account-01", "dns-persist-01"}
+
+// caaLimits reads what the CAA properties naming the CA allow this host's
+// account acct ("" = none yet): every property counts (one may allow what
+// another does not). It returns why no path can work (forbids), a change
+// CAA needs first (change), or the methods allowed when only some are.
+func caaLimits(c dnscheck.CAAResult, acct string, ca CAFacts) (forbids, change string, methods []string) {
+	var naming []dnscheck.CAAIssue
+	for _, p := range c.Issues {
+		if p.Err == "" && p.Issuer != "" && (len(c.Issuers) == 0 || slices.ContainsFunc(c.Issuers, func(d string) bool {
+			return strings.EqualFold(strings.TrimSuffix(d, "."), p.Issuer)
+		})) {
+			naming = append(naming, p)
+		}
+	}
+	if len(naming) == 0 {
+		return "", "", nil
+	}
+	if acct == "" && !slices.ContainsFunc(naming, func(p dnscheck.CAAIssue) bool { return p.Params["accounturi"] == "" }) {
+		var accts []string
+		for _, p := range naming {
+			accts = append(accts, p.Params["accounturi"])
+		}
+		return "", fmt.Sprintf("CAA at %s lets %s issue only for the account %s, and this host has no account at the CA yet: "+
+			"create it (detour account register), then add its URL in another CAA issue property (accounturi=...), or copy that account here",
+			c.At, ca.issuer(), strings.Join(accts, ", ")), nil
+	}
+	for _, m := range caaMethods {
+		if c.AllowsMethod(m, acct) {
+			methods = append(methods, m)
+		}
+	}
+	switch {
+	case len(methods) == 0:
+		return fmt.Sprintf("CAA at %s lets %s issue only for another account or with other validation methods than this host's: %s",
+			c.At, ca.issuer(), strings.Join(c.Records, "; ")), "", nil
+	case len(methods) == len(caaMethods):
+		return "", "", nil
+	}
+	return "", "", methods
 }
 
 // holder names the server holding port and its process ("nginx (pid

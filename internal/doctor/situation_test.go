@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	mdns "github.com/miekg/dns"
+
 	"github.com/detour-acme/detour/internal/doctor/dnscheck"
 	"github.com/detour-acme/detour/internal/doctor/hostcheck"
 )
@@ -55,18 +57,38 @@ func TestSituation(t *testing.T) {
 		}
 	})
 	t.Run("CAA and the account", func(t *testing.T) {
+		caa := func(values ...string) dnscheck.CAAResult {
+			var rrs []*mdns.CAA
+			for _, v := range values {
+				rrs = append(rrs, &mdns.CAA{Hdr: mdns.RR_Header{Name: "example.com.", Rrtype: mdns.TypeCAA, Class: mdns.ClassINET}, Tag: "issue", Value: v})
+			}
+			return dnscheck.EvaluateCAA(rrs, "example.com", false, []string{"letsencrypt.org"})
+		}
+		ca := CAFacts{CAAIdentities: []string{"letsencrypt.org"}}
 		d := public
-		d.CAA = dnscheck.CAAResult{AllowsIssuer: true, At: "example.com", AccountURI: "https://ca.example/acct/2"}
-		if s := situation("www.example.com", opts, CAFacts{}, hostcheck.Facts{}, d); !strings.Contains(s.CAAForbids, "acct/2") {
+		d.CAA = caa("letsencrypt.org; accounturi=https://ca.example/acct/2")
+		if s := situation("www.example.com", opts, ca, hostcheck.Facts{}, d); !strings.Contains(s.CAAForbids, "another account") {
 			t.Errorf("foreign accounturi: %q", s.CAAForbids)
 		}
-		d.CAA = dnscheck.CAAResult{AllowsIssuer: false, At: "example.com", Records: []string{`0 issue "other.example"`}}
-		if s := situation("www.example.com", opts, CAFacts{CAAIdentities: []string{"letsencrypt.org"}}, hostcheck.Facts{}, d); !strings.Contains(s.CAAForbids, "other.example") || !strings.Contains(s.CAAForbids, "letsencrypt.org") {
+		// A second property for this account allows it.
+		d.CAA = caa("letsencrypt.org; accounturi=https://ca.example/acct/2", "letsencrypt.org; accounturi=https://ca.example/acct/1")
+		if s := situation("www.example.com", opts, ca, hostcheck.Facts{}, d); s.CAAForbids != "" || s.CAAMethods != nil {
+			t.Errorf("two accounts, one ours: forbids %q, methods %v", s.CAAForbids, s.CAAMethods)
+		}
+		// No account yet: a change, not a refusal.
+		noAcct := opts
+		noAcct.AccountURIs = nil
+		d.CAA = caa("letsencrypt.org; accounturi=https://ca.example/acct/2")
+		if s := situation("www.example.com", noAcct, ca, hostcheck.Facts{}, d); s.CAAForbids != "" || !strings.Contains(s.CAAChange, "no account at the CA yet") {
+			t.Errorf("no account: forbids %q, change %q", s.CAAForbids, s.CAAChange)
+		}
+		d.CAA = caa(`other.example`)
+		if s := situation("www.example.com", opts, ca, hostcheck.Facts{}, d); !strings.Contains(s.CAAForbids, "other.example") || !strings.Contains(s.CAAForbids, "letsencrypt.org") {
 			t.Errorf("issuer not allowed: %q", s.CAAForbids)
 		}
-		d.CAA = dnscheck.CAAResult{AllowsIssuer: true, Methods: []string{"dns-01"}}
-		if s := situation("www.example.com", opts, CAFacts{}, hostcheck.Facts{}, d); len(s.CAAMethods) != 1 {
-			t.Errorf("validationmethods: %v", s.CAAMethods)
+		d.CAA = caa("letsencrypt.org; validationmethods=dns-01", "letsencrypt.org; validationmethods=http-01")
+		if s := situation("www.example.com", opts, ca, hostcheck.Facts{}, d); strings.Join(s.CAAMethods, ",") != "http-01,dns-01" {
+			t.Errorf("validationmethods of two properties: %v", s.CAAMethods)
 		}
 	})
 	t.Run("cloud and DNS", func(t *testing.T) {

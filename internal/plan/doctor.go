@@ -82,7 +82,12 @@ func (p *Planner) Doctor(ctx context.Context, in DoctorInput) (doctor.Report, er
 			}
 		}
 	}
-	ca, err := config.ResolveCA(p.cfg, orDefault(in.CA, p.cfg.CA))
+	// The CA: --ca, else the certificate's own, else the default.
+	caRef := orDefault(in.CA, p.cfg.CA)
+	if c, err := p.cfg.Certificate(cert); exists && err == nil && in.CA == "" && c.CA != "" {
+		caRef = c.CA
+	}
+	ca, err := config.ResolveCA(p.cfg, caRef)
 	if err != nil {
 		return doctor.Report{}, inputErr(FieldCA, err)
 	}
