@@ -17,6 +17,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -182,6 +183,17 @@ func diagnose(ctx context.Context, opts Options, name string, ca CAFacts, host h
 	nr.Checks = append(nr.Checks, dres...)
 
 	s := situation(name, opts, ca, host, dfacts)
+	if s.ALPNRoute != "" {
+		// Detour listens at the route's target while the CA validates:
+		// another program there would keep it from binding.
+		if hs, err := hostcheck.HoldersOf(cmp.Or(opts.Host.ProcRoot, "/proc"), "tcp", s.ALPNRoute); err == nil {
+			for _, h := range hs {
+				if h.Server != "detour" {
+					s.ALPNRouteBusy = fmt.Sprintf("%s (pid %d: %s)", cmp.Or(h.Server, "a process"), h.PID, h.Command)
+				}
+			}
+		}
+	}
 	if !opts.NoProbe && !s.Wildcard && s.AddressProblem == "" {
 		popts := httpprobe.Options{Port: opts.HTTPPort, TLSPort: opts.TLSPort, Logger: opts.Logger,
 			Lookup: authoritative(dfacts)}

@@ -85,6 +85,9 @@ type Situation struct {
 	// proxy that can route acme-tls/1; ALPNRoute its existing route's
 	// target ("" none); ALPNSnippet the block to add.
 	Stream443, ALPNRoute, ALPNSnippet string
+	// ALPNRouteBusy names a program (not Detour) listening at the route's
+	// target, where Detour must listen while the CA validates.
+	ALPNRouteBusy string
 
 	// Firewall80/443: the local ruleset's verdict on inbound TCP from
 	// the Internet: "accept", "drop" or "unknown"; FirewallBackend is the
@@ -388,8 +391,13 @@ func rankALPNForward(s Situation) Ranked {
 			r.Why = fmt.Sprintf("%s terminates TLS on port 443 itself (not a TCP proxy such as an nginx stream or a HAProxy mode tcp frontend); front-door puts Detour in front instead", cmp.Or(s.Holder443, s.Server443))
 		}
 		return r
+	case s.ALPNRoute != "" && s.ALPNRouteBusy != "":
+		r.Verdict, r.Why = AfterChange, fmt.Sprintf("the %s on port 443 sends acme-tls/1 to %s, but %s listens there", s.Stream443, s.ALPNRoute, s.ALPNRouteBusy)
+		r.Change = "point the acme-tls/1 route at a free address (Detour listens there only while the CA validates), e.g. 127.0.0.1:8403, and reload"
+		r.Settings = map[string]string{"listen": "127.0.0.1:8403"}
+		r.tier = 4
 	case s.ALPNRoute != "":
-		r.Verdict, r.Why = Works, fmt.Sprintf("the %s on port 443 already sends acme-tls/1 to %s", s.Stream443, s.ALPNRoute)
+		r.Verdict, r.Why = Works, fmt.Sprintf("the %s on port 443 already sends acme-tls/1 to %s, where nothing else listens", s.Stream443, s.ALPNRoute)
 		r.Settings = map[string]string{"listen": s.ALPNRoute}
 	default:
 		r.Verdict, r.Why = AfterChange, fmt.Sprintf("port 443 is a %s: it can send acme-tls/1 connections to Detour", s.Stream443)

@@ -33,6 +33,10 @@ func TestRank(t *testing.T) {
 		{"nginx stream on 443 with a route, 80 dropped", base(func(s *Situation) {
 			s.Server443, s.Stream443, s.ALPNRoute, s.Firewall80 = "nginx", "nginx-stream", "127.0.0.1:8403", "drop"
 		}), "alpn-forward/tls-alpn-01", Works, "already sends acme-tls/1", nil},
+		{"acme-tls/1 route to a busy address", base(func(s *Situation) {
+			s.Server443, s.Stream443, s.ALPNRoute, s.ALPNRouteBusy, s.Firewall80, s.FirewallBackend = "nginx", "nginx-stream", "127.0.0.1:9443", "nginx (pid 3)", "drop", ""
+			s.Server80 = "nginx"
+		}), "alpn-forward/tls-alpn-01", AfterChange, "a free address", nil},
 		{"policy-drop firewall, free ports", base(func(s *Situation) {
 			s.Firewall80, s.Firewall443 = "drop", "drop"
 		}), "standalone/http-01+nftables", Works, "opens it in nftables", nil},
