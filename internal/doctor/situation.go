@@ -155,8 +155,8 @@ func caaLimits(c dnscheck.CAAResult, acct string, ca CAFacts) (forbids, change s
 	}
 	switch {
 	case len(methods) == 0:
-		return fmt.Sprintf("CAA at %s lets %s issue only for another account or with other validation methods than this host's: %s",
-			c.At, ca.issuer(), strings.Join(c.Records, "; ")), "", nil
+		return fmt.Sprintf("CAA at %s lets %s issue only for another account or with other validation methods than this host's (account %s): %s",
+			c.At, ca.issuer(), acct, strings.Join(c.Records, "; ")), "", nil
 	case len(methods) == len(caaMethods):
 		return "", "", nil
 	}
