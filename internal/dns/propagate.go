@@ -197,7 +197,7 @@ func (c *Client) askAll(ctx context.Context, pending []ServerState, name, value 
 		wg.Go(func() {
 			states[i] = s
 			ok, answer, unreach := c.answers(ctx, s.Server.Addr, name, value)
-			if ok || ctx.Err() == nil {
+			if ok || !cutShort(ctx) {
 				// An answer cut short by the deadline says nothing new.
 				done[i], states[i].Answer, unreachable[i] = ok, answer, unreach
 			}
@@ -221,6 +221,17 @@ func (c *Client) askAll(ctx context.Context, pending []ServerState, name, value 
 		}
 	}
 	return out
+}
+
+// cutShort reports whether ctx has ended or its deadline has passed: a
+// query whose socket deadline (ctx's) fired may return before ctx's own
+// timer marks it done.
+func cutShort(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
 }
 
 // answers asks one authoritative server for TXT name and reports whether
