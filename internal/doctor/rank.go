@@ -106,6 +106,9 @@ type Situation struct {
 	ProviderConfigured string
 	// ProviderPath is the configuration's path for it.
 	ProviderPath string
+	// NoZone says why the name is not in DNS at all (no zone holds it):
+	// nothing works until it is.
+	NoZone string
 	// CAAChange is a change CAA needs before any path works (an accounturi
 	// naming an account, and this host has none yet).
 	CAAChange string
@@ -239,6 +242,10 @@ func applyGlobal(s Situation, r *Ranked) {
 	case s.IP && !web:
 		impossible("an IP address can only be validated over http-01 or tls-alpn-01 (RFC 8738)")
 		return
+	case s.NoZone != "" && r.Verdict != Impossible:
+		r.Verdict, r.Why, r.Snippet = AfterChange, s.NoZone, ""
+		r.Change = "check the spelling of " + s.Name + ", and that its domain is registered and delegated to name servers (`dig SOA` from another network); then run doctor again"
+		r.tier += 30
 	case s.CAAChange != "":
 		r.Verdict, r.Why, r.Change, r.Snippet = AfterChange, s.CAAChange, s.CAAChange, ""
 		r.tier += 20

@@ -72,6 +72,9 @@ func TestRank(t *testing.T) {
 			s.AddressProblem, s.AddressFix = "www.example.com has the private address 10.0.0.5 in public DNS", "publish the public address"
 			s.RFC2136Key, s.RFC2136Algorithm = "k", "hmac-sha256"
 		}), "rfc2136/dns-01", Works, "accepted", nil},
+		{"a name no zone holds", base(func(s *Situation) {
+			s.Zone, s.NoZone = "", "no DNS zone holds www.example.com"
+		}), "", AfterChange, "registered and delegated", nil},
 		{"broken DNSSEC", base(func(s *Situation) {
 			s.DNSSECBroken, s.DNSSECReason = true, "the DS at the parent matches no DNSKEY"
 		}), "", Impossible, "DNSSEC", nil},

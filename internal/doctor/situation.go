@@ -25,6 +25,8 @@ func situation(name string, opts Options, ca CAFacts, host hostcheck.Facts, d dn
 	// Addresses.
 	switch {
 	case s.IP:
+	case d.Zone == "":
+		s.NoZone = "no DNS zone holds " + name + " (see dns.zone): the CA cannot resolve it, whatever the path"
 	case len(d.A)+len(d.AAAA) == 0:
 		s.AddressProblem = name + " has no A or AAAA record on its authoritative servers, so the CA cannot connect to it"
 		s.AddressFix = "publish the host's public address as an A (and AAAA) record, or use a DNS path"
