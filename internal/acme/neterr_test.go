@@ -17,24 +17,21 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/detour-acme/detour/internal/acme"
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
-// closedURL returns http://127.0.0.1:PORT+path for a port nothing listens on.
+// closedURL returns http://127.0.0.1:PORT+path for a port that refuses
+// connections (and that no other test is given meanwhile).
 func closedURL(t *testing.T, path string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "http://" + addr + path
+	return "http://127.0.0.1:" + strconv.Itoa(testenv.RefusedPort(t)) + path
 }
 
 // wantNetworkError fails unless err is a *acme.NetworkError of kind for

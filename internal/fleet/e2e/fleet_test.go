@@ -394,11 +394,24 @@ func TestFleetFirewallWindows(t *testing.T) {
 	}
 
 	held, _ := holdSelfCheck(t, w)
-	renew := node1.startCmd(t, "renew", "--force", certName)
-	select {
-	case <-held:
-	case <-time.After(60 * time.Second):
-		t.Fatal("node1's self-check of the CA's challenge never arrived")
+	var renew *proc
+	// Pebble hands out the earlier, valid authorization about 1% of the
+	// time (even with PEBBLE_AUTHZREUSE=0): the renewal then finishes
+	// without a validation to hold, and is run again.
+	for attempt := 1; ; attempt++ {
+		renew = node1.startCmd(t, "renew", "--force", certName)
+		select {
+		case <-held:
+		case <-renew.done:
+			if attempt < 3 && renew.err == nil {
+				t.Logf("renewal %d finished without a validation (Pebble reused the authorization); again", attempt)
+				continue
+			}
+			t.Fatalf("node1's renewal ended (%v) before the CA's validation arrived", renew.err)
+		case <-time.After(60 * time.Second):
+			t.Fatal("node1's self-check of the CA's challenge never arrived")
+		}
+		break
 	}
 	for _, nd := range w.nodes {
 		if got := probe80(nd); got != nstest.Open {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/detour-acme/detour/internal/ident"
 	"github.com/detour-acme/detour/internal/solve"
+	"github.com/detour-acme/detour/internal/testenv"
 )
 
 const (
@@ -132,18 +133,11 @@ func startHTTPS(t *testing.T, h http.Handler) int {
 	return serverPort(t, s)
 }
 
-// closedPort returns a port on 127.0.0.1 that nothing listens on.
+// closedPort returns a port on 127.0.0.1 that refuses connections (and
+// that no other test is given meanwhile).
 func closedPort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := ln.Addr().(*net.TCPAddr).Port
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testenv.RefusedPort(t)
 }
 
 // startSilent accepts connections on 127.0.0.1:0 and never answers; they
